@@ -1,0 +1,16 @@
+# Entry point only: config, validation, the stage files, and the final targets.
+# `snakemake --cores 8` runs config/config.yaml; see README.md for everything else.
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/summary.csv",
+        "results/summary.parquet",

@@ -1,0 +1,76 @@
+"""Run records -> one tidy table (CSV and parquet), one row per run, every field flattened."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .records import read_record
+
+# Columns first in the table, in this order; the rest follow alphabetically.
+LEADING = ["run_id", "status", "family", "framework", "dataset", "size", "params", "optimizer",
+           "regulariser", "seed", "test_acc", "train_samples_per_s", "peak_rss_mb"]
+
+
+def flatten(record: dict, prefix: str = "") -> dict:
+    """Nested dicts become `a.b` columns; lists (the learning curve) become JSON text."""
+    row = {}
+    for k, v in record.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            row.update(flatten(v, key + "."))
+        elif isinstance(v, list):
+            row[key] = json.dumps(v, separators=(",", ":"))
+        else:
+            row[key] = v
+    return row
+
+
+def collect(run_ids: list[str], runs_dir: str | Path) -> tuple[list[dict], list[str]]:
+    """Records of `run_ids`; ids whose record is missing or unreadable are returned apart."""
+    rows, missing = [], []
+    for rid in run_ids:
+        rec = read_record(Path(runs_dir) / f"{rid}.json")
+        if rec is None:
+            missing.append(rid)
+        else:
+            rows.append(flatten(rec))
+    return rows, missing
+
+
+def write_table(rows: list[dict], csv_path: str | Path, parquet_path: str | Path | None) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=LEADING)
+    cols = [c for c in LEADING if c in df.columns]
+    cols += sorted(c for c in df.columns if c not in cols)
+    df = df[cols]
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(csv_path)
+    if parquet_path:
+        ptmp = Path(parquet_path).with_name(f".{Path(parquet_path).name}.tmp")
+        df.to_parquet(ptmp, index=False)
+        ptmp.replace(parquet_path)
+
+
+def main(batch_files: list[str], runs_dir: str, csv_path: str, parquet_path: str | None) -> int:
+    ids: list[str] = []
+    for f in batch_files:
+        ids += [i for i in json.loads(Path(f).read_text()) if i not in ids]
+    rows, missing = collect(ids, runs_dir)
+    if missing:
+        print(f"warning: {len(missing)} run record(s) missing or unreadable, e.g. {missing[0]}",
+              file=sys.stderr)
+    write_table(rows, csv_path, parquet_path)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print(f"summary: {len(rows)} runs ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})"
+          f" -> {csv_path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,224 @@
+"""`python -m bench <verb>`: the only command-line entry point.
+
+Framework modules are imported only inside the verbs that train, and only the one the run
+names, so `list` and `--help` are instant and no process ever loads both frameworks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import spec as S
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, naming the bad value, no usage dump
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    sizes = sorted({s for fam in S.SIZES.values() for s in fam}, key=S.SIZE_NAMES.index)
+    g = p.add_argument_group("what to train")
+    g.add_argument("--family", required=True, choices=S.FAMILIES)
+    g.add_argument("--framework", required=True, choices=S.FRAMEWORKS)
+    g.add_argument("--dataset", required=True, choices=list(S.DATASETS))
+    g.add_argument("--size", required=True, choices=sizes,
+                   help="named size; `python -m bench list` shows parameter counts")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--optimizer", default="adam", choices=list(S.OPTIMIZERS))
+    g.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    g.add_argument("--batch-size", default="64",
+                   help="'full' (full-batch GD), 1 (stochastic) or N (mini-batch); default 64")
+    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--max-steps", type=int, default=0, help="cap on optimizer steps (0: none)")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("regularisation")
+    g.add_argument("--regulariser", default="none",
+                   help="'+'-joined from: " + ", ".join(S.REGULARISERS) + " (default none)")
+    g.add_argument("--l2", type=float, help="L2 coefficient (preset with l2: 1e-4)")
+    g.add_argument("--weight-decay", type=float,
+                   help="decoupled weight decay (preset with wd, and for adamw: 1e-2)")
+    g.add_argument("--dropout", type=float, help="dropout rate (preset with dropout: 0.2)")
+    g.add_argument("--batchnorm", action="store_true", default=None, help="add batch norm")
+    g.add_argument("--lr-schedule", choices=S.LR_SCHEDULES,
+                   help="none, step or cosine (presets lr_step, lr_decay)")
+    g.add_argument("--patience", type=int, help="early-stopping patience in epochs (early_stop: 3)")
+    g = p.add_argument_group("execution and measurement")
+    g.add_argument("--device", default="cpu", choices=S.DEVICES)
+    g.add_argument("--threads", type=int, default=1, help="intra-op threads (inter-op is 1)")
+    g.add_argument("--compile", action="store_true", default=False,
+                   help="torch.compile / XLA jit_compile")
+    g.add_argument("--warmup-steps", type=int, default=10)
+    g.add_argument("--block-steps", type=int, default=50)
+    g.add_argument("--block-seconds", type=float, default=2.0)
+
+
+def _add_io_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default="data", help="where mnist.npz / imdb.npz live")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="trust imdb.npz's pickled arrays (loading them runs code from the file)")
+    p.add_argument("--mem-limit-mb", type=float, default=0.0,
+                   help="record status oom when peak memory exceeds this (0: no limit)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m bench",
+                description="Scale-vs-performance benchmarks of CNN, RNN and Transformer models "
+                            "in PyTorch and TensorFlow.")
+    sub = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="print the registries (families, sizes with parameter counts, "
+                                "optimizers, regularisers, datasets)")
+    t = sub.add_parser("train", help="train and measure one run; write its JSON record")
+    _add_run_options(t)
+    _add_io_options(t)
+    t.add_argument("--out", required=True, help="record path, e.g. results/runs/x.json")
+    b = sub.add_parser("run-batch", help="run several specs (one framework) in one process, "
+                                         "skipping those whose record already exists")
+    b.add_argument("--specs", required=True, help="JSON list of RunSpec dicts, or @file")
+    b.add_argument("--out-dir", required=True, help="records go to OUT_DIR/<run_id>.json")
+    b.add_argument("--done", help="write this JSON list of run ids when the batch is through")
+    _add_io_options(b)
+    g = sub.add_parser("aggregate", help="records of finished batches -> summary CSV + parquet")
+    g.add_argument("batches", nargs="+", help="batch files written by run-batch --done")
+    g.add_argument("--runs-dir", default="results/runs")
+    g.add_argument("--csv", default="results/summary.csv")
+    g.add_argument("--parquet", default="results/summary.parquet")
+    return p
+
+
+def _spec_from_args(a) -> S.RunSpec:
+    keys = ["family", "framework", "dataset", "size", "optimizer", "lr", "batch_size", "epochs",
+            "max_steps", "seed", "l2", "weight_decay", "dropout", "batchnorm", "lr_schedule",
+            "patience", "device", "threads", "compile", "warmup_steps", "block_steps",
+            "block_seconds"]
+    return S.RunSpec.create(regulariser=a.regulariser, **{k: getattr(a, k) for k in keys})
+
+
+def cmd_list() -> int:
+    w = sys.stdout.write
+    w("families: " + ", ".join(S.FAMILIES) + "\nframeworks: " + ", ".join(S.FRAMEWORKS) + "\n\n")
+    w("datasets:\n")
+    for d in S.DATASETS.values():
+        w(f"  {d.name:8s} {d.kind:6s} shape {d.shape} classes {d.n_classes}  {d.description}\n")
+    w("\nsizes (trainable parameters per dataset; xxl is meant for a GPU, seed = article):\n")
+    names = list(S.DATASETS)
+    for fam in S.FAMILIES:
+        w(f"  {fam}\n    {'size':6s}" + "".join(f"{n:>12s}" for n in names) + "  definition\n")
+        for size, arch in S.SIZES[fam].items():
+            counts = "".join(f"{S.param_count(fam, size, n):>12,d}" for n in names)
+            w(f"    {size:6s}{counts}  {arch}\n")
+    w("\noptimizers:\n")
+    for o in S.OPTIMIZERS.values():
+        w(f"  {o.name:9s} {o.description}\n")
+    w("\nregularisers (join with '+', e.g. dropout+l2+lr_decay):\n")
+    for r in S.REGULARISERS.values():
+        w(f"  {r.name:10s} {r.description}\n")
+    w("\nbatch sizes: full (full-batch gradient descent), 1 (stochastic), N (mini-batch)\n")
+    return 0
+
+
+def _execute(spec: S.RunSpec, a, data_cache: dict) -> dict:
+    """Run one spec and return its record; status `error` for unexpected exceptions."""
+    import traceback
+
+    from . import train
+    from .backend_api import load_backend
+    from .data import load
+
+    backend = load_backend(spec.framework)
+    try:
+        if spec.dataset not in data_cache:
+            data_cache[spec.dataset] = load(spec.dataset, a.data_dir, a.allow_pickle)
+        return train.run(spec, data_cache[spec.dataset], backend, mem_limit_mb=a.mem_limit_mb)
+    except S.SpecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - recorded, so a batch keeps its other runs
+        traceback.print_exc()
+        return {"run_id": spec.run_id, **spec.to_dict(), "status": "error",
+                "message": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]}
+
+
+def cmd_train(a) -> int:
+    from .records import write_json_atomic
+
+    spec = _spec_from_args(a)
+    if spec.dataset in ("mnist", "imdb"):  # fail before any framework import
+        from .data import load
+
+        cache = {spec.dataset: load(spec.dataset, a.data_dir, a.allow_pickle)}
+    else:
+        cache = {}
+    record = _execute(spec, a, cache)
+    write_json_atomic(a.out, record)
+    print(f"{record['status']}: {spec.run_id} -> {a.out}", file=sys.stderr)
+    return 1 if record["status"] == "error" else 0
+
+
+def cmd_run_batch(a) -> int:
+    from .records import write_json_atomic
+    from .slots import measuring_slots, visible_gpus
+
+    text = Path(a.specs[1:]).read_text() if a.specs.startswith("@") else a.specs
+    try:
+        items = json.loads(text)
+    except ValueError as e:
+        raise S.SpecError(f"--specs is not valid JSON: {e}") from None
+    if not isinstance(items, list) or not items:
+        raise S.SpecError("--specs must be a non-empty JSON list of run specs")
+    specs = [S.RunSpec.from_dict(d) for d in items]
+    if len({s.framework for s in specs}) > 1:
+        raise S.SpecError("a batch must hold one framework (one framework per process)")
+    out_dir = Path(a.out_dir)
+    gpu = any(s.device in ("cuda", "auto") for s in specs) and visible_gpus() > 0
+    with measuring_slots(max(s.threads for s in specs), gpu):
+        errors = _run_specs(specs, out_dir, a)
+    if a.done:
+        write_json_atomic(a.done, [s.run_id for s in specs])
+    if errors:
+        print(f"{errors} run(s) failed with status error; rerun to retry them", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _run_specs(specs: list[S.RunSpec], out_dir: Path, a) -> int:
+    from .records import FINAL_STATUSES, read_record, write_json_atomic
+
+    cache: dict = {}
+    errors = 0
+    for i, spec in enumerate(specs, 1):
+        path = out_dir / f"{spec.run_id}.json"
+        old = read_record(path)
+        if old and old.get("status") in FINAL_STATUSES:
+            print(f"[{i}/{len(specs)}] {spec.run_id}: kept ({old['status']})", file=sys.stderr)
+            continue
+        print(f"[{i}/{len(specs)}] {spec.run_id}: running", file=sys.stderr, flush=True)
+        record = _execute(spec, a, cache)
+        write_json_atomic(path, record)
+        errors += record["status"] == "error"
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .records import RecordWriteError
+
+    a = build_parser().parse_args(argv)
+    try:
+        if a.verb == "list":
+            return cmd_list()
+        if a.verb == "train":
+            return cmd_train(a)
+        if a.verb == "run-batch":
+            return cmd_run_batch(a)
+        if a.verb == "aggregate":
+            from . import aggregate
+
+            return aggregate.main(a.batches, a.runs_dir, a.csv, a.parquet)
+    except (S.SpecError, RecordWriteError) as e:
+        print(f"python -m bench {a.verb}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_BAD_INPUT

@@ -1,0 +1,86 @@
+"""Study config validation: JSON schema (draft 2020-12) plus the checks a schema cannot make.
+
+Every problem is reported as one line naming the key and the bad value, before any job
+starts and before anything is written under results/.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from .spec import DATASETS, SpecError
+
+
+class ConfigError(SpecError):
+    pass
+
+
+def _path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _message(err) -> str:
+    where = _path(err.absolute_path)
+    v = err.validator
+    if v == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        return f"config key {where}: unknown key {extra[0]!r}{hint}"
+    if v == "enum":
+        return (f"config key {where}: {err.instance!r} is not one of "
+                f"{', '.join(map(str, err.validator_value))}")
+    if v == "propertyNames":
+        return f"config key {where}: unknown name {err.instance!r}"
+    if v == "oneOf" and "description" in err.schema:
+        return f"config key {where}: {err.instance!r} is not allowed ({err.schema['description']})"
+    if v == "required":
+        return f"config key {where}: {err.message}"
+    if v in ("minItems", "minProperties"):
+        return f"config key {where}: must not be empty (the study would have no runs)"
+    if v == "pattern":
+        return f"config key {where}: {err.instance!r} is not allowed (must match {err.validator_value})"
+    return f"config key {where}: {err.message}"
+
+
+def _fill_defaults(schema: dict, instance: dict) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(sub, instance[key])
+
+
+def check_config(config: dict, schema_path: str | Path) -> dict:
+    """Validate `config`, fill schema defaults, check data files; returns the filled config."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        # oneOf reports the branch failures; the deepest concrete error names the value best
+        err = errors[0]
+        if err.context and "description" not in err.schema:
+            err = max(err.context, key=lambda e: len(e.absolute_path))
+        raise ConfigError(_message(err))
+    config = copy.deepcopy(dict(config))
+    _fill_defaults(schema, config)
+    data_dir = Path(config["data_dir"])
+    for name in config["study"]["datasets"]:
+        f = DATASETS[name].file
+        if f and not (data_dir / f).is_file():
+            raise ConfigError(
+                f"config key study.datasets: {name!r} needs {data_dir / f}, which does not exist"
+            )
+        if name == "imdb" and not config["allow_pickle"]:
+            raise ConfigError(
+                "config key allow_pickle: dataset 'imdb' needs allow_pickle: true "
+                "(imdb.npz holds pickled arrays; loading them runs code from the file)"
+            )
+    return config

@@ -1,0 +1,139 @@
+"""Timing blocks, host memory and environment facts; framework-neutral."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BlockTimer:
+    """Groups timed steps into blocks of at least `min_steps` steps and `min_seconds`.
+
+    Throughput is reported as the median over blocks and their spread, so one slow moment
+    on a shared machine moves one block, not the figure. Steps before `warmup` are timed
+    apart (compilation and allocator warm-up) and never enter a block.
+    """
+
+    warmup: int
+    min_steps: int
+    min_seconds: float
+    seen: int = 0
+    warmup_seconds: float = 0.0
+    first_step_seconds: float = 0.0
+    step_seconds: list[float] = field(default_factory=list)
+    blocks: list[tuple[int, float]] = field(default_factory=list)  # (samples, seconds)
+    _open: list[float] = field(default_factory=lambda: [0, 0, 0.0])  # steps, samples, secs
+
+    def add(self, seconds: float, samples: int) -> None:
+        self.seen += 1
+        if self.seen == 1:
+            self.first_step_seconds = seconds
+        if self.seen <= self.warmup:
+            self.warmup_seconds += seconds
+            return
+        self.step_seconds.append(seconds)
+        o = self._open
+        o[0] += 1
+        o[1] += samples
+        o[2] += seconds
+        if o[0] >= self.min_steps and o[2] >= self.min_seconds:
+            self.blocks.append((int(o[1]), o[2]))
+            self._open = [0, 0, 0.0]
+
+    def summary(self) -> dict:
+        """Median/min/max samples per second over blocks, step-time percentiles.
+
+        When the run was too short for one full block, the partial block is used and
+        `throughput_partial` says so.
+        """
+        blocks = list(self.blocks)
+        partial = False
+        if not blocks and self._open[0]:
+            blocks = [(int(self._open[1]), self._open[2])]
+            partial = True
+        rates = [n / s for n, s in blocks if s > 0]
+        out = {
+            "train_samples_per_s": statistics.median(rates) if rates else None,
+            "train_samples_per_s_min": min(rates) if rates else None,
+            "train_samples_per_s_max": max(rates) if rates else None,
+            "throughput_blocks": len(rates),
+            "throughput_partial": partial,
+            "timed_steps": len(self.step_seconds),
+            "timed_seconds": sum(self.step_seconds),
+            "first_step_s": self.first_step_seconds,
+            "warmup_s": self.warmup_seconds,
+            "step_ms_p50": percentile(self.step_seconds, 50) * 1e3 if self.step_seconds else None,
+            "step_ms_p95": percentile(self.step_seconds, 95) * 1e3 if self.step_seconds else None,
+        }
+        return out
+
+
+def percentile(xs: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default) without numpy."""
+    s = sorted(xs)
+    if len(s) == 1:
+        return s[0]
+    pos = (len(s) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux: write 5 to clear_refs); False if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size since the last reset (VmHWM), else since process start."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def host_facts() -> dict:
+    """What the record needs to say where it ran, and how loaded the machine was."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load1 = os.getloadavg()[0]
+    except OSError:
+        load1 = None
+    return {
+        "hostname": platform.node(),
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m_start": load1,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+class Stopwatch:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0

@@ -1,0 +1,64 @@
+"""Run records on disk: atomic writes, safe reads."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+FINAL_STATUSES = ("ok", "diverged", "oom", "pruned")
+STATUSES = (*FINAL_STATUSES, "error")
+
+
+class RecordWriteError(OSError):
+    pass
+
+
+def _clean(obj):
+    """JSON has no NaN/inf: store them as null so every reader can parse the record."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_json_atomic(path: str | Path, obj) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it.
+
+    A reader sees the old file or the new one, never a partial one; on failure nothing
+    under `path` changes and the error says which file could not be written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise RecordWriteError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_clean(obj), f, indent=1, sort_keys=True, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise RecordWriteError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def read_record(path: str | Path) -> dict | None:
+    """The record at `path`, or None when it is missing or unreadable (never half-read)."""
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and "run_id" in rec and "status" in rec else None

@@ -1,0 +1,122 @@
+"""The shared training loop through the real CLI, in both frameworks (one process each).
+
+Learning, determinism, and every outcome: ok, diverged, oom, invalid input, error.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.spec import FAMILIES, FRAMEWORKS
+from bench.train import lr_at, planned_steps
+
+pytestmark = pytest.mark.slow
+
+
+def train(tmp_path, *args, name="run.json", check=True):
+    out = tmp_path / name
+    p = subprocess.run(
+        [sys.executable, "-m", "bench", "train", "--out", str(out), "--threads", "1",
+         "--block-seconds", "0.05", "--block-steps", "5", "--warmup-steps", "3", *args],
+        capture_output=True, text=True, timeout=900,
+    )
+    if check:
+        assert p.returncode == 0, p.stderr[-3000:]
+    rec = json.loads(out.read_text()) if out.exists() else None
+    return p, rec
+
+
+LEARN = [(f, fw) for f in FAMILIES for fw in FRAMEWORKS]
+
+
+@pytest.mark.parametrize("family,framework", LEARN, ids=[f"{a}-{b}" for a, b in LEARN])
+def test_short_run_on_mnist1d_beats_chance_clearly(tmp_path, family, framework):
+    p, r = train(tmp_path, "--family", family, "--framework", framework, "--dataset", "mnist1d",
+                 "--size", "s", "--optimizer", "adam", "--lr", "3e-3", "--epochs", "6")
+    assert r["status"] == "ok"
+    assert r["test_acc"] > 0.25, r["test_acc"]  # chance is 0.10
+    assert len(r["curve"]) == 6 and "epoch 6/6" in p.stderr  # per-epoch progress on stderr
+    for key in ("params", "flops_per_sample", "train_samples_per_s", "infer_samples_per_s",
+                "step_ms_p50", "step_ms_p95", "first_step_s", "peak_rss_mb", "wall_s",
+                "framework_version", "device", "threads", "val_acc", "train_loss"):
+        assert r[key] is not None, key
+    assert r["device"] == "cpu" and r["threads"] == 1 and r["framework"] == framework
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_same_spec_twice_gives_identical_metrics(tmp_path, framework):
+    args = ["--family", "gru", "--framework", framework, "--dataset", "mnist1d", "--size", "xs",
+            "--epochs", "2", "--regulariser", "dropout", "--seed", "3"]
+    _, a = train(tmp_path, *args, name="a.json")
+    _, b = train(tmp_path, *args, name="b.json")
+    keys = ["train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc", "params"]
+    assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+    assert [c["train_loss"] for c in a["curve"]] == [c["train_loss"] for c in b["curve"]]
+    assert a["run_id"] == b["run_id"]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_huge_learning_rate_is_recorded_as_diverged(tmp_path, framework):
+    p, r = train(tmp_path, "--family", "cnn", "--framework", framework, "--dataset", "mnist1d",
+                 "--size", "xs", "--optimizer", "sgd", "--lr", "1e12", "--epochs", "3")
+    assert p.returncode == 0
+    assert r["status"] == "diverged" and "loss became" in r["message"]
+    assert len(r["curve"]) < 3
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_memory_limit_is_recorded_as_oom(tmp_path, framework):
+    p, r = train(tmp_path, "--family", "cnn", "--framework", framework, "--dataset", "digits",
+                 "--size", "xs", "--epochs", "2", "--mem-limit-mb", "1")
+    assert p.returncode == 0
+    assert r["status"] == "oom" and "exceeded the limit" in r["message"]
+
+
+BAD = [
+    (["--family", "cnnx"], "cnnx"),
+    (["--size", "huge"], "huge"),
+    (["--optimizer", "adamx"], "adamx"),
+    (["--dataset", "cifar"], "cifar"),
+    (["--regulariser", "dropout+l3"], "l3"),
+    (["--batch-size", "0"], "batch size"),
+    (["--dataset", "mnist"], "mnist.npz"),
+]
+
+
+@pytest.mark.parametrize("change,needle", BAD, ids=[b[1] for b in BAD])
+def test_invalid_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, change, needle):
+    args = {"--family": "cnn", "--framework": "torch", "--dataset": "mnist1d", "--size": "xs"}
+    extra = []
+    for k, v in zip(change[::2], change[1::2], strict=True):
+        if k in args:
+            args[k] = v
+        else:
+            extra += [k, v]
+    flat = [x for kv in args.items() for x in kv] + extra + ["--data-dir", str(tmp_path)]
+    p, r = train(tmp_path, *flat, check=False)
+    assert p.returncode == 2
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], p.stderr
+    assert r is None and not list(tmp_path.iterdir())
+
+
+def test_corrupt_data_file_is_a_clear_error(tmp_path):
+    (tmp_path / "mnist.npz").write_bytes(b"not a zip file at all")
+    p, r = train(tmp_path, "--family", "cnn", "--framework", "torch", "--dataset", "mnist",
+                 "--size", "xs", "--data-dir", str(tmp_path), check=False)
+    assert p.returncode == 2 and "corrupt data file" in p.stderr and r is None
+
+
+def test_learning_rate_schedules():
+    from bench.spec import RunSpec
+
+    s = RunSpec.create(family="cnn", framework="torch", dataset="mnist1d", size="xs", lr=1.0,
+                       regulariser="lr_step")
+    assert [lr_at(s, i, 100) for i in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+    c = s.with_(lr_schedule="cosine")
+    assert lr_at(c, 0, 100) == 1.0 and lr_at(c, 50, 100) == pytest.approx(0.5)
+    assert planned_steps(s.with_(batch_size="full"), 3600) == (1, 10)
+    assert planned_steps(s.with_(batch_size=1, max_steps=7), 3600) == (3600, 7)

@@ -1,0 +1,18 @@
+# Aggregation: the records of every finished batch -> one tidy table (CSV + parquet).
+
+
+rule aggregate:
+    input:
+        expand("results/batches/{batch}.json", batch=sorted(BATCHES)),
+    output:
+        csv="results/summary.csv",
+        parquet="results/summary.parquet",
+    log:
+        "results/logs/aggregate.log",
+    conda:
+        "../envs/bench.yaml"
+    message:
+        "aggregating run records into results/summary.csv"
+    shell:
+        "python -m bench aggregate {input:q} --runs-dir results/runs "
+        "--csv {output.csv:q} --parquet {output.parquet:q} 2> {log:q}"

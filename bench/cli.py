@@ -7,6 +7,8 @@ names, so `list` and `--help` are instant and no process ever loads both framewo
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 from . import spec as S
 
 EXIT_BAD_INPUT = 2
+EXTENSIONS = [m for m in ("tune", "report") if importlib.util.find_spec(f"bench.{m}")]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--runs-dir", default="results/runs")
     g.add_argument("--csv", default="results/summary.csv")
     g.add_argument("--parquet", default="results/summary.parquet")
+    # Stages with their own modules add their verbs (and set `func`); those modules import
+    # optuna / plotly lazily so that building the parser stays cheap.
+    for name in EXTENSIONS:
+        importlib.import_module(f"bench.{name}").add_parsers(sub)
     return p
 
 
@@ -218,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             from . import aggregate
 
             return aggregate.main(a.batches, a.runs_dir, a.csv, a.parquet)
+        if getattr(a, "func", None):
+            return a.func(a)
     except (S.SpecError, RecordWriteError) as e:
         print(f"python -m bench {a.verb}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

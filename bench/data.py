@@ -10,6 +10,7 @@ spread across seeds measures training variance on the same data.
 
 from __future__ import annotations
 
+import pickle
 import random
 import zipfile
 from dataclasses import dataclass
@@ -95,6 +96,9 @@ def _tokens() -> tuple:
 def _npz(path: Path, allow_pickle: bool):
     if not path.is_file():
         raise DataError(f"data file not found: {path} (put it there or pass --data-dir)")
+    # Check the zip container first: with allow_pickle numpy would unpickle a bare file whole.
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"corrupt data file {path}: not an .npz (zip) archive")
     try:
         z = np.load(path, allow_pickle=allow_pickle)
         arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
@@ -107,7 +111,7 @@ def _npz(path: Path, allow_pickle: bool):
                 "Pass --allow-pickle if you trust it"
             ) from None
         raise DataError(f"corrupt data file {path}: {e}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, zipfile.BadZipFile, EOFError, pickle.UnpicklingError) as e:
         raise DataError(f"corrupt data file {path}: {e}") from None
     return arrays
 

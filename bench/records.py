@@ -18,6 +18,8 @@ class RecordWriteError(OSError):
 
 def _clean(obj):
     """JSON has no NaN/inf: store them as null so every reader can parse the record."""
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy scalars
+        obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
@@ -35,14 +37,17 @@ def write_json_atomic(path: str | Path, obj) -> None:
     """
     path = Path(path)
     try:
+        text = json.dumps(_clean(obj), indent=1, sort_keys=True, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as e:
+        raise RecordWriteError(f"cannot write {path}: record is not JSON-serialisable ({e})") from None
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise RecordWriteError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_clean(obj), f, indent=1, sort_keys=True, allow_nan=False)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

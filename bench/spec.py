@@ -399,10 +399,13 @@ def parse_batch_size(value) -> int | str:
     """'full' (full-batch gradient descent), 1 (stochastic) or N (mini-batch)."""
     if isinstance(value, str) and value.strip().lower() == "full":
         return "full"
+    bad = SpecError(f"bad batch size {value!r}; use 'full', 1 or a positive integer")
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise bad
     try:
         n = int(value)
     except (TypeError, ValueError):
-        raise SpecError(f"bad batch size {value!r}; use 'full', 1 or a positive integer") from None
+        raise bad from None
     if n < 1:
         raise SpecError(f"bad batch size {value!r}; use 'full', 1 or a positive integer")
     return n
@@ -441,6 +444,7 @@ class RunSpec:
     warmup_steps: int = 10
     block_steps: int = 50  # a timed block holds at least this many steps ...
     block_seconds: float = 2.0  # ... and lasts at least this long
+    tuned: str = ""  # name of the Optuna study whose best parameters this run uses
 
     def __post_init__(self):
         _choice("family", self.family, FAMILIES)
@@ -450,7 +454,8 @@ class RunSpec:
         _choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
         _choice("device", self.device, DEVICES)
         _choice("lr schedule", self.lr_schedule, LR_SCHEDULES)
-        parse_batch_size(self.batch_size)
+        # Normalise so that 64, 64.0 and "64" give one spec and one run id.
+        object.__setattr__(self, "batch_size", parse_batch_size(self.batch_size))
         checks = [
             ("lr", self.lr > 0 and math.isfinite(self.lr)),
             ("epochs", self.epochs >= 1),

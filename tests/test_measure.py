@@ -1,0 +1,123 @@
+"""bench.measure: timed blocks, percentiles, host memory and facts."""
+
+import numpy as np
+import pytest
+
+from bench.measure import BlockTimer, host_facts, peak_rss_mb, percentile, reset_peak_rss
+
+
+def test_warmup_steps_never_enter_blocks():
+    t = BlockTimer(warmup=3, min_steps=2, min_seconds=0.0)
+    for s in (5.0, 1.0, 1.0):  # slow compilation step, then warm-up
+        t.add(s, 10)
+    assert t.blocks == [] and t.step_seconds == []
+    for _ in range(4):
+        t.add(0.1, 10)
+    out = t.summary()
+    assert out["first_step_s"] == 5.0
+    assert out["warmup_s"] == pytest.approx(7.0)
+    assert out["timed_steps"] == 4
+    assert out["timed_seconds"] == pytest.approx(0.4)
+    assert out["throughput_blocks"] == 2
+    assert out["train_samples_per_s"] == pytest.approx(100.0)
+    assert out["throughput_partial"] is False
+
+
+def test_block_needs_both_min_steps_and_min_seconds():
+    # short steps: the time floor decides (4 x 0.125 s >= 0.5 s, although 3 steps are enough)
+    t = BlockTimer(warmup=0, min_steps=3, min_seconds=0.5)
+    for _ in range(3):
+        t.add(0.125, 1)
+    assert t.blocks == []
+    t.add(0.125, 1)
+    assert t.blocks == [(4, 0.5)]
+    # long steps: the step floor decides (3 steps although 1 already passes 0.5 s)
+    t = BlockTimer(warmup=0, min_steps=3, min_seconds=0.5)
+    t.add(1.0, 1)
+    t.add(1.0, 1)
+    assert t.blocks == []
+    t.add(1.0, 1)
+    assert t.blocks == [(3, 3.0)]
+
+
+def test_median_min_max_over_blocks_and_open_tail_excluded():
+    t = BlockTimer(warmup=0, min_steps=1, min_seconds=0.0)
+    for seconds in (1.0, 0.5, 0.25, 2.0, 0.1):  # 100 samples per step
+        t.add(seconds, 100)
+    out = t.summary()
+    rates = [100 / s for s in (1.0, 0.5, 0.25, 2.0, 0.1)]
+    assert out["throughput_blocks"] == 5
+    assert out["train_samples_per_s"] == pytest.approx(float(np.median(rates)))
+    assert out["train_samples_per_s_min"] == pytest.approx(50.0)
+    assert out["train_samples_per_s_max"] == pytest.approx(1000.0)
+
+    t = BlockTimer(warmup=0, min_steps=2, min_seconds=0.0)
+    for _ in range(4):
+        t.add(1.0, 10)
+    t.add(0.001, 10)  # a lone fast step left open must not move the figure
+    out = t.summary()
+    assert out["throughput_blocks"] == 2
+    assert out["train_samples_per_s_max"] == pytest.approx(10.0)
+    assert out["timed_steps"] == 5
+
+
+def test_partial_block_is_used_and_flagged():
+    t = BlockTimer(warmup=1, min_steps=100, min_seconds=10.0)
+    t.add(3.0, 32)
+    t.add(0.5, 32)
+    t.add(0.5, 16)
+    out = t.summary()
+    assert out["throughput_partial"] is True
+    assert out["throughput_blocks"] == 1
+    assert out["train_samples_per_s"] == pytest.approx(48.0)
+
+
+def test_no_timed_steps_gives_none_not_crash():
+    t = BlockTimer(warmup=5, min_steps=1, min_seconds=0.0)
+    t.add(1.0, 10)
+    out = t.summary()
+    assert out["train_samples_per_s"] is None
+    assert out["step_ms_p50"] is None and out["step_ms_p95"] is None
+    assert out["throughput_blocks"] == 0 and out["throughput_partial"] is False
+    assert out["first_step_s"] == 1.0
+
+
+def test_step_percentiles_in_ms():
+    t = BlockTimer(warmup=0, min_steps=1, min_seconds=0.0)
+    steps = [0.001 * k for k in range(1, 101)]
+    for s in steps:
+        t.add(s, 1)
+    out = t.summary()
+    assert out["step_ms_p50"] == pytest.approx(np.percentile(steps, 50) * 1e3)
+    assert out["step_ms_p95"] == pytest.approx(np.percentile(steps, 95) * 1e3)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 101])
+@pytest.mark.parametrize("q", [0, 5, 25, 50, 90, 95, 99, 100])
+def test_percentile_matches_numpy(n, q):
+    xs = list(np.random.default_rng(n).exponential(size=n))
+    assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)), rel=1e-12)
+
+
+def test_percentile_does_not_reorder_input():
+    xs = [3.0, 1.0, 2.0]
+    percentile(xs, 50)
+    assert xs == [3.0, 1.0, 2.0]
+
+
+def test_peak_rss_positive_and_sees_allocation():
+    assert peak_rss_mb() > 0
+    reset_peak_rss()
+    before = peak_rss_mb()
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    after = peak_rss_mb()
+    del block
+    assert after >= before + 40, (before, after)
+
+
+def test_host_facts_keys():
+    facts = host_facts()
+    for key in ("hostname", "cpu_model", "cpu_count", "load_avg_1m_start", "python_version",
+                "platform"):
+        assert key in facts
+    assert facts["cpu_count"] >= 1

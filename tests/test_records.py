@@ -1,0 +1,131 @@
+"""bench.records: atomic record writes and reads that never return half a record."""
+
+import json
+import os
+
+import pytest
+
+from bench import records as R
+from bench.records import RecordWriteError, read_record, write_json_atomic
+
+
+def _record(**kw):
+    return {"run_id": "cnn-torch-digits-xs-abc", "status": "ok", **kw}
+
+
+def _leftovers(d):
+    return sorted(p.name for p in d.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_write_then_read(tmp_path):
+    rec = _record(test_acc=0.97, curve=[{"epoch": 1, "val_acc": 0.5}], nested={"a": [1, 2]})
+    path = tmp_path / "runs" / "r.json"  # parent created on demand
+    write_json_atomic(path, rec)
+    assert json.loads(path.read_text()) == rec
+    assert read_record(path) == rec
+    assert _leftovers(path.parent) == []
+
+
+def test_nan_and_inf_become_null(tmp_path):
+    rec = _record(loss=float("nan"), rate=float("inf"), low=float("-inf"),
+                  curve=[{"val_loss": float("nan")}, 1.5], pair=(float("nan"), 2.0))
+    path = tmp_path / "r.json"
+    write_json_atomic(path, rec)
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    back = json.loads(text)  # strict parsers (pandas, jq, browsers) can read it
+    assert back["loss"] is None and back["rate"] is None and back["low"] is None
+    assert back["curve"] == [{"val_loss": None}, 1.5]
+    assert back["pair"] == [None, 2.0]
+    assert rec["loss"] != rec["loss"]  # the caller's record is left as it was
+
+
+def test_overwrite_replaces_whole_file(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, _record(blob="x" * 10000))
+    write_json_atomic(path, _record(status="diverged"))
+    assert read_record(path) == _record(status="diverged")
+    assert _leftovers(tmp_path) == []
+
+
+def test_failed_rename_keeps_old_file_and_names_path(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, _record())
+    old = path.read_bytes()
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(R.os, "replace", broken_replace)
+    with pytest.raises(RecordWriteError) as e:
+        write_json_atomic(path, _record(status="diverged"))
+    assert str(path) in str(e.value)
+    assert path.read_bytes() == old
+    assert _leftovers(tmp_path) == []
+
+
+def test_unserialisable_value_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, _record())
+    old = path.read_bytes()
+    with pytest.raises((TypeError, ValueError, RecordWriteError)):
+        write_json_atomic(path, _record(model=object()))
+    assert path.read_bytes() == old
+    assert _leftovers(tmp_path) == []
+
+
+def test_read_only_directory(tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    path = d / "r.json"
+    write_json_atomic(path, _record())
+    old = path.read_bytes()
+    os.chmod(d, 0o555)
+    try:
+        if os.access(d, os.W_OK):
+            pytest.skip("running as root: directory permissions are not enforced")
+        with pytest.raises(RecordWriteError) as e:
+            write_json_atomic(path, _record(status="diverged"))
+        assert str(path) in str(e.value)
+        assert path.read_bytes() == old
+        assert _leftovers(d) == []
+    finally:
+        os.chmod(d, 0o755)
+
+
+def test_parent_is_a_file_raises_record_write_error(tmp_path):
+    (tmp_path / "runs").write_text("not a directory")
+    path = tmp_path / "runs" / "r.json"
+    with pytest.raises(RecordWriteError) as e:
+        write_json_atomic(path, _record())
+    assert str(path) in str(e.value)
+
+
+def test_record_write_error_is_an_os_error():
+    assert issubclass(RecordWriteError, OSError)
+
+
+@pytest.mark.parametrize("content", [
+    b"",
+    b'{"run_id": "x", "status": "ok", "test_acc": 0.9',  # truncated mid-write
+    b"\x00\xff\xfe garbage \x89PNG",
+    b"[1, 2, 3]",
+    b'"just a string"',
+    b'{"run_id": "x"}',  # no status
+    b'{"status": "ok"}',  # no run id
+    b"NaN",
+])
+def test_read_record_none_for_unusable_files(tmp_path, content):
+    path = tmp_path / "r.json"
+    path.write_bytes(content)
+    assert read_record(path) is None
+
+
+def test_read_record_missing_and_directory(tmp_path):
+    assert read_record(tmp_path / "nope.json") is None
+    assert read_record(tmp_path) is None
+
+
+def test_statuses():
+    assert set(R.FINAL_STATUSES) >= {"ok", "diverged", "oom"}
+    assert "error" in R.STATUSES and "error" not in R.FINAL_STATUSES

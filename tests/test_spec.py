@@ -1,0 +1,354 @@
+"""bench.spec: registries, analytic parameter/FLOP counts and RunSpec validation."""
+
+import math
+import re
+import subprocess
+import sys
+from dataclasses import fields
+
+import pytest
+
+from bench import spec as S
+from bench.spec import RunSpec, SpecError
+
+# The scale ladder, smallest first; `seed` is the article's model, not a rung.
+LADDER = [s for s in S.SIZE_NAMES if s != "seed"]
+NON_TOKEN = [d for d, info in S.DATASETS.items() if info.kind != "tokens"]
+
+NEUTRAL_MODULES = ["spec", "data", "init", "measure", "records", "study", "config", "slots",
+                   "aggregate"]
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+# ---------------------------------------------------------------------------- imports
+
+
+def test_neutral_modules_import_no_framework(repo_root):
+    code = (
+        "import sys\n"
+        f"for m in {NEUTRAL_MODULES!r}:\n"
+        "    __import__('bench.' + m)\n"
+        "bad = [f for f in ('torch', 'tensorflow') if f in sys.modules]\n"
+        "print('FRAMEWORKS:', bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "FRAMEWORKS: []" in out.stdout, out.stdout
+
+
+# ---------------------------------------------------------------------------- registries
+
+
+def test_every_family_has_every_size_name():
+    for fam in S.FAMILIES:
+        assert set(S.SIZES[fam]) == set(S.SIZE_NAMES), fam
+
+
+def test_seed_cnn_on_mnist_is_the_article_model():
+    # Conv(32,3x3)-pool-Conv(64,3x3)-pool-Dense(128)-Dense(10), valid padding.
+    assert S.weight_shapes("cnn", "seed", "mnist") == [
+        ("conv1.kernel", (3, 3, 1, 32)), ("conv1.bias", (32,)),
+        ("conv2.kernel", (3, 3, 32, 64)), ("conv2.bias", (64,)),
+        ("dense.kernel", (5 * 5 * 64, 128)), ("dense.bias", (128,)),
+        ("head.kernel", (128, 10)), ("head.bias", (10,)),
+    ]
+    assert S.param_count("cnn", "seed", "mnist") == 225_034
+
+
+def test_seed_lstm_on_tokens_is_the_article_model():
+    # Embedding(10000, 64)-LSTM(128)-LSTM(128)-Dense(1), one 4h bias per layer (Keras).
+    assert S.weight_shapes("lstm", "seed", "tokens") == [
+        ("embed", (10000, 64)),
+        ("rnn0.kernel", (64, 512)), ("rnn0.recurrent_kernel", (128, 512)), ("rnn0.bias", (512,)),
+        ("rnn1.kernel", (128, 512)), ("rnn1.recurrent_kernel", (128, 512)),
+        ("rnn1.bias", (512,)),
+        ("head.kernel", (128, 1)), ("head.bias", (1,)),
+    ]
+    assert S.param_count("lstm", "seed", "tokens") == 870_529
+
+
+@pytest.mark.parametrize("family", S.FAMILIES)
+@pytest.mark.parametrize("dataset", list(S.DATASETS))
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_param_count_is_sum_of_weight_shapes(family, dataset, batchnorm):
+    for size in S.SIZE_NAMES:
+        shapes = S.weight_shapes(family, size, dataset, batchnorm)
+        names = [n for n, _ in shapes]
+        assert len(names) == len(set(names)), f"duplicate weight names: {names}"
+        assert all(all(d >= 1 for d in shape) for _, shape in shapes)
+        assert S.param_count(family, size, dataset, batchnorm) == sum(
+            math.prod(shape) for _, shape in shapes)
+
+
+@pytest.mark.parametrize("family", S.FAMILIES)
+@pytest.mark.parametrize("dataset", list(S.DATASETS))
+def test_batchnorm_adds_parameters(family, dataset):
+    assert S.param_count(family, "s", dataset, True) > S.param_count(family, "s", dataset)
+
+
+@pytest.mark.parametrize("family", S.FAMILIES)
+@pytest.mark.parametrize("dataset", list(S.DATASETS))
+def test_sizes_grow_strictly(family, dataset):
+    counts = [S.param_count(family, s, dataset) for s in LADDER]
+    assert counts == sorted(set(counts)), dict(zip(LADDER, counts, strict=True))
+
+
+@pytest.mark.parametrize("family", S.FAMILIES)
+@pytest.mark.parametrize("dataset", NON_TOKEN)
+def test_sizes_span_three_orders_of_magnitude(family, dataset):
+    lo = S.param_count(family, LADDER[0], dataset)
+    hi = S.param_count(family, LADDER[-1], dataset)
+    assert hi >= 1000 * lo, (lo, hi)
+
+
+@pytest.mark.parametrize("family", S.FAMILIES)
+@pytest.mark.parametrize("dataset", list(S.DATASETS))
+def test_flops_positive_and_growing(family, dataset):
+    flops = [S.flops_per_sample(family, s, dataset) for s in LADDER]
+    assert all(isinstance(f, int) and f > 0 for f in flops)
+    assert flops == sorted(set(flops)), dict(zip(LADDER, flops, strict=True))
+    assert S.flops_per_sample(family, "seed", dataset) > 0
+
+
+def test_cnn_flops_match_hand_count_on_mnist():
+    # conv1 26x26x9x1x32, conv2 11x11x9x32x64, dense 1600x128, head 128x10 multiply-adds.
+    macs = 26 * 26 * 9 * 32 + 11 * 11 * 9 * 32 * 64 + 1600 * 128 + 128 * 10
+    assert S.flops_per_sample("cnn", "seed", "mnist") == 2 * macs
+
+
+def test_binary_datasets_use_one_output():
+    for name, info in S.DATASETS.items():
+        assert info.n_outputs == (1 if info.n_classes == 2 else info.n_classes), name
+
+
+def test_size_of_rejects_unknown():
+    with pytest.raises(SpecError, match="'huge'"):
+        S.size_of("cnn", "huge")
+    with pytest.raises(SpecError, match="'mlp'"):
+        S.size_of("mlp", "xs")
+
+
+# ---------------------------------------------------------------------------- cnn geometry
+
+
+def test_cnn_geometry_same_for_digits_valid_for_mnist():
+    pad, dims = S.cnn_geometry(S.DATASETS["digits"].shape)
+    assert pad == "same"
+    assert dims == [[8, 4, 4, 2], [8, 4, 4, 2]]
+    pad, dims = S.cnn_geometry(S.DATASETS["mnist"].shape)
+    assert pad == "valid"
+    assert dims == [[26, 13, 11, 5], [26, 13, 11, 5]]
+
+
+@pytest.mark.parametrize("dataset", NON_TOKEN)
+def test_cnn_geometry_never_collapses(dataset):
+    _, dims = S.cnn_geometry(S.DATASETS[dataset].shape)
+    assert all(d[3] >= 1 for d in dims)
+
+
+# ---------------------------------------------------------------------------- regularisers
+
+
+def test_parse_regulariser_canonical_order_and_dedup():
+    a, sa = S.parse_regulariser("dropout+l2")
+    b, sb = S.parse_regulariser("l2+dropout")
+    assert a == b == "l2+dropout"
+    assert sa == sb == {"l2": 1e-4, "dropout": 0.2}
+    assert S.parse_regulariser("l2+l2")[0] == "l2"
+    assert S.parse_regulariser("none") == ("none", {})
+
+
+@pytest.mark.parametrize("label,bad", [
+    ("foo", "'foo'"), ("dropout+foo", "'foo'"), ("none+dropout", "none"),
+    ("lr_decay+lr_step", "two learning-rate schedules"), ("", "empty"), ("+", "empty"),
+])
+def test_parse_regulariser_rejects(label, bad):
+    with pytest.raises(SpecError) as e:
+        S.parse_regulariser(label)
+    assert bad in _one_line(e)
+
+
+@pytest.mark.parametrize("name", list(S.REGULARISERS))
+def test_every_regulariser_preset_reaches_the_spec(name):
+    spec = RunSpec.create(regulariser=name, family="cnn", framework="torch", dataset="digits",
+                          size="xs")
+    assert spec.regulariser == name
+    for key, value in S.REGULARISERS[name].preset.items():
+        assert getattr(spec, key) == value, key
+
+
+def test_create_presets_match_documented_values():
+    kw = {"family": "cnn", "framework": "torch", "dataset": "digits", "size": "xs"}
+    assert RunSpec.create("dropout", **kw).dropout == 0.2
+    assert RunSpec.create("l2", **kw).l2 == 1e-4
+    assert RunSpec.create("lr_decay", **kw).lr_schedule == "cosine"
+    assert RunSpec.create("lr_step", **kw).lr_schedule == "step"
+    assert RunSpec.create("early_stop", **kw).patience == 3
+    assert RunSpec.create("batchnorm", **kw).batchnorm is True
+    plain = RunSpec.create("none", **kw)
+    assert (plain.dropout, plain.l2, plain.lr_schedule, plain.patience, plain.batchnorm) == (
+        0.0, 0.0, "none", 0, False)
+
+
+def test_create_explicit_values_win_over_presets():
+    kw = {"family": "cnn", "framework": "torch", "dataset": "digits", "size": "xs"}
+    assert RunSpec.create("dropout", dropout=0.5, **kw).dropout == 0.5
+    assert RunSpec.create("l2", l2=3e-3, **kw).l2 == 3e-3
+    assert RunSpec.create("early_stop", patience=7, **kw).patience == 7
+    # None means "not given" (CLI flags left unset), so the preset stays.
+    assert RunSpec.create("dropout", dropout=None, **kw).dropout == 0.2
+
+
+def test_create_adamw_default_weight_decay():
+    kw = {"family": "cnn", "framework": "torch", "dataset": "digits", "size": "xs"}
+    assert RunSpec.create(optimizer="adamw", **kw).weight_decay == 0.01
+    assert RunSpec.create(optimizer="adamw", weight_decay=0.05, **kw).weight_decay == 0.05
+    assert RunSpec.create(optimizer="adamw", weight_decay=0.0, **kw).weight_decay == 0.0
+    assert RunSpec.create(optimizer="adam", **kw).weight_decay == 0.0
+
+
+def test_create_normalises_batch_size_and_rejects_unknown_settings():
+    kw = {"family": "cnn", "framework": "torch", "dataset": "digits", "size": "xs"}
+    assert RunSpec.create(batch_size="32", **kw).batch_size == 32
+    assert RunSpec.create(batch_size="Full", **kw).batch_size == "full"
+    assert RunSpec.create(batch_size="32", **kw).run_id == RunSpec.create(
+        batch_size=32, **kw).run_id
+    with pytest.raises(SpecError, match="'learning_rate'"):
+        RunSpec.create(learning_rate=0.1, **kw)
+
+
+# ---------------------------------------------------------------------------- batch size
+
+
+@pytest.mark.parametrize("value,want", [
+    ("full", "full"), ("FULL", "full"), (" full ", "full"), (1, 1), ("1", 1), (64, 64),
+    ("128", 128),
+])
+def test_parse_batch_size_accepts(value, want):
+    assert S.parse_batch_size(value) == want
+
+
+@pytest.mark.parametrize("value", [0, -1, "0", "abc", "", None, "1.5", "full-batch"])
+def test_parse_batch_size_rejects(value):
+    with pytest.raises(SpecError) as e:
+        S.parse_batch_size(value)
+    assert repr(value) in _one_line(e)
+
+
+@pytest.mark.parametrize("value", [1.5, 2.5])
+def test_parse_batch_size_rejects_fractional_numbers(value):
+    # A fractional batch size is as wrong as the string "1.5"; silently truncating 1.5 to 1
+    # turns a mini-batch run into a stochastic one.
+    with pytest.raises(SpecError):
+        S.parse_batch_size(value)
+    with pytest.raises(SpecError):
+        _base(batch_size=value)
+
+
+def test_batch_regime():
+    assert S.batch_regime("full") == "full-batch"
+    assert S.batch_regime(1) == "stochastic"
+    assert S.batch_regime(2) == "mini-batch"
+    assert S.batch_regime(S.parse_batch_size("256")) == "mini-batch"
+
+
+# ---------------------------------------------------------------------------- RunSpec
+
+
+def _base(**kw):
+    return RunSpec(**{"family": "cnn", "framework": "torch", "dataset": "digits", "size": "xs",
+                      **kw})
+
+
+@pytest.mark.parametrize("field,value", [
+    ("family", "mlp"), ("framework", "jax"), ("dataset", "cifar10"), ("size", "huge"),
+    ("optimizer", "adagrad"), ("device", "tpu"), ("lr_schedule", "linear"),
+    ("batch_size", "many"),
+])
+def test_runspec_rejects_unknown_choice(field, value):
+    with pytest.raises(SpecError) as e:
+        _base(**{field: value})
+    assert repr(value) in _one_line(e)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("lr", 0.0), ("lr", -1e-3), ("lr", float("nan")), ("lr", float("inf")),
+    ("dropout", 1.0), ("dropout", -0.1), ("epochs", 0), ("max_steps", -1), ("l2", -1.0),
+    ("weight_decay", -0.1), ("patience", -1), ("threads", 0), ("warmup_steps", -1),
+    ("block_steps", 0), ("block_seconds", -1.0),
+])
+def test_runspec_rejects_bad_number(field, value):
+    with pytest.raises(SpecError) as e:
+        _base(**{field: value})
+    msg = _one_line(e)
+    assert f"{field}=" in msg and repr(value) in msg
+
+
+def test_runspec_size_must_exist_for_family():
+    for fam in S.FAMILIES:
+        for size in S.SIZES[fam]:
+            _base(family=fam, size=size)
+
+
+_CHOICES = {
+    "family": S.FAMILIES, "framework": S.FRAMEWORKS, "dataset": tuple(S.DATASETS),
+    "size": LADDER, "optimizer": tuple(S.OPTIMIZERS), "device": S.DEVICES,
+    "lr_schedule": S.LR_SCHEDULES, "regulariser": tuple(S.REGULARISERS),
+}
+
+
+def _other(name, value):
+    if name in _CHOICES:
+        return next(c for c in _CHOICES[name] if c != value)
+    if name == "batch_size":
+        return "full" if value != "full" else 32
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value + 0.1 if value < 0.5 else value / 2
+    if isinstance(value, str):  # a free-form label
+        return value + "x"
+    raise AssertionError(f"test does not know how to vary RunSpec.{name}")
+
+
+def test_run_id_equal_specs_equal_ids():
+    a, b = _base(seed=3, lr=0.01), _base(seed=3, lr=0.01)
+    assert a == b and a.run_id == b.run_id
+    assert RunSpec.from_dict(a.to_dict()).run_id == a.run_id
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(RunSpec)])
+def test_run_id_changes_with_every_field(name):
+    base = _base()
+    changed = base.with_(**{name: _other(name, getattr(base, name))})
+    assert changed.run_id != base.run_id
+
+
+def test_run_id_readable_and_filesystem_safe():
+    s = RunSpec.create("dropout+l2", family="gru", framework="tf", dataset="mnist1d", size="m",
+                       optimizer="sgd", lr=0.1, batch_size="full", seed=4)
+    rid = s.run_id
+    assert rid.startswith("gru-tf-mnist1d-m-sgd-l2-dropout-bfull-s4-"), rid
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+", rid), rid
+    assert re.fullmatch(r"[0-9a-f]{10}", rid.rsplit("-", 1)[1]), rid
+
+
+def test_from_dict_rejects_unknown_key():
+    d = _base().to_dict()
+    d["colour"] = "blue"
+    with pytest.raises(SpecError, match="'colour'"):
+        RunSpec.from_dict(d)
+
+
+def test_spec_properties():
+    s = _base(family="transformer", dataset="tokens", size="s")
+    assert s.info is S.DATASETS["tokens"]
+    assert s.arch == S.SIZES["transformer"]["s"]

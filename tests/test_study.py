@@ -1,0 +1,183 @@
+"""bench.study: the shipped study configs expand into the runs and jobs the workflow runs."""
+
+import copy
+import itertools
+import math
+from collections import Counter
+
+import pytest
+import yaml
+
+from bench import spec as S
+from bench.config import check_config
+from bench.spec import RunSpec, SpecError
+from bench.study import batches, plan
+
+
+@pytest.fixture(scope="module")
+def load(repo_root):
+    schema = repo_root / "workflow" / "schemas" / "config.schema.yaml"
+
+    def _load(name, edit=None):
+        raw = yaml.safe_load((repo_root / "config" / name).read_text())
+        if edit:
+            edit(raw)
+        return check_config(raw, schema)
+
+    return _load
+
+
+def _canon(reg):
+    return S.parse_regulariser(reg)[0]
+
+
+def expected_count(config):
+    st = config["study"]
+    cells = len(st["families"]) * len(st["frameworks"]) * len(st["datasets"])
+    seeds, sizes = len(st["seeds"]), len(st["sizes"])
+    regs = {_canon(r) for r in st["regularisers"]}
+    opts = st["optimizers"]
+    if st["design"] == "grid":
+        return cells * sizes * len(opts) * len(regs) * seeds
+    c = st["centre"]
+    overlap = (c["size"] in st["sizes"] and c["optimizer"] in opts
+               and _canon(c["regulariser"]) in regs)
+    return cells * (sizes * seeds + len(opts) * len(regs) * seeds - overlap * seeds)
+
+
+@pytest.fixture(scope="module")
+def shipped(load):
+    return {name: load(name) for name in ("smoke.yaml", "config.yaml")}
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "config.yaml"])
+def test_centre_plan_count_and_uniqueness(shipped, name):
+    config = shipped[name]
+    specs = plan(config)
+    assert len(specs) == expected_count(config)
+    ids = [s.run_id for s in specs]
+    assert len(set(ids)) == len(ids)
+    for s in specs:
+        assert RunSpec.from_dict(s.to_dict()) == s  # re-validates every field
+
+
+def test_smoke_count_by_hand(shipped):
+    # 2 families x 2 frameworks x 1 dataset x (2 sizes x 2 seeds + 2 opt x 2 reg x 2 seeds - 2)
+    assert len(plan(shipped["smoke.yaml"])) == 40
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "config.yaml"])
+def test_centre_plan_contents(shipped, name):
+    config = shipped[name]
+    st, c = config["study"], config["study"]["centre"]
+    specs = plan(config)
+    cells = {(s.family, s.framework, s.dataset, s.size, s.optimizer, s.regulariser, s.seed)
+             for s in specs}
+    for f, fw, d, seed in itertools.product(st["families"], st["frameworks"], st["datasets"],
+                                            st["seeds"]):
+        for size in st["sizes"]:
+            assert (f, fw, d, size, c["optimizer"], _canon(c["regulariser"]), seed) in cells
+        for opt, reg in itertools.product(st["optimizers"], st["regularisers"]):
+            assert (f, fw, d, c["size"], opt, _canon(reg), seed) in cells
+
+
+def test_plan_carries_config_settings(shipped):
+    config = shipped["smoke.yaml"]
+    st = config["study"]
+    for s in plan(config):
+        assert s.lr == st["optimizers"][s.optimizer]["lr"]
+        assert s.epochs == st["epochs"] and s.max_steps == st["max_steps"]
+        assert s.batch_size == st["batch_size"]
+        assert s.threads == config["threads"] and s.device == config["device"]
+        assert s.warmup_steps == config["measure"]["warmup_steps"]
+        assert s.block_steps == config["measure"]["block_steps"]
+        assert s.block_seconds == config["measure"]["block_seconds"]
+        assert s.dropout == (0.2 if s.regulariser == "dropout" else 0.0)
+
+
+def test_optimizer_overrides_reach_specs(load):
+    def edit(raw):
+        raw["study"]["optimizers"]["adamw"] = {"lr": 0.002, "batch_size": "full"}
+        raw["study"]["optimizers"]["sgd"] = {"lr": 0.1, "weight_decay": 0.001}
+
+    specs = plan(load("smoke.yaml", edit))
+    adamw = [s for s in specs if s.optimizer == "adamw"]
+    assert adamw and all(s.batch_size == "full" and s.weight_decay == 0.01 for s in adamw)
+    assert all(s.weight_decay == 0.001 for s in specs if s.optimizer == "sgd")
+
+
+def test_plan_is_stable(shipped):
+    config = shipped["config.yaml"]
+    assert [s.run_id for s in plan(config)] == [s.run_id for s in plan(copy.deepcopy(config))]
+
+
+def test_grid_count_is_product(load):
+    def edit(raw):
+        raw["study"]["design"] = "grid"
+        raw["study"]["regularisers"] = ["none", "dropout+l2", "l2+dropout", "batchnorm"]
+
+    config = load("smoke.yaml", edit)
+    st = config["study"]
+    specs = plan(config)
+    # the two spellings of dropout+l2 are one regulariser
+    want = math.prod(len(st[k]) for k in ("families", "frameworks", "datasets", "sizes",
+                                          "optimizers", "seeds")) * 3
+    assert len(specs) == want == expected_count(config)
+    assert len({s.run_id for s in specs}) == len(specs)
+
+
+def test_full_grid_count(load):
+    # every family, size, optimizer, regulariser and dataset of the GPU grid; one framework
+    # and one seed keep the expansion quick (they multiply the count, tested above)
+    def edit(raw):
+        raw["study"]["frameworks"] = raw["study"]["frameworks"][:1]
+        raw["study"]["seeds"] = raw["study"]["seeds"][:1]
+
+    config = load("full.yaml", edit)
+    specs = plan(config)
+    assert len(specs) == expected_count(config)
+    assert len({s.run_id for s in specs}) == len(specs)
+
+
+def test_centre_optimizer_must_be_in_sweep(load):
+    def edit(raw):
+        raw["study"]["centre"]["optimizer"] = "rmsprop"
+
+    with pytest.raises(SpecError, match="rmsprop"):
+        plan(load("smoke.yaml", edit))
+
+
+@pytest.mark.parametrize("runs_per_job", [1, 3, 8, 12, 1000])
+def test_batches(shipped, runs_per_job):
+    specs = plan(shipped["config.yaml"])
+    jobs = batches(specs, runs_per_job)
+    seen = Counter(s.run_id for b in jobs for s in b.specs)
+    assert seen == Counter(s.run_id for s in specs)  # every run exactly once
+    names = [b.name for b in jobs]
+    assert len(set(names)) == len(names)
+    for b in jobs:
+        assert 1 <= len(b.specs) <= runs_per_job
+        assert {s.framework for s in b.specs} == {b.framework}
+        assert len({(s.family, s.dataset) for s in b.specs}) == 1
+    again = batches(plan(shipped["config.yaml"]), runs_per_job)
+    assert [(b.name, [s.run_id for s in b.specs]) for b in again] == [
+        (b.name, [s.run_id for s in b.specs]) for b in jobs]
+
+
+def test_batches_use_few_jobs(shipped):
+    # chunking fills jobs: no more jobs per group than ceil(group size / runs_per_job)
+    specs = plan(shipped["config.yaml"])
+    groups = Counter((s.framework, s.family, s.dataset) for s in specs)
+    rpj = 12
+    assert len(batches(specs, rpj)) == sum(-(-n // rpj) for n in groups.values())
+
+
+def test_default_study_covers_the_questions(shipped):
+    st = shipped["config.yaml"]["study"]
+    assert set(st["families"]) == set(S.FAMILIES)
+    assert set(st["frameworks"]) == set(S.FRAMEWORKS)
+    assert len(st["sizes"]) >= 4
+    assert len(st["seeds"]) >= 2
+    specs = plan(shipped["config.yaml"])
+    assert {s.family for s in specs} == set(S.FAMILIES)
+    assert {s.framework for s in specs} == set(S.FRAMEWORKS)

@@ -10,8 +10,10 @@ spread across seeds measures training variance on the same data.
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +47,23 @@ def _split_off(x, y, n_val: int, seed: int):
     return x[train], y[train], x[val], y[val]
 
 
-def _mnist1d() -> tuple:
-    import mnist1d.data as m1
+def cache_dir() -> Path:
+    return Path(os.environ.get("BENCH_CACHE_DIR") or Path.home() / ".cache" / "bench")
 
+
+def _mnist1d() -> tuple:
+    from importlib.metadata import version
+
+    # Generating takes seconds (and importing the package pulls in matplotlib): a job that
+    # trains many models reads the arrays back, keyed by the package version whose default
+    # arguments built them.
+    cached = cache_dir() / f"mnist1d-{version('mnist1d')}-default.npz"
+    try:
+        with np.load(cached, allow_pickle=False) as z:
+            return z["x"], z["y"], z["xt"], z["yt"], 400
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        pass
+    import mnist1d.data as m1
     # make_dataset reseeds Python's and numpy's global generators: keep ours untouched.
     np_state, py_state = np.random.get_state(), random.getstate()
     try:
@@ -57,7 +73,16 @@ def _mnist1d() -> tuple:
         random.setstate(py_state)
     x = d["x"].astype(np.float32)[..., None]
     xt = d["x_test"].astype(np.float32)[..., None]
-    return x, d["y"].astype(np.int64), xt, d["y_test"].astype(np.int64), 400
+    y, yt = d["y"].astype(np.int64), d["y_test"].astype(np.int64)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, x=x, y=y, xt=xt, yt=yt)
+        os.replace(tmp, cached)
+    except OSError:
+        pass  # a read-only home only costs the regeneration next time
+    return x, y, xt, yt, 400
 
 
 def _digits() -> tuple:

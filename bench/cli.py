@@ -181,6 +181,8 @@ def cmd_run_batch(a) -> int:
     specs = [S.RunSpec.from_dict(d) for d in items]
     if len({s.framework for s in specs}) > 1:
         raise S.SpecError("a batch must hold one framework (one framework per process)")
+    if len({s.threads for s in specs}) > 1:
+        raise S.SpecError("a batch must hold one thread count (thread pools are set once)")
     out_dir = Path(a.out_dir)
     gpu = any(s.device in ("cuda", "auto") for s in specs) and visible_gpus() > 0
     with measuring_slots(max(s.threads for s in specs), gpu):

@@ -30,6 +30,15 @@ def _orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def init_weights(spec: RunSpec) -> list[np.ndarray]:
     """Canonical float32 weights for `spec`, a pure function of the spec's seed."""
+    # Small QRs on a multi-threaded BLAS spin up every thread for microseconds of work; on a
+    # busy machine that made one seed-LSTM build take seconds instead of milliseconds.
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _init_weights(spec)
+
+
+def _init_weights(spec: RunSpec) -> list[np.ndarray]:
     rng = np.random.default_rng([spec.seed, 1])
     out = []
     for name, shape in weight_shapes(spec.family, spec.size, spec.dataset, spec.batchnorm):

@@ -86,11 +86,13 @@ def batches(specs: list[RunSpec], runs_per_job: int) -> list[Batch]:
     """
     groups: dict[tuple, list[RunSpec]] = {}
     for s in specs:
-        groups.setdefault((s.framework, s.family, s.dataset), []).append(s)
+        # A framework fixes its thread pools once per process: one thread count per job.
+        groups.setdefault((s.framework, s.family, s.dataset, s.threads), []).append(s)
     out = []
-    for (fw, fam, ds), members in sorted(groups.items()):
+    for (fw, fam, ds, threads), members in sorted(groups.items()):
         n_chunks = -(-len(members) // runs_per_job)
         for k in range(n_chunks):
             chunk = members[k::n_chunks]  # interleave so each chunk mixes sizes evenly
-            out.append(Batch(f"{fw}-{fam}-{ds}-{k + 1}of{n_chunks}", fw, tuple(chunk)))
+            tag = "" if threads == 1 else f"-t{threads}"
+            out.append(Batch(f"{fw}-{fam}-{ds}{tag}-{k + 1}of{n_chunks}", fw, tuple(chunk)))
     return out

@@ -1,0 +1,532 @@
+"""TensorFlow 2 / Keras 3 backend: the contract of `bench.backend_api`.
+
+Models are Keras functional models built from stock layers (plus a small pre-LN encoder
+block); training is a hand-written `tf.GradientTape` step inside one `tf.function` (XLA
+only when `spec.compile`), so the L2 penalty, the decoupled weight decay and the learning
+rate given per step all mean exactly what they mean in the torch backend.
+
+Keras's own optimizers disagree with torch in three places, so the update rules of the
+Keras optimizers used here are overridden to follow the one meaning in `bench.spec`:
+Adam adds eps to sqrt(v_hat) (Keras adds it to sqrt(v), in torch's terms an eps of
+eps / sqrt(1 - beta2^t), 32x larger at step 1), RMSprop adds eps outside the square root
+(Keras: inside), and SGD momentum keeps v = m*v + g and scales by the current lr (Keras
+folds lr into v, which differs as soon as the lr changes, i.e. under a schedule).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+# Hide TF's INFO banner (oneDNN, CPU features); warnings and errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import layers  # noqa: E402
+
+from .init import init_weights  # noqa: E402
+from .spec import (  # noqa: E402
+    ADAM_BETAS,
+    BATCHNORM_EPS,
+    BATCHNORM_MOMENTUM,
+    DEVICES,
+    EPSILON,
+    LAYERNORM_EPS,
+    RMSPROP_RHO,
+    RunSpec,
+    SpecError,
+    cnn_geometry,
+    weight_shapes,
+)
+
+NAME = "tf"
+
+# Set by setup(): where split tensors live ("/GPU:0") and whether that is a GPU.
+_STATE = {"device": "cpu", "tf_device": "/CPU:0"}
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def _set_threads(threads: int) -> None:
+    cfg = tf.config.threading
+    try:
+        cfg.set_intra_op_parallelism_threads(threads)
+        cfg.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        # TF refuses any change once its runtime has started; the same value is fine.
+        current = cfg.get_intra_op_parallelism_threads(), cfg.get_inter_op_parallelism_threads()
+        if current != (threads, 1):
+            raise RuntimeError(
+                f"TensorFlow threads already fixed at intra/inter {current} in this process; "
+                f"cannot use {threads}/1: call setup() before any other TensorFlow work"
+            ) from None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def setup(threads: int, device: str = "auto", seed: int = 0) -> dict:
+    """Pin threads, pick the device, seed Keras/TF/numpy/python; call before other TF work."""
+    if device not in DEVICES:
+        raise SpecError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    _set_threads(threads)
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cuda" and not gpus:
+        raise SpecError("device 'cuda' requested but no GPU is visible to tensorflow")
+    use_gpu = bool(gpus) and device != "cpu"
+    try:
+        if use_gpu:
+            for gpu in gpus:
+                tf.config.experimental.set_memory_growth(gpu, True)
+        elif gpus:
+            # TF would place ops on a visible GPU even for a CPU run.
+            tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        pass  # runtime already started by an earlier setup() in this process
+    keras.utils.set_random_seed(seed)
+    # No enable_op_determinism(): seeded CPU runs on a fixed thread count already repeat
+    # bit for bit (checked across processes), while op determinism swaps in other kernels
+    # and makes XLA refuse MaxPool gradients; on GPU it would also slow TF against torch.
+    if use_gpu:
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    else:
+        name = _cpu_name()
+    _STATE.update(device="cuda" if use_gpu else "cpu", tf_device="/GPU:0" if use_gpu else "/CPU:0")
+    return {"device": _STATE["device"], "device_name": name, "framework_version": tf.__version__}
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class PositionalEncoding(layers.Layer):
+    """Adds the fixed sinusoidal encoding pe[pos, 2i] = sin(.), pe[pos, 2i+1] = cos(.)."""
+
+    def __init__(self, length: int, d: int, **kw):
+        super().__init__(**kw)
+        angle = np.arange(length)[:, None] / 10000.0 ** (np.arange(0, d, 2) / d)
+        pe = np.zeros((length, d), np.float32)
+        pe[:, 0::2] = np.sin(angle)
+        pe[:, 1::2] = np.cos(angle[:, : d // 2])
+        self.pe = tf.constant(pe)
+
+    def call(self, x):
+        return x + self.pe
+
+
+class EncoderBlock(layers.Layer):
+    """Pre-LN encoder block: x + Drop(Attn(LN1(x))), then x + Drop(FF(LN2(x)))."""
+
+    def __init__(self, d: int, heads: int, ff: int, dropout: float, seed: int, **kw):
+        super().__init__(**kw)
+        self.d, self.heads = d, heads
+        self.ln1 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln1")
+        self.q, self.k, self.v, self.o = (layers.Dense(d, name=n) for n in "qkvo")
+        self.ln2 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln2")
+        self.ff1 = layers.Dense(ff, activation="relu", name="ff1")
+        self.ff2 = layers.Dense(d, name="ff2")
+        self.drop = layers.Dropout(dropout, seed=seed) if dropout > 0 else None
+
+    def build(self, input_shape):
+        for ln in (self.ln1, self.ln2):
+            ln.build(input_shape)
+        for lin in (self.q, self.k, self.v, self.o, self.ff1):
+            lin.build(input_shape)
+        self.ff2.build((*input_shape[:-1], self.ff1.units))
+        self.length = input_shape[1]
+
+    def _split(self, t):
+        # (B, L, d) -> (B, heads, L, d/heads)
+        t = tf.reshape(t, (-1, self.length, self.heads, self.d // self.heads))
+        return tf.transpose(t, (0, 2, 1, 3))
+
+    def _attend(self, h):
+        q, k, v = self._split(self.q(h)), self._split(self.k(h)), self._split(self.v(h))
+        scores = tf.matmul(q, k, transpose_b=True) * (1.0 / float(np.sqrt(self.d // self.heads)))
+        a = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+        a = tf.reshape(tf.transpose(a, (0, 2, 1, 3)), (-1, self.length, self.d))
+        return self.o(a)
+
+    def _dropped(self, t, training):
+        return self.drop(t, training=training) if self.drop is not None else t
+
+    def call(self, x, training=None):
+        x = x + self._dropped(self._attend(self.ln1(x)), training)
+        return x + self._dropped(self.ff2(self.ff1(self.ln2(x))), training)
+
+
+def _batchnorm(name: str):
+    return layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPS, name=name)
+
+
+def _dropper(spec: RunSpec):
+    """x -> Dropout(spec.dropout)(x), each layer seeded from the spec (identity at rate 0).
+
+    Own seeds make a model's dropout masks a function of the spec alone, whatever else
+    drew from Keras's global generator before.
+    """
+    seeds = itertools.count(spec.seed * 1000 + 1)
+
+    def drop(x):
+        return layers.Dropout(spec.dropout, seed=next(seeds))(x) if spec.dropout > 0 else x
+
+    return drop
+
+
+def _as_sequence(spec: RunSpec, x):
+    """Images are read row by row: (H, W, C) -> H steps of W*C features."""
+    if spec.info.kind == "image":
+        h, w, c = spec.info.shape
+        return layers.Reshape((h, w * c))(x)
+    return x
+
+
+def _cnn(spec: RunSpec, x, drop):
+    a, info = spec.arch, spec.info
+    shape = info.shape
+    if info.kind == "tokens":
+        x = layers.Embedding(info.vocab, a.embed, name="embed")(x)
+        shape = (shape[0], a.embed)
+    pad = cnn_geometry(shape)[0]
+    if len(shape) == 3:
+        conv, pool = layers.Conv2D, layers.MaxPooling2D
+    else:
+        conv, pool = layers.Conv1D, layers.MaxPooling1D
+    for i, filters in ((1, a.c1), (2, a.c2)):
+        if spec.batchnorm:
+            x = conv(filters, 3, padding=pad, name=f"conv{i}")(x)
+            x = layers.ReLU()(_batchnorm(f"bn{i}")(x))
+        else:
+            x = conv(filters, 3, padding=pad, activation="relu", name=f"conv{i}")(x)
+        x = pool(2)(x)
+    x = drop(layers.Flatten()(x))
+    return drop(layers.Dense(a.dense, activation="relu", name="dense")(x))
+
+
+def _rnn(spec: RunSpec, x, drop):
+    a, info = spec.arch, spec.info
+    if info.kind == "tokens":
+        x = layers.Embedding(info.vocab, a.embed, name="embed")(x)
+    x = _as_sequence(spec, x)
+    for i in range(a.layers):
+        last = i == a.layers - 1
+        if spec.family == "lstm":
+            rnn = layers.LSTM(a.hidden, return_sequences=not last, name=f"rnn{i}")
+        else:
+            rnn = layers.GRU(a.hidden, reset_after=True, return_sequences=not last, name=f"rnn{i}")
+        x = rnn(x)
+        if not last:
+            x = drop(x)
+    if spec.batchnorm:
+        x = _batchnorm("bn")(x)
+    return drop(x)
+
+
+def _transformer(spec: RunSpec, x, drop):
+    a, info = spec.arch, spec.info
+    if info.kind == "tokens":
+        x = layers.Embedding(info.vocab, a.d_model, name="embed")(x)
+    else:
+        x = layers.Dense(a.d_model, name="proj")(_as_sequence(spec, x))
+    x = PositionalEncoding(x.shape[1], a.d_model)(x)
+    for i in range(a.layers):
+        seed = spec.seed * 1000 + 500 + i
+        x = EncoderBlock(a.d_model, a.heads, a.ff, spec.dropout, seed, name=f"block{i}")(x)
+    x = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln")(x)
+    x = layers.GlobalAveragePooling1D()(x)
+    if spec.batchnorm:
+        x = _batchnorm("bn")(x)
+    return drop(x)
+
+
+_BODIES = {"cnn": _cnn, "lstm": _rnn, "gru": _rnn, "transformer": _transformer}
+_LEAVES = {"embed": "embeddings"}  # canonical leaf name -> Keras attribute
+
+
+class Model:
+    """A Keras model plus its trainable variables in canonical (spec.weight_shapes) order."""
+
+    def __init__(self, spec: RunSpec, net: keras.Model):
+        self.spec, self.net = spec, net
+        names = weight_shapes(spec.family, spec.size, spec.dataset, spec.batchnorm)
+        self.variables = [self._variable(name) for name, _ in names]
+        mine = {id(v) for v in self.variables}
+        theirs = {id(v) for v in net.trainable_variables}
+        if mine != theirs or len(mine) != len(self.variables):
+            raise RuntimeError(f"{spec.family}: canonical weight list differs from Keras's")
+
+    def _variable(self, name: str):
+        parts = name.split(".")
+        obj = self.net.get_layer(parts[0])
+        obj = getattr(obj, "cell", obj)  # LSTM/GRU keep their weights on the cell
+        for part in parts[1:-1]:
+            obj = getattr(obj, part)
+        return getattr(obj, _LEAVES.get(parts[-1], parts[-1]))
+
+
+def _input_dtype(spec: RunSpec):
+    return tf.int64 if spec.info.kind == "tokens" else tf.float32
+
+
+def build(spec: RunSpec) -> Model:
+    """The Keras model for `spec`, initialised from bench.init.init_weights(spec)."""
+    info = spec.info
+    with tf.device(_STATE["tf_device"]):
+        inputs = keras.Input(shape=info.shape, dtype=_input_dtype(spec).name)
+        x = _BODIES[spec.family](spec, inputs, _dropper(spec))
+        logits = layers.Dense(info.n_outputs, name="head")(x)
+        net = keras.Model(inputs, logits, name=f"{spec.family}_{spec.size}")
+    model = Model(spec, net)
+    set_weights(model, init_weights(spec))
+    return model
+
+
+def n_params(model: Model) -> int:
+    """Trainable parameters, counted from Keras's own list (not the canonical one)."""
+    return int(sum(np.prod(v.shape) for v in model.net.trainable_variables))
+
+
+def get_weights(model: Model) -> list[np.ndarray]:
+    """Trainable weights in canonical order; Keras layout is the canonical layout."""
+    return [np.array(v.numpy()) for v in model.variables]
+
+
+def set_weights(model: Model, weights: list[np.ndarray]) -> None:
+    """Assign canonical-layout arrays to the model's trainable weights."""
+    if len(weights) != len(model.variables):
+        raise ValueError(f"expected {len(model.variables)} arrays, got {len(weights)}")
+    for v, w in zip(model.variables, weights, strict=True):
+        w = np.asarray(w, dtype=np.float32)
+        if tuple(v.shape) != w.shape:
+            raise ValueError(f"weight {v.path}: shape {w.shape} != {tuple(v.shape)}")
+        v.assign(w)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def to_device(array: np.ndarray) -> tf.Tensor:
+    """One whole split as a device tensor: floats float32, integers int64."""
+    a = np.asarray(array)
+    a = a.astype(np.int64 if np.issubdtype(a.dtype, np.integer) else np.float32, copy=False)
+    with tf.device(_STATE["tf_device"]):
+        return tf.identity(tf.convert_to_tensor(a))
+
+
+def take(tensor: tf.Tensor, idx: np.ndarray) -> tf.Tensor:
+    """Rows `idx` of a device tensor, gathered on the device."""
+    with tf.device(_STATE["tf_device"]):
+        return tf.gather(tensor, idx)
+
+
+def scalar(tensor) -> float:
+    """Reads a device scalar (waits for it)."""
+    return float(tensor.numpy())
+
+
+def sync() -> None:
+    """Waits for queued device work (CPU eager ops are already synchronous)."""
+    if _STATE["device"] == "cuda":
+        tf.test.experimental.sync_devices()
+
+
+def reset_peak_memory() -> None:
+    """Starts a new device-memory peak (GPU only)."""
+    if _STATE["device"] == "cuda":
+        tf.config.experimental.reset_memory_stats("GPU:0")
+
+
+def peak_memory() -> int | None:
+    """Peak device bytes since reset_peak_memory(); None on CPU."""
+    if _STATE["device"] == "cuda":
+        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+    return None
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether `exc` means the device or host ran out of memory."""
+    if isinstance(exc, (tf.errors.ResourceExhaustedError, MemoryError)):
+        return True
+    if isinstance(exc, (RuntimeError, tf.errors.OpError)):
+        text = str(exc).lower()
+        return any(s in text for s in ("out of memory", "out_of_memory", "can't allocate memory"))
+    return False
+
+
+# ---------------------------------------------------------------------------- optimizers
+
+
+def _dense(gradient):
+    # Embedding gradients arrive as IndexedSlices; torch updates every row (momentum and
+    # second moments decay for rows absent from the batch too), so update densely as well.
+    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
+class Adam(keras.optimizers.Adam):
+    """Keras Adam with torch's eps placement: p -= lr * m_hat / (sqrt(v_hat) + eps)."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        g = tf.cast(_dense(gradient), dtype)
+        b1, b2 = self.beta_1, self.beta_2
+        # Bias corrections in float64 like torch's python floats: 1 - 0.999**t in float32
+        # loses four digits to cancellation early in training.
+        t = tf.cast(self.iterations + 1, tf.float64)
+        bc1 = 1 - tf.pow(tf.constant(b1, tf.float64), t)
+        bc2 = 1 - tf.pow(tf.constant(b2, tf.float64), t)
+        step_size = tf.cast(tf.cast(learning_rate, tf.float64) / bc1, dtype)
+        bc2_sqrt = tf.cast(tf.sqrt(bc2), dtype)
+        m = self._momentums[self._get_variable_index(variable)]
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign_add(m, (g - m) * (1 - b1))
+        self.assign_add(v, (tf.square(g) - v) * (1 - b2))
+        self.assign_sub(variable, step_size * m / (tf.sqrt(v) / bc2_sqrt + self.epsilon))
+
+
+class RMSprop(keras.optimizers.RMSprop):
+    """Keras RMSprop with torch's eps placement: p -= lr * g / (sqrt(v) + eps)."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        g = tf.cast(_dense(gradient), variable.dtype)
+        lr = tf.cast(learning_rate, variable.dtype)
+        v = self._velocities[self._get_variable_index(variable)]
+        self.assign(v, self.rho * v + (1 - self.rho) * tf.square(g))
+        self.assign_sub(variable, lr * g / (tf.sqrt(v) + self.epsilon))
+
+
+class SGD(keras.optimizers.SGD):
+    """SGD; with momentum torch's form v = m*v + g, p -= lr*v (nesterov: lr*(g + m*v))."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not self.momentum:
+            return super().update_step(gradient, variable, learning_rate)
+        g = tf.cast(_dense(gradient), variable.dtype)
+        lr = tf.cast(learning_rate, variable.dtype)
+        v = self.momentums[self._get_variable_index(variable)]
+        self.assign(v, self.momentum * v + g)
+        step = g + self.momentum * v if self.nesterov else v
+        self.assign_sub(variable, lr * step)
+
+
+def _optimizer(spec: RunSpec) -> keras.optimizers.Optimizer:
+    lr = float(spec.lr)
+    if spec.optimizer in ("adam", "adamw"):  # adamw's decay is applied by the Trainer
+        b1, b2 = ADAM_BETAS
+        return Adam(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=EPSILON)
+    if spec.optimizer == "rmsprop":
+        return RMSprop(learning_rate=lr, rho=RMSPROP_RHO, epsilon=EPSILON)
+    momentum = 0.9 if spec.optimizer in ("momentum", "nesterov") else 0.0
+    return SGD(learning_rate=lr, momentum=momentum, nesterov=spec.optimizer == "nesterov")
+
+
+# ---------------------------------------------------------------------------- training
+
+
+class Trainer:
+    """Owns the optimizer and the compiled train/eval functions of one model."""
+
+    def __init__(self, model: Model, spec: RunSpec):
+        self.model, self.spec = model, spec
+        self.net = model.net
+        self._vars = list(self.net.trainable_variables)
+        # Kernels, recurrent kernels and embeddings: the weights L2 and weight decay touch.
+        self._decayed = [v for v in self._vars if len(v.shape) >= 2]
+        self._binary = spec.info.n_outputs == 1
+        with tf.device(_STATE["tf_device"]):
+            self.optimizer = _optimizer(spec)
+            self.optimizer.build(self._vars)
+        x_sig = tf.TensorSpec((None, *spec.info.shape), _input_dtype(spec))
+        y_sig = tf.TensorSpec((None,), tf.int64)
+        jit = bool(spec.compile)
+        # A None batch dimension: every batch size (full batch, partial last batch) shares a trace.
+        self._step = tf.function(
+            self._train_step,
+            input_signature=[x_sig, y_sig, tf.TensorSpec((), tf.float32)],
+            jit_compile=jit,
+        )
+        self._infer = tf.function(self._forward, input_signature=[x_sig], jit_compile=jit)
+        # Evaluation is not timed: graph mode spares an XLA compile per distinct batch shape
+        # (full and last partial batch), which costs seconds to tens of seconds each.
+        self._eval = tf.function(self._eval_batch, input_signature=[x_sig, y_sig])
+        self._predict = tf.function(self._forward, input_signature=[x_sig])
+        for fn in (self._step, self._infer, self._eval, self._predict):
+            # Each Trainer traces its functions once (its variables are new); TF's warning
+            # about frequent retracing, keyed by source code, would fire on every fifth.
+            fn._omit_frequent_tracing_warning = True
+
+    def _data_loss(self, y, logits, reduce=tf.reduce_mean):
+        if self._binary:
+            per = tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=tf.cast(y, logits.dtype), logits=logits[:, 0]
+            )
+        else:
+            per = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        return reduce(per)
+
+    def _train_step(self, x, y, lr):
+        self.optimizer.learning_rate.assign(lr)
+        with tf.GradientTape() as tape:
+            loss = self._data_loss(y, self.net(x, training=True))
+            if self.spec.l2 > 0:
+                penalty = tf.add_n([tf.reduce_sum(tf.square(w)) for w in self._decayed])
+                loss = loss + self.spec.l2 * penalty
+        grads = tape.gradient(loss, self._vars)
+        if self.spec.weight_decay > 0:
+            # Decoupled decay on the pre-update weights, before the optimizer (torch AdamW order);
+            # automatic control dependencies keep it after the forward pass's reads.
+            for w in self._decayed:
+                w.assign_sub(lr * self.spec.weight_decay * w)
+        self.optimizer.apply(grads, self._vars)
+        return loss
+
+    def _forward(self, x):
+        return self.net(x, training=False)
+
+    def _eval_batch(self, x, y):
+        logits = self._forward(x)
+        if self._binary:
+            pred = tf.cast(logits[:, 0] > 0, tf.int64)
+        else:
+            pred = tf.argmax(logits, axis=-1, output_type=tf.int64)
+        correct = tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.float32))
+        return self._data_loss(y, logits, tf.reduce_sum), correct
+
+    def step(self, xb, yb, lr: float) -> tf.Tensor:
+        """One optimizer step at learning rate `lr`; the loss (data + L2) as a device scalar."""
+        return self._step(xb, yb, tf.constant(lr, tf.float32))
+
+    def evaluate(self, x, y, batch: int) -> tuple[float, float]:
+        """Mean data loss and accuracy over (x, y) in eval mode, as python floats."""
+        x, y = _on_device(x), _on_device(y)
+        n = int(x.shape[0])
+        loss = correct = 0.0
+        for i in range(0, n, batch):
+            bl, bc = self._eval(x[i : i + batch], y[i : i + batch])
+            loss, correct = loss + bl, correct + bc  # summed on the device, read once
+        return scalar(loss) / n, scalar(correct) / n
+
+    def predict(self, x, batch: int) -> np.ndarray:
+        """Eval-mode logits for all of x."""
+        x = _on_device(x)
+        outs = [self._predict(x[i : i + batch]).numpy() for i in range(0, int(x.shape[0]), batch)]
+        return np.concatenate(outs)
+
+    def infer(self, xb) -> tf.Tensor:
+        """One eval-mode forward pass (timing)."""
+        return self._infer(xb)
+
+
+def _on_device(a):
+    return a if isinstance(a, tf.Tensor) else to_device(a)

@@ -6,6 +6,8 @@ compare frameworks start one subprocess per framework (tests/parity_worker.py).
 """
 
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,3 +35,45 @@ def bench_cmd():
 @pytest.fixture(scope="session")
 def repo_root():
     return ROOT
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The files a user's checkout runs the workflow from, copied into `dest`."""
+    for name in ("Snakefile", "workflow", "config"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        else:
+            shutil.copy(src, dest / name)
+    return dest
+
+
+def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_SLOT_DIR": str(cwd / ".slots")}
+    # The jobs' `python` must be this interpreter (the one with bench and the frameworks).
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=1800,
+    )
+
+
+@pytest.fixture(scope="session")
+def smoke_workflow(tmp_path_factory):
+    """One real run of config/smoke.yaml, shared by every test that inspects its outputs.
+
+    Tests that change the study work on a copy (see `copy_smoke`).
+    """
+    wd = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    p = snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml")
+    assert p.returncode == 0, p.stderr[-4000:]
+    return wd, p
+
+
+@pytest.fixture
+def copy_smoke(smoke_workflow, tmp_path):
+    """A private copy of the finished smoke study (results, reports, Snakemake state)."""
+    wd, _ = smoke_workflow
+    dest = tmp_path / "smoke"
+    shutil.copytree(wd, dest, symlinks=True, ignore=shutil.ignore_patterns(".slots"))
+    return dest

@@ -1,15 +1,12 @@
 """The Snakemake workflow end to end on config/smoke.yaml, in a temporary directory."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import copy_workflow, snakemake
 
 from bench.config import check_config
 from bench.study import plan
@@ -18,44 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _copy_workflow(dest: Path) -> Path:
-    for name in ("Snakefile", "workflow", "config"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name)
-        else:
-            shutil.copy(src, dest / name)
-    return dest
-
-
-def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_SLOT_DIR": str(cwd / ".slots")}
-    # The jobs' `python` must be this interpreter (the one with bench and the frameworks).
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=1200,
-    )
-
-
 def _smoke_plan():
     cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
     return plan(check_config(cfg, ROOT / "workflow/schemas/config.schema.yaml"))
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One real run of the smoke study, shared by the tests that inspect its results."""
-    wd = _copy_workflow(tmp_path_factory.mktemp("wf"))
-    p = snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml")
-    assert p.returncode == 0, p.stderr[-4000:]
-    return wd, p
-
-
-def test_smoke_study_writes_every_record_and_the_summary(smoke_run):
-    wd, _ = smoke_run
+def test_smoke_study_writes_every_record_and_the_summary(smoke_workflow):
+    wd, _ = smoke_workflow
     specs = _smoke_plan()
-    records = {p.stem: json.loads(p.read_text()) for p in (wd / "results/runs").glob("*.json")}
+    everything = {p.stem: json.loads(p.read_text()) for p in (wd / "results/runs").glob("*.json")}
+    # final runs of the tuning studies carry the study's name in `tuned`
+    records = {k: r for k, r in everything.items() if not r.get("tuned")}
     assert set(records) == {s.run_id for s in specs}
     for s in specs:
         r = records[s.run_id]
@@ -65,7 +35,7 @@ def test_smoke_study_writes_every_record_and_the_summary(smoke_run):
         assert 0.0 <= r["test_acc"] <= 1.0
         assert r["curve"] and r["curve"][-1]["epoch"] == r["epochs_run"]
     df = pd.read_csv(wd / "results/summary.csv")
-    assert len(df) == len(specs) and set(df["run_id"]) == set(records)
+    assert len(df) == len(everything) and set(df["run_id"]) == set(everything)
     assert {"status", "params", "test_acc", "train_samples_per_s", "peak_rss_mb", "curve"} <= set(
         df.columns
     )
@@ -79,15 +49,15 @@ def test_smoke_study_writes_every_record_and_the_summary(smoke_run):
     assert not list((wd / "results/runs").glob(".*"))
 
 
-def test_rerun_with_nothing_changed_does_nothing(smoke_run):
-    wd, _ = smoke_run
+def test_rerun_with_nothing_changed_does_nothing(smoke_workflow):
+    wd, _ = smoke_workflow
     p = snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "Nothing to be done" in p.stdout + p.stderr
 
 
-def test_rerun_after_adding_a_seed_trains_only_the_new_runs(smoke_run):
-    wd, _ = smoke_run
+def test_rerun_after_adding_a_seed_trains_only_the_new_runs(copy_smoke):
+    wd = copy_smoke
     before = {p.name: p.stat().st_mtime_ns for p in (wd / "results/runs").glob("*.json")}
     cfg = yaml.safe_load((wd / "config/smoke.yaml").read_text())
     cfg["study"]["seeds"] = [0, 1, 2]
@@ -105,7 +75,7 @@ def test_rerun_after_adding_a_seed_trains_only_the_new_runs(smoke_run):
 
 
 def test_dry_run_and_lint_are_clean(tmp_path):
-    wd = _copy_workflow(tmp_path)
+    wd = copy_workflow(tmp_path)
     p = snakemake(wd, "-n")
     assert p.returncode == 0, p.stderr[-2000:]
     p = snakemake(wd, "--lint")
@@ -128,7 +98,7 @@ BAD = [
 
 @pytest.mark.parametrize("override,needle", BAD, ids=[b[1] for b in BAD])
 def test_bad_config_stops_before_any_job_with_one_line(tmp_path, override, needle):
-    wd = _copy_workflow(tmp_path)
+    wd = copy_workflow(tmp_path)
     cfg = yaml.safe_load((wd / "config/smoke.yaml").read_text())
     for k, v in override.items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):

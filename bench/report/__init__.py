@@ -1,0 +1,88 @@
+"""HTML reports: `python -m bench report` turns the summary table (and any tuning studies)
+into plotly pages under reports/ that open from the file system with no network.
+
+Pages: index.html (overview), scale.html, frameworks.html, sweep.html, curves.html,
+tuning.html; data/<panel>.csv holds the numbers behind each figure. This module only
+registers the verb; pandas, plotly and optuna are imported when the verb runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+PAGE_FILES = ("index.html", "scale.html", "frameworks.html", "sweep.html", "curves.html",
+              "tuning.html")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("report", help="summary table (+ tuning studies) -> HTML pages under "
+                                      "--out, browsable offline")
+    p.add_argument("--summary", default="results/summary.parquet",
+                   help="the aggregate table (parquet or CSV)")
+    p.add_argument("--out", default="reports", help="output folder (index.html and pages)")
+    p.add_argument("--tune-dir", default=None,
+                   help="folder of tuning studies, one sub-folder each, e.g. results/tune "
+                        "(default: none)")
+    p.add_argument("--study", action="append", default=None, metavar="NAME",
+                   help="show only this study of --tune-dir (repeatable; default: every "
+                        "sub-folder)")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(a) -> int:
+    if not Path(a.summary).is_file():
+        print(f"python -m bench report: error: summary table {a.summary!r} not found",
+              file=sys.stderr)
+        return 2
+    sizes = build_report(a.summary, a.out, a.tune_dir, a.study)
+    total = sum(sizes.values())
+    print(f"report: {len(sizes)} pages, {total / 1e6:.1f} MB -> {a.out}/index.html",
+          file=sys.stderr)
+    return 0
+
+
+def build_pages(df, studies, source: str = "the summary table"):
+    """All pages for a normalised summary table and loaded tuning studies."""
+    from . import pages as P
+
+    return [
+        P.overview_page(df, source, studies),
+        P.scale_page(df),
+        P.frameworks_page(df),
+        P.sweep_page(df),
+        P.curves_page(df),
+        P.tuning_page(df, studies),
+    ]
+
+
+def build_report(summary: str | Path, out: str | Path, tune_dir: str | Path | None = None,
+                 studies: list[str] | None = None) -> dict[str, int]:
+    """Write every page and its CSVs; returns {page file: bytes}."""
+    import plotly
+    from plotly.offline import get_plotlyjs
+
+    from . import tables as T
+    from . import tuning as TU
+    from .html import write_page
+
+    t0 = time.perf_counter()
+    df = T.load_summary(summary)
+    studies = TU.find_studies(tune_dir, studies)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Stale CSVs from an earlier report would be misleading: the data folder is rebuilt.
+    data_dir = out / "data"
+    if data_dir.is_dir():
+        for f in data_dir.glob("*.csv"):
+            f.unlink()
+    js = get_plotlyjs()
+    footer = (f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m bench report` "
+              f"from {summary} ({len(df)} runs) with plotly {plotly.__version__}; "
+              f"tuning studies: {len(studies)}.")
+    sizes = {}
+    for page in build_pages(df, studies, str(summary)):
+        sizes[page.file] = write_page(out, page, js, footer)
+    print(f"report: built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return sizes

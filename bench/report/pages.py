@@ -1,0 +1,372 @@
+"""The six pages: which panels each holds, and the overview's computed findings."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import traceback
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from . import figures as F
+from . import tables as T
+from . import tuning as TU
+from .html import Page, Panel, links, table
+
+# Tests set this to re-raise; the workflow shows a message in place of a panel that fails.
+STRICT = False
+
+
+class Keys:
+    """Unique, file-name-safe panel keys."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+
+    def __call__(self, *parts) -> str:
+        base = re.sub(r"[^a-z0-9]+", "-", "-".join(map(str, parts)).lower()).strip("-") or "x"
+        key, i = base, 2
+        while key in self.seen:
+            key, i = f"{base}-{i}", i + 1
+        self.seen.add(key)
+        return key
+
+
+def safe(key: str, title: str, build: Callable[[], Panel | None]) -> Panel | None:
+    """Build a panel; on an unexpected error show the error in its place instead of crashing."""
+    try:
+        return build()
+    except Exception as e:  # noqa: BLE001
+        if STRICT:
+            raise
+        traceback.print_exc(file=sys.stderr)
+        return Panel(key, title, message=f"This figure could not be built: "
+                     f"{type(e).__name__}: {e}")
+
+
+def _no_runs(page: Page, df: pd.DataFrame) -> bool:
+    if df.empty:
+        page.message("The summary table holds no runs: nothing ran yet, or every job failed "
+                      "before writing a record.")
+        return True
+    if T.ok_rows(df).empty:
+        page.message(f"None of the {len(df)} runs finished with status ok "
+                     f"({_status_line(df)}); there is nothing to plot. The overview lists "
+                     "the failures and their messages.")
+        return True
+    return False
+
+
+def _short(v) -> str:
+    """Parameter values for a table: floats to 4 significant digits."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _status_line(df: pd.DataFrame) -> str:
+    c = df["status"].value_counts()
+    return ", ".join(f"{k} {v}" for k, v in c.items())
+
+
+# ---------------------------------------------------------------------------- overview
+
+
+def findings(df: pd.DataFrame) -> list[str]:
+    """Three headline findings computed from the data (scale, frameworks, optimizers)."""
+    return [_finding_scale(df), _finding_frameworks(df), _finding_sweep(df)]
+
+
+def _finding_scale(df: pd.DataFrame) -> str:
+    best = None
+    for family, dataset in T.groups(df):
+        _, rows = T.scale_selection(df, family, dataset)
+        for fw in sorted(set(rows["framework"])):
+            pts = T.scale_points(rows[rows["framework"] == fw], "test_acc")
+            if len(pts) < 2:
+                continue
+            gain = pts["median"].iloc[-1] - pts["median"].iloc[0]
+            cand = (abs(gain), gain, family, dataset, fw, pts.iloc[0], pts.iloc[-1])
+            if best is None or cand[:2] > best[:2]:
+                best = cand
+    if best is None:
+        return ("Scale: no family has successful runs at two or more sizes, so there is no "
+                "scale trend to report.")
+    _, gain, family, dataset, fw, a, b = best
+    verb = "raised" if gain >= 0 else "lowered"
+    return (f"Scale: growing {family} from {a['size']} ({T.fmt_count(a['params'])} params) to "
+            f"{b['size']} ({T.fmt_count(b['params'])}) {verb} median test accuracy on {dataset} "
+            f"from {a['median']:.3f} to {b['median']:.3f} ({T.framework_name(fw)}), the "
+            f"largest change across sizes in this study.")
+
+
+def _finding_frameworks(df: pd.DataFrame) -> str:
+    cells = [F.framework_cells(df, ds) for ds in sorted(set(df["dataset"]) - {""})]
+    cells = [c for c in cells if len(c)]
+    if not cells:
+        return ("Frameworks: no configuration has successful runs in both PyTorch and "
+                "TensorFlow, so the frameworks cannot be compared.")
+    c = pd.concat(cells).dropna(subset=["throughput_ratio"])
+    if c.empty:
+        return "Frameworks: throughput was not recorded in matched runs."
+    far = c.loc[np.log(c["throughput_ratio"]).abs().idxmax()]
+    n_pt = int((c["throughput_ratio"] > 1).sum())
+    return (f"Frameworks: {F.speed_phrase(far['throughput_ratio'])} for {far['family']} at "
+            f"size {far['size']} on {far['dataset']}, the largest gap; PyTorch is faster in "
+            f"{n_pt} of {len(c)} matched family/size cells (median PyTorch/TensorFlow "
+            f"throughput ratio {c['throughput_ratio'].median():.2f}).")
+
+
+def _finding_sweep(df: pd.DataFrame) -> str:
+    wins: dict[str, int] = {}
+    spreads = []
+    n = 0
+    for family, dataset in T.groups(df):
+        _, rows = T.sweep_selection(df, family, dataset)
+        cells = F.sweep_cells(rows, math.nan).dropna(subset=["acc"])
+        for fw, part in cells.groupby("framework"):
+            if part[["optimizer", "regulariser"]].drop_duplicates().shape[0] < 2:
+                continue
+            n += 1
+            b = part.loc[part["acc"].idxmax()]
+            label = f"{b['optimizer']} + {b['regulariser']}"
+            wins[label] = wins.get(label, 0) + 1
+            spreads.append((b["acc"] - part["acc"].min(), family, fw))
+    if not n:
+        return ("Optimizers and regularisers: no family has two or more successful "
+                "optimizer x regulariser cells to compare.")
+    top = max(wins.items(), key=lambda kv: (kv[1], kv[0]))
+    spread = max(spreads)
+    return (f"Optimizers and regularisers: {top[0]} gives the best median test accuracy in "
+            f"{top[1]} of {n} family/framework sweeps; the choice matters most for "
+            f"{spread[1]} on {T.framework_name(spread[2])}, where best and worst cell differ by "
+            f"{spread[0]:.3f} accuracy.")
+
+
+def overview_page(df: pd.DataFrame, source: str, studies: list) -> Page:
+    page = Page("index.html", "Benchmark overview",
+                f"Scale vs performance of CNN, RNN and Transformer models in PyTorch and "
+                f"TensorFlow, from {source} ({len(df)} runs).")
+    keys = Keys()
+    page.h2("Headline findings")
+    page.add(_ol(findings(df)))
+    page.h2("Pages")
+    page.add(links([("scale.html", "Scale vs performance: accuracy, throughput, memory "
+                     "against parameters"),
+                    ("frameworks.html", "Frameworks: PyTorch / TensorFlow ratios"),
+                    ("sweep.html", "Optimizers and regularisers: accuracy and time-to-target"),
+                    ("curves.html", "Learning curves per run"),
+                    ("tuning.html", f"Tuning studies ({len(studies)})")]))
+    page.h2("What ran")
+    page.add(table([list(r) for r in T.grid_summary(df)], ["axis", "values"]))
+    page.h2("Outcomes")
+    page.add(safe("status", "Runs per status", lambda: _status_panel(df, keys("status"))))
+    bad = df[df["status"] != "ok"]
+    if len(bad):
+        page.add(safe("failures", "Runs that did not finish ok",
+                      lambda: _failures_panel(bad, keys("failures"))))
+    page.h2("Hardware and software")
+    page.add(table([list(r) for r in T.environment(df)], ["what", "recorded"]))
+    page.h2("Compute spent")
+    page.add(safe("compute", "Compute spent", lambda: _compute_panel(df, keys("compute"))))
+    return page
+
+
+def _ol(items: list[str]):
+    from .html import Raw, esc
+
+    return Raw('<ol class="findings">' + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ol>")
+
+
+def _status_panel(df: pd.DataFrame, key: str) -> Panel:
+    import plotly.graph_objects as go
+
+    title = "Runs per status, family and framework"
+    counts = T.status_counts(df)
+    if counts.empty:
+        return Panel(key, title, message="No runs in the summary table.",
+                     data=pd.DataFrame(columns=["trace", "x", "y"]))
+    counts["x"] = counts["family"] + " / " + counts["framework"].map(T.framework_name)
+    fig = go.Figure()
+    data = []
+    colors = {"ok": "#2b8a3e", "diverged": "#e67700", "oom": "#862e9c", "pruned": "#868e96",
+              "error": "#c92a2a"}
+    statuses = [c for c in counts.columns if c not in ("family", "framework", "total", "x")]
+    from .html import esc
+
+    for s in statuses:
+        fig.add_trace(go.Bar(x=counts["x"].map(esc).tolist(), y=counts[s].tolist(),
+                             name=esc(s), meta=s, marker={"color": colors.get(s, "#495057")}))
+        for x, y, fam, fw in zip(counts["x"], counts[s], counts["family"], counts["framework"],
+                                 strict=True):
+            data.append({"trace": s, "status": s, "family": fam, "framework": fw, "x": x,
+                         "y": int(y)})
+    fig.update_layout(barmode="stack", yaxis={"title": {"text": "runs"}})
+    total = counts[statuses].sum()
+    caption = (f"{len(df)} runs: " + ", ".join(f"{s} {int(total[s])}" for s in statuses)
+               + f" ({total.get('ok', 0) / max(len(df), 1):.0%} ok).")
+    worst = counts.assign(bad=counts["total"] - counts["ok"]).sort_values("bad").iloc[-1]
+    if worst["bad"]:
+        caption += (f" Most failures: {worst['family']} on "
+                    f"{T.framework_name(worst['framework'])} ({int(worst['bad'])} of "
+                    f"{int(worst['total'])} not ok).")
+    return Panel(key, title, caption, fig, pd.DataFrame(data), height=360)
+
+
+def _failures_panel(bad: pd.DataFrame, key: str) -> Panel:
+    from .html import Raw
+
+    cols = ["run_id", "status", "family", "framework", "dataset", "size", "optimizer",
+            "regulariser", "seed", "message"]
+    data = bad[cols].assign(trace="failures")
+    shown = bad.head(50)
+    rows = [[T.run_label(r), r["family"], r["dataset"], r["status"], r["message"][:300]]
+            for _, r in shown.iterrows()]
+    more = f" The first 50 are listed; all {len(bad)} are in the CSV." if len(bad) > 50 else ""
+    return Panel(key, f"Runs that did not finish ok ({len(bad)})",
+                 f"Status diverged: loss became NaN/inf; oom: out of memory or over the memory "
+                 f"limit; pruned: stopped by a tuning study; error: an unexpected exception."
+                 f"{more}", None, data,
+                 body=Raw(table(rows, ["run", "family", "dataset", "status", "message"])))
+
+
+def _compute_panel(df: pd.DataFrame, key: str) -> Panel:
+    import plotly.graph_objects as go
+
+    from .html import esc
+
+    title = "Compute spent per family and framework"
+    spent = T.compute_spent(df)
+    if df.empty:
+        return Panel(key, title, message="No runs: no compute spent.")
+    by = df.assign(wall_h=df["wall_s"].fillna(0) / 3600,
+                   core_h=df["wall_s"].fillna(0) * df["threads"].fillna(1) / 3600)
+    g = by.groupby(["family", "framework"])[["wall_h", "core_h"]].sum().reset_index()
+    fig = go.Figure()
+    data = []
+    for i, fw in enumerate(sorted(set(g["framework"]), key=T.framework_rank)):
+        part = g[g["framework"] == fw]
+        fig.add_trace(go.Bar(x=part["family"].map(esc).tolist(), y=(part["wall_h"] * 60).tolist(),
+                             name=esc(T.framework_name(fw)), meta=fw,
+                             marker={"color": F.color(fw, i)}))
+        for r in part.itertuples():
+            data.append({"trace": fw, "family": r.family, "framework": fw, "x": r.family,
+                         "y": r.wall_h * 60, "core_hours": r.core_h})
+    from ..spec import FAMILIES
+
+    order = sorted(set(g["family"]), key=lambda f: (FAMILIES.index(f) if f in FAMILIES
+                                                    else 99, f))
+    fig.update_layout(barmode="group", yaxis={"title": {"text": "run wall time (minutes)"}},
+                      xaxis={"categoryorder": "array", "categoryarray": [esc(f) for f in order]})
+    caption = (f"{spent['runs']} runs took {T.fmt_seconds(spent['wall_s'])} of run wall time "
+               f"in all ({spent['core_s'] / 3600:.2f} core-hours at each run's thread count), "
+               f"and {spent['train_flops'] / 1e12:.3g} TFLOP of training arithmetic "
+               f"(analytic FLOPs x samples processed). Framework start-up outside the runs "
+               f"is not counted.")
+    if len(g):
+        top = g.loc[g["wall_h"].idxmax()]
+        caption += (f" The most expensive: {top['family']} on "
+                    f"{T.framework_name(top['framework'])} ({top['wall_h'] * 60:.1f} min).")
+    return Panel(key, title, caption, fig, pd.DataFrame(data), height=340)
+
+
+# ---------------------------------------------------------------------------- other pages
+
+
+def scale_page(df: pd.DataFrame) -> Page:
+    page = Page("scale.html", "Scale vs performance",
+                "Per family and dataset: test accuracy, training throughput and peak memory "
+                "against parameter count (log axis), one line per framework, median over "
+                "seeds with 95% bootstrap CI, and a power law where it fits.")
+    if _no_runs(page, df):
+        return page
+    keys = Keys()
+    for family, dataset in T.groups(df):
+        k = keys("scale", family, dataset)
+        page.add(safe(k, f"{family} on {dataset}",
+                      lambda f=family, d=dataset, k=k: F.scale_panel(df, f, d, k)))
+    return page
+
+
+def frameworks_page(df: pd.DataFrame) -> Page:
+    page = Page("frameworks.html", "Frameworks: PyTorch vs TensorFlow",
+                "Ratios of medians over seeds, PyTorch / TensorFlow, for the same family, size, "
+                "optimizer and regulariser (95% bootstrap CI); the accuracy difference is "
+                "PyTorch minus TensorFlow.")
+    if _no_runs(page, df):
+        return page
+    keys = Keys()
+    for ds in sorted(set(df["dataset"]) - {""}):
+        page.h2(f"Dataset {ds}")
+        k = keys("frameworks", ds)
+        page.add(safe(k, ds, lambda d=ds, k=k: F.frameworks_panel(df, d, k)))
+        k2 = keys("frameworks-all", ds)
+        page.add(safe(k2, ds, lambda d=ds, k=k2: F.frameworks_spread_panel(df, d, k)))
+    return page
+
+
+def sweep_page(df: pd.DataFrame) -> Page:
+    page = Page("sweep.html", "Optimizers and regularisers",
+                "Per family: median test accuracy and time-to-target for every optimizer x "
+                "regulariser cell at one size, per framework.")
+    if _no_runs(page, df):
+        return page
+    keys = Keys()
+    for family, dataset in T.groups(df):
+        page.h2(f"{family} on {dataset}")
+        for what in ("acc", "ttt"):
+            k = keys("sweep", family, dataset, what)
+            page.add(safe(k, f"{family} {dataset} {what}",
+                          lambda f=family, d=dataset, k=k, w=what: F.sweep_panel(df, f, d, k, w)))
+    return page
+
+
+def curves_page(df: pd.DataFrame) -> Page:
+    page = Page("curves.html", "Learning curves",
+                "Validation accuracy after every epoch, one line per run; pick a run in the "
+                "menu above each figure.")
+    if df.empty:
+        page.message("The summary table holds no runs: no learning curves.")
+        return page
+    keys = Keys()
+    for family, dataset in T.groups(df):
+        k = keys("curves", family, dataset)
+        page.add(safe(k, f"{family} on {dataset}",
+                      lambda f=family, d=dataset, k=k: F.curves_panel(df, f, d, k)))
+    return page
+
+
+def tuning_page(df: pd.DataFrame, studies: list[TU.Study]) -> Page:
+    page = Page("tuning.html", "Tuning studies",
+                "Optuna studies: optimization history, parameter importances, the Pareto front "
+                "of multi-objective studies, and the compute pruning saved.")
+    if not studies:
+        page.message("No tuning studies in this study: nothing under the tuning folder.")
+        return page
+    keys = Keys()
+    for st in studies:
+        page.h2(f"Study {st.name}")
+        if st.problem:
+            page.message(f"Study {st.name} cannot be shown: {st.problem}.")
+            continue
+        page.p(TU.pruning_text(st), cls="caption")
+        items = st.best.get("best_params", st.best.get("params"))
+        if isinstance(items, dict) and items:
+            rows = [[k, _short(v)] for k, v in items.items()]
+            values = st.best.get("best_values")
+            if isinstance(values, dict):
+                rows += [[f"objective {k}", _short(v)] for k, v in values.items()]
+            page.add(table(rows, ["best trial", "value"]))
+        for build in (TU.history_panel, TU.importance_panel, TU.pareto_panel):
+            k = keys("tune", st.name, build.__name__.replace("_panel", ""))
+            panel = safe(k, f"Study {st.name}", lambda b=build, k=k, s=st: b(s, k))
+            if panel is not None:
+                page.add(panel)
+        finals = TU.final_runs(df, st.name) if len(df) else []
+        if finals:
+            page.p("Final runs with the best parameters (their records carry tuned = "
+                   f"{st.name}; they appear only on this page):", cls="caption")
+            page.add(table(finals, ["framework", "family", "dataset", "size", "ok runs",
+                                    "test accuracy, median [95% CI]"]))
+    return page

@@ -1,0 +1,51 @@
+# Report: the summary table (and the tuning studies, when the config has any) -> plotly HTML
+# pages under reports/ that open from the file system with no network. Each page and the
+# folder of CSVs behind its figures are flagged for `snakemake --report report.zip` as well.
+
+import shlex
+
+
+def report_tune_inputs(wildcards):
+    """The exported trials and best parameters of every configured tuning study."""
+    return [f"results/tune/{name}/{f}" for name in sorted(globals().get("TUNE", {}))
+            for f in ("best.json", "trials.parquet")]
+
+
+def report_tune_args(wildcards):
+    names = sorted(globals().get("TUNE", {}))
+    if not names:
+        return ""
+    return "--tune-dir results/tune " + " ".join(f"--study {shlex.quote(n)}" for n in names)
+
+
+def _page(name, file, caption):
+    return report(f"reports/{file}", caption=f"../report/{caption}.rst",
+                  category="Benchmark report", labels={"page": name})
+
+
+rule report:
+    input:
+        summary="results/summary.parquet",
+        tune=report_tune_inputs,
+    output:
+        index=_page("1 overview", "index.html", "overview"),
+        scale=_page("2 scale vs performance", "scale.html", "scale"),
+        frameworks=_page("3 frameworks", "frameworks.html", "frameworks"),
+        sweep=_page("4 optimizers and regularisers", "sweep.html", "sweep"),
+        curves=_page("5 learning curves", "curves.html", "curves"),
+        tuning=_page("6 tuning", "tuning.html", "tuning"),
+        data=report(directory("reports/data"), patterns=["{name}.csv"],
+                    caption="../report/data.rst", category="Numbers behind the figures"),
+    params:
+        tune=report_tune_args,
+    log:
+        "results/logs/report.log",
+    conda:
+        "../envs/bench.yaml"
+    benchmark:
+        "results/benchmarks/report.tsv"
+    message:
+        "rendering the HTML report: reports/index.html"
+    shell:
+        "python -m bench report --summary {input.summary:q} --out reports {params.tune} "
+        "2> {log:q}"

@@ -7,6 +7,8 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/tune.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -14,3 +16,4 @@ rule all:
     input:
         "results/summary.csv",
         "results/summary.parquet",
+        "reports/index.html",

@@ -11,12 +11,13 @@ import importlib
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 
 from . import spec as S
 
 EXIT_BAD_INPUT = 2
-EXTENSIONS = [m for m in ("tune", "report") if importlib.util.find_spec(f"bench.{m}")]
+EXTENSIONS = [m for m in ("tune", "report", "speed") if importlib.util.find_spec(f"bench.{m}")]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -185,7 +186,10 @@ def cmd_run_batch(a) -> int:
         raise S.SpecError("a batch must hold one thread count (thread pools are set once)")
     out_dir = Path(a.out_dir)
     gpu = any(s.device in ("cuda", "auto") for s in specs) and visible_gpus() > 0
+    t0 = time.perf_counter()
     with measuring_slots(max(s.threads for s in specs), gpu):
+        # Waiting is idle time, not overhead of the job: the log says how long it was.
+        print(f"slot wait {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         errors = _run_specs(specs, out_dir, a)
     if a.done:
         write_json_atomic(a.done, [s.run_id for s in specs])

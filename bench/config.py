@@ -43,7 +43,8 @@ def _message(err) -> str:
     if v in ("minItems", "minProperties"):
         return f"config key {where}: must not be empty (the study would have no runs)"
     if v == "pattern":
-        return f"config key {where}: {err.instance!r} is not allowed (must match {err.validator_value})"
+        return (f"config key {where}: {err.instance!r} is not allowed "
+                f"(must match {err.validator_value})")
     return f"config key {where}: {err.message}"
 
 

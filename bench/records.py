@@ -39,7 +39,8 @@ def write_json_atomic(path: str | Path, obj) -> None:
     try:
         text = json.dumps(_clean(obj), indent=1, sort_keys=True, allow_nan=False) + "\n"
     except (TypeError, ValueError) as e:
-        raise RecordWriteError(f"cannot write {path}: record is not JSON-serialisable ({e})") from None
+        msg = f"cannot write {path}: record is not JSON-serialisable ({e})"
+        raise RecordWriteError(msg) from None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -66,7 +66,8 @@ def slot(kind: str, n: int, lock_dir: str | None = None, poll_s: float = 0.5):
                 f.close()
             return
         if not waited:
-            print(f"waiting for a free {kind} slot ({n} on this machine)", file=sys.stderr, flush=True)
+            print(f"waiting for a free {kind} slot ({n} on this machine)", file=sys.stderr,
+                  flush=True)
             waited = True
         time.sleep(poll_s)
 

@@ -272,7 +272,7 @@ def flops_per_sample(family: str, size: str, dataset: str) -> int:
         shape = info.shape if info.kind != "tokens" else (info.shape[0], s.embed)
         cin = shape[-1]
         k = 9 if info.kind == "image" else 3
-        conv1, _, conv2, pooled = zip(*cnn_geometry(shape)[1])
+        conv1, _, conv2, pooled = zip(*cnn_geometry(shape)[1], strict=True)
         macs = _prod(conv1) * k * cin * s.c1 + _prod(conv2) * k * s.c1 * s.c2
         macs += _prod(pooled) * s.c2 * s.dense + s.dense * out
     elif family in ("lstm", "gru"):

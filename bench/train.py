@@ -120,7 +120,7 @@ def run(
         record["params"] = backend.n_params(model)
         trainer = backend.Trainer(model, spec)
         splits = {
-            k: (backend.to_device(getattr(data, f"x_{k}")), backend.to_device(getattr(data, f"y_{k}")))
+            k: tuple(backend.to_device(getattr(data, f"{v}_{k}")) for v in "xy")
             for k in ("train", "val", "test")
         }
         record["build_s"] = build_t()
@@ -175,7 +175,8 @@ def run(
         for k in ("train", "val", "test"):
             loss_k, acc_k = trainer.evaluate(*splits[k], EVAL_BATCH)
             record[f"{k}_loss"], record[f"{k}_acc"] = loss_k, acc_k
-        record.update(_infer_throughput(backend, trainer, splits["test"][0], len(data.y_test), spec))
+        x_test = splits["test"][0]
+        record.update(_infer_throughput(backend, trainer, x_test, len(data.y_test), spec))
     except Diverged as e:
         status, message = "diverged", str(e)
     except MemoryLimit as e:

@@ -4,6 +4,8 @@
 rule aggregate:
     input:
         expand("results/batches/{batch}.json", batch=sorted(BATCHES)),
+        # final runs of the tuning studies (workflow/rules/tune.smk), when there are any
+        lambda wildcards: TUNED_FINAL,
     output:
         csv="results/summary.csv",
         parquet="results/summary.parquet",

@@ -1,0 +1,611 @@
+"""PyTorch implementation of the backend contract in `bench.backend_api`.
+
+Models take inputs in the datasets' own layout (images N,H,W,C; series N,L,C; tokens N,L)
+and exchange weights in the canonical Keras layout of `bench.spec.weight_shapes`, so a torch
+run and a tf run of one spec start from the same arrays (`bench.init.init_weights`).
+
+Conventions fixed here, which the tf backend must honour too:
+
+- BatchNorm normalises with the biased batch variance and keeps running statistics with
+  Keras's momentum and biased variance (torch's own BatchNorm uses the unbiased one); it
+  also accepts a batch of one.
+- CNN: conv -> [BN] -> ReLU -> MaxPool(2), twice (computed as pool then ReLU, the same
+  function); flatten in channels-last order; dropout after flatten and after the dense layer.
+- LSTM gates i,f,c,o (torch's order); its second torch bias stays zero and frozen. GRU is
+  Keras's reset_after variant, torch's native one, with gates reordered z,r,h <-> r,z,n.
+- Transformer: pre-LayerNorm blocks (x + drop(attn(ln1 x)), x + drop(ff(ln2 x))), ReLU in
+  the feed-forward, interleaved sin/cos position encoding added unscaled, a final LayerNorm,
+  mean pooling, [BN], dropout, head.
+- L2 penalty and decoupled weight decay act on the weights of 2 or more dimensions in the
+  canonical layout (`decayed`), as bench.spec says; decay runs before the update.
+
+CPU speed (see `cpu_tuning`): 2-D convolutions run channels-last, and `setup` stops glibc
+from returning freed activation buffers to the OS after every step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import platform
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .init import init_weights
+from .spec import (
+    ADAM_BETAS,
+    BATCHNORM_EPS,
+    BATCHNORM_MOMENTUM,
+    DEVICES,
+    EPSILON,
+    LAYERNORM_EPS,
+    OPTIMIZERS,
+    RMSPROP_RHO,
+    RunSpec,
+    SpecError,
+    cnn_geometry,
+    weight_shapes,
+)
+
+NAME = "torch"
+
+_device = torch.device("cpu")
+# 2-D convolutions in channels-last layout (see CNN); False gives torch's default NCHW.
+CHANNELS_LAST = True
+# What setup() changed for CPU speed; see cpu_tuning().
+_tuning: dict[str, object] = {}
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _keep_freed_memory() -> bool:
+    """Stop glibc malloc from handing freed activation buffers back to the OS.
+
+    A training step frees and reallocates the same megabyte-sized activations every time.
+    glibc serves them with mmap or trims them off the heap on free, so each step faults
+    them in again: 2,000-5,000 minor page faults a step for the article's CNN, slow under
+    virtualisation and worse with 2 threads, which fault in parallel. Raising the mmap and
+    trim thresholds keeps those pages in the heap (what jemalloc/tcmalloc do, as PyTorch's
+    CPU tuning guide suggests). Returns whether it took effect.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        big = 1 << 30
+        return bool(libc.mallopt(m_mmap_threshold, big)) and bool(
+            libc.mallopt(m_trim_threshold, big)
+        )
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def _limit_blas(threads: int) -> bool:
+    """Hold numpy's BLAS (OpenBLAS, 2 spinning threads by default) to `threads` too.
+
+    It does the weight initialisation's QR factorisations; left at the machine's core count
+    its idle threads spin beside torch's. Returns whether a BLAS library was limited.
+    """
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return False
+    blas = ThreadpoolController().select(user_api="blas")
+    blas.limit(limits=threads)
+    return bool(blas.lib_controllers)
+
+
+def setup(threads: int, device: str = "auto", seed: int = 0) -> dict:
+    """Pin threads (intra `threads`, inter-op 1), seed torch, resolve the device."""
+    global _device
+    if device not in DEVICES:
+        raise SpecError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable once per process, before inter-op work
+        pass
+    _tuning["blas_threads_limited"] = _limit_blas(threads)
+    torch.manual_seed(seed)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SpecError("device 'cuda' requested but no GPU is visible to torch")
+    _device = torch.device(device)
+    if device == "cpu" and "keep_freed_memory" not in _tuning:
+        _tuning["keep_freed_memory"] = _keep_freed_memory()
+    name = torch.cuda.get_device_name(0) if device == "cuda" else _cpu_name()
+    tuning = ",".join(f"{k}={v}" for k, v in cpu_tuning().items())
+    return {"device": device, "device_name": name, "framework_version": torch.__version__,
+            "framework_tuning": tuning}
+
+
+def cpu_tuning() -> dict:
+    """The speed settings in force (setup() records them as `framework_tuning`)."""
+    return {
+        "channels_last_conv2d": CHANNELS_LAST,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        **_tuning,
+    }
+
+
+# ---------------------------------------------------------------------------- layers
+
+
+class BatchNorm(nn.Module):
+    """Batch norm with Keras's statistics: biased batch variance, also in the running one.
+
+    Normalises over every axis but 1 (the channel axis in torch layout).
+    """
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+        self.bias = nn.Parameter(torch.zeros(n))
+        self.register_buffer("running_mean", torch.zeros(n))
+        self.register_buffer("running_var", torch.ones(n))
+
+    def forward(self, x):
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        if self.training:
+            dims = [0] + list(range(2, x.dim()))
+            var, mean = torch.var_mean(x, dim=dims, correction=0)
+            with torch.no_grad():
+                keep = BATCHNORM_MOMENTUM
+                self.running_mean.mul_(keep).add_(mean, alpha=1 - keep)
+                self.running_var.mul_(keep).add_(var, alpha=1 - keep)
+        else:
+            mean, var = self.running_mean, self.running_var
+        scale = self.weight * torch.rsqrt(var + BATCHNORM_EPS)
+        shift = self.bias - mean * scale
+        return x * scale.view(shape) + shift.view(shape)
+
+
+def _maybe_bn(on: bool, n: int) -> nn.Module:
+    return BatchNorm(n) if on else nn.Identity()
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+
+# A slot ties one canonical weight to the torch parameters holding it: put(array) writes the
+# canonical array into them, get() reads it back in canonical layout.
+class _Slot:
+    def __init__(self, name, params, put, get):
+        self.name, self.params, self.put, self.get = name, params, put, get
+
+
+def _plain(name: str, p: torch.Tensor, to_torch=lambda a: a, to_canon=lambda a: a) -> _Slot:
+    def put(a):
+        with torch.no_grad():
+            p.copy_(_t(to_torch(a)))
+
+    # a copy: on CPU .numpy() would share the parameter's memory, and steps would change it
+    return _Slot(name, [p], put, lambda: np.array(to_canon(p.detach().cpu().numpy())))
+
+
+def _linear_slots(name: str, layer: nn.Linear) -> list[_Slot]:
+    return [
+        _plain(f"{name}.kernel", layer.weight, lambda a: a.T, lambda a: a.T),
+        _plain(f"{name}.bias", layer.bias),
+    ]
+
+
+def _conv_slots(name: str, layer: nn.Module) -> list[_Slot]:
+    if isinstance(layer, nn.Conv2d):  # (kh, kw, in, out) <-> (out, in, kh, kw)
+        to_t, to_c = (lambda a: a.transpose(3, 2, 0, 1)), (lambda a: a.transpose(2, 3, 1, 0))
+    else:  # (k, in, out) <-> (out, in, k)
+        to_t = to_c = lambda a: a.transpose(2, 1, 0)
+    return [_plain(f"{name}.kernel", layer.weight, to_t, to_c), _plain(f"{name}.bias", layer.bias)]
+
+
+def _norm_slots(name: str, layer: nn.Module) -> list[_Slot]:
+    return [_plain(f"{name}.gamma", layer.weight), _plain(f"{name}.beta", layer.bias)]
+
+
+def _positions(length: int, d: int) -> torch.Tensor:
+    """Sinusoidal encoding, sin on even and cos on odd features (Vaswani et al.)."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    rate = torch.exp(-math.log(10000.0) * torch.arange(0, d, 2, dtype=torch.float64) / d)
+    pe = torch.zeros(length, d, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(pos * rate)
+    pe[:, 1::2] = torch.cos(pos * rate)[:, : d // 2]
+    return pe.float()
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class _Model(nn.Module):
+    """Shared by the families: `slots()` lists the canonical weights in spec order."""
+
+    def slots(self) -> list[_Slot]:
+        raise NotImplementedError
+
+
+class CNN(_Model):
+    """Conv-[BN]-ReLU-Pool twice, flatten (channels-last order), dense, head.
+
+    Images use Conv2d and run channels-last: a (N, H, W, C) batch permuted to NCHW already
+    has channels-last strides, and with channels-last weights oneDNN convolves it directly.
+    In NCHW the first convolution (one input channel) computes in a blocked layout and
+    reorders its whole output to NCHW and its gradient back, which costs more than the
+    convolution itself. Series and tokens use Conv1d over the length axis.
+    """
+
+    def __init__(self, spec: RunSpec):
+        super().__init__()
+        info, s = spec.info, spec.arch
+        self.embed = None
+        if info.kind == "tokens":
+            self.embed = nn.Embedding(info.vocab, s.embed)
+            shape = (info.shape[0], s.embed)
+        else:
+            shape = info.shape
+        self.image = len(shape) == 3
+        pad, dims = cnn_geometry(shape)
+        conv = nn.Conv2d if self.image else nn.Conv1d
+        padding = 1 if pad == "same" else 0
+        self.conv1 = conv(shape[-1], s.c1, 3, padding=padding)
+        self.conv2 = conv(s.c1, s.c2, 3, padding=padding)
+        self.bn1, self.bn2 = _maybe_bn(spec.batchnorm, s.c1), _maybe_bn(spec.batchnorm, s.c2)
+        self.pool = nn.MaxPool2d(2) if self.image else nn.MaxPool1d(2)
+        self.dense = nn.Linear(math.prod(d[3] for d in dims) * s.c2, s.dense)
+        self.head = nn.Linear(s.dense, info.n_outputs)
+        self.drop = nn.Dropout(spec.dropout)
+        self.channels_last = self.image and CHANNELS_LAST
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        if self.embed is not None:
+            x = self.embed(x)
+        # channels to axis 1; channels-last strides stay as they are
+        if self.image:
+            x = x.permute(0, 3, 1, 2)
+            if not self.channels_last:  # NCHW strides, also where C = 1 leaves them ambiguous
+                x = x.clone(memory_format=torch.contiguous_format)
+        else:
+            x = x.transpose(1, 2)
+        # relu(pool(h)) == pool(relu(h)) exactly, values and gradients (ReLU is monotone),
+        # and the ReLU then touches a quarter of the elements: 15% faster on one thread.
+        x = F.relu(self.pool(self.bn1(self.conv1(x))))
+        x = F.relu(self.pool(self.bn2(self.conv2(x))))
+        x = x.permute(0, 2, 3, 1) if self.image else x.transpose(1, 2)
+        x = self.drop(x.flatten(1))
+        x = self.drop(F.relu(self.dense(x)))
+        return self.head(x)
+
+    def slots(self):
+        out = [_plain("embed", self.embed.weight)] if self.embed is not None else []
+        for i, (c, bn) in enumerate(((self.conv1, self.bn1), (self.conv2, self.bn2)), 1):
+            out += _conv_slots(f"conv{i}", c)
+            if isinstance(bn, BatchNorm):
+                out += _norm_slots(f"bn{i}", bn)
+        return out + _linear_slots("dense", self.dense) + _linear_slots("head", self.head)
+
+
+class RNN(_Model):
+    """Stacked LSTM or GRU, last hidden state, [BN], dropout, head.
+
+    Images are read row by row (H steps of W*C features). Dropout also acts between layers.
+    """
+
+    def __init__(self, spec: RunSpec):
+        super().__init__()
+        info, s = spec.info, spec.arch
+        self.cell = spec.family
+        self.embed = nn.Embedding(info.vocab, s.embed) if info.kind == "tokens" else None
+        fin = s.embed if info.kind == "tokens" else math.prod(info.shape[1:])
+        rnn = nn.LSTM if spec.family == "lstm" else nn.GRU
+        self.rnn = rnn(fin, s.hidden, s.layers, batch_first=True,
+                       dropout=spec.dropout if s.layers > 1 else 0.0)
+        self.hidden, self.layers = s.hidden, s.layers
+        if spec.family == "lstm":  # Keras has one bias: keep torch's second at zero
+            for i in range(s.layers):
+                b = getattr(self.rnn, f"bias_hh_l{i}")
+                nn.init.zeros_(b)
+                b.requires_grad_(False)
+        self.bn = _maybe_bn(spec.batchnorm, s.hidden)
+        self.drop = nn.Dropout(spec.dropout)
+        self.head = nn.Linear(s.hidden, info.n_outputs)
+
+    def forward(self, x):
+        x = self.embed(x) if self.embed is not None else x.flatten(2)
+        out, _ = self.rnn(x)
+        return self.head(self.drop(self.bn(out[:, -1])))
+
+    def slots(self):
+        h = self.hidden
+        if self.cell == "lstm":
+            to_t = to_c = lambda a: a.T
+        else:  # Keras z,r,h columns <-> torch r,z,n rows
+            def to_t(a):
+                return np.concatenate([a[..., h:2 * h], a[..., :h], a[..., 2 * h:]], -1).T
+
+            def to_c(a):
+                a = a.T
+                return np.concatenate([a[..., h:2 * h], a[..., :h], a[..., 2 * h:]], -1)
+        out = [_plain("embed", self.embed.weight)] if self.embed is not None else []
+        for i in range(self.layers):
+            w = {k: getattr(self.rnn, f"{k}_l{i}") for k in ("weight_ih", "weight_hh",
+                                                              "bias_ih", "bias_hh")}
+            out.append(_plain(f"rnn{i}.kernel", w["weight_ih"], to_t, to_c))
+            out.append(_plain(f"rnn{i}.recurrent_kernel", w["weight_hh"], to_t, to_c))
+            if self.cell == "lstm":
+                out.append(_plain(f"rnn{i}.bias", w["bias_ih"]))
+            else:
+                out.append(self._gru_bias(f"rnn{i}.bias", w["bias_ih"], w["bias_hh"], to_t))
+        if isinstance(self.bn, BatchNorm):
+            out += _norm_slots("bn", self.bn)
+        return out + _linear_slots("head", self.head)
+
+    @staticmethod
+    def _gru_bias(name, b_ih, b_hh, to_t):
+        """Keras (2, 3h) rows [input, recurrent], columns z,r,h."""
+        def put(a):
+            with torch.no_grad():
+                b_ih.copy_(_t(to_t(a[0:1]))[:, 0])
+                b_hh.copy_(_t(to_t(a[1:2]))[:, 0])
+
+        def get():
+            both = torch.stack([b_ih, b_hh]).detach().cpu().numpy()
+            h = both.shape[1] // 3
+            return np.concatenate([both[:, h:2 * h], both[:, :h], both[:, 2 * h:]], 1)
+
+        return _Slot(name, [b_ih, b_hh], put, get)
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int, ff: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(d, eps=LAYERNORM_EPS)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.ln2 = nn.LayerNorm(d, eps=LAYERNORM_EPS)
+        self.ff1, self.ff2 = nn.Linear(d, ff), nn.Linear(ff, d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        n, length, d = x.shape
+        y = self.ln1(x)
+
+        def split(t):
+            return t.view(n, length, self.heads, d // self.heads).transpose(1, 2)
+
+        a = F.scaled_dot_product_attention(split(self.q(y)), split(self.k(y)), split(self.v(y)))
+        x = x + self.drop(self.o(a.transpose(1, 2).reshape(n, length, d)))
+        return x + self.drop(self.ff2(F.relu(self.ff1(self.ln2(x)))))
+
+    def slots(self, prefix: str) -> list[_Slot]:
+        out = _norm_slots(prefix + "ln1", self.ln1)
+        for name in "qkvo":
+            out += _linear_slots(prefix + name, getattr(self, name))
+        out += _norm_slots(prefix + "ln2", self.ln2)
+        out += _linear_slots(prefix + "ff1", self.ff1)
+        return out + _linear_slots(prefix + "ff2", self.ff2)
+
+
+class Transformer(_Model):
+    """Embedding or projection + sinusoidal positions, pre-LN blocks, LN, mean pool, head."""
+
+    def __init__(self, spec: RunSpec):
+        super().__init__()
+        info, s = spec.info, spec.arch
+        if info.kind == "tokens":
+            self.embed, self.proj, length = nn.Embedding(info.vocab, s.d_model), None, info.shape[0]
+        else:
+            self.embed, length = None, info.shape[0]
+            self.proj = nn.Linear(math.prod(info.shape[1:]), s.d_model)
+        self.register_buffer("pe", _positions(length, s.d_model), persistent=False)
+        self.blocks = nn.ModuleList(
+            Block(s.d_model, s.heads, s.ff, spec.dropout) for _ in range(s.layers)
+        )
+        self.ln = nn.LayerNorm(s.d_model, eps=LAYERNORM_EPS)
+        self.bn = _maybe_bn(spec.batchnorm, s.d_model)
+        self.drop = nn.Dropout(spec.dropout)
+        self.head = nn.Linear(s.d_model, info.n_outputs)
+
+    def forward(self, x):
+        x = self.embed(x) if self.embed is not None else self.proj(x.flatten(2))
+        x = x + self.pe
+        for block in self.blocks:
+            x = block(x)
+        x = self.ln(x).mean(1)
+        return self.head(self.drop(self.bn(x)))
+
+    def slots(self):
+        if self.embed is not None:
+            out = [_plain("embed", self.embed.weight)]
+        else:
+            out = _linear_slots("proj", self.proj)
+        for i, block in enumerate(self.blocks):
+            out += block.slots(f"block{i}.")
+        out += _norm_slots("ln", self.ln)
+        if isinstance(self.bn, BatchNorm):
+            out += _norm_slots("bn", self.bn)
+        return out + _linear_slots("head", self.head)
+
+
+FAMILY_MODELS = {"cnn": CNN, "lstm": RNN, "gru": RNN, "transformer": Transformer}
+
+
+def build(spec: RunSpec) -> _Model:
+    """The model for `spec` on the setup() device, initialised from init_weights(spec)."""
+    model = FAMILY_MODELS[spec.family](spec)
+    names = [s.name for s in model.slots()]
+    want = [n for n, _ in weight_shapes(spec.family, spec.size, spec.dataset, spec.batchnorm)]
+    if names != want:  # a model and the spec registry disagree: a bug, not user input
+        raise AssertionError(f"torch {spec.family} weights {names} != spec {want}")
+    set_weights(model, init_weights(spec))
+    return model.to(_device)
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def get_weights(model: _Model) -> list[np.ndarray]:
+    return [s.get() for s in model.slots()]
+
+
+def set_weights(model: _Model, weights: list[np.ndarray]) -> None:
+    slots = model.slots()
+    if len(weights) != len(slots):
+        raise ValueError(f"expected {len(slots)} weight arrays, got {len(weights)}")
+    for s, w in zip(slots, weights, strict=True):
+        w = np.asarray(w)
+        if w.shape != s.get().shape:
+            raise ValueError(f"weight {s.name}: shape {w.shape} != {s.get().shape}")
+        s.put(w)
+
+
+def decayed(model: _Model) -> list[torch.Tensor]:
+    """What the L2 penalty and decoupled weight decay act on: every weight of 2 or more
+    dimensions in the canonical layout (kernels, embeddings and the GRU's (2, 3h) bias)."""
+    return [p for s in model.slots() if len(s.get().shape) >= 2 for p in s.params
+            if p.requires_grad]
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def to_device(array: np.ndarray) -> torch.Tensor:
+    a = np.asarray(array)
+    a = a.astype(np.int64 if np.issubdtype(a.dtype, np.integer) else np.float32, copy=False)
+    return torch.from_numpy(np.ascontiguousarray(a)).to(_device)
+
+
+def take(tensor: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    return tensor.index_select(0, torch.as_tensor(idx, dtype=torch.long, device=tensor.device))
+
+
+def _as_tensor(x) -> torch.Tensor:
+    return x if isinstance(x, torch.Tensor) else to_device(x)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    opt = OPTIMIZERS[name]
+    fused = {"fused": True} if all(p.device.type in ("cpu", "cuda") for p in params) else {}
+    if name in ("sgd", "momentum", "nesterov"):
+        return torch.optim.SGD(params, lr=lr, momentum=opt.momentum,
+                               nesterov=name == "nesterov", **fused)
+    if name in ("adam", "adamw"):  # adamw's decay is the decoupled one applied in step()
+        return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=EPSILON, **fused)
+    return torch.optim.RMSprop(params, lr=lr, alpha=RMSPROP_RHO, eps=EPSILON)
+
+
+class Trainer:
+    """Owns the optimizer state for one model and spec."""
+
+    def __init__(self, model: _Model, spec: RunSpec):
+        self.model, self.spec = model, spec
+        self.binary = spec.info.n_outputs == 1
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.decayed = decayed(model)
+        self.opt = _optimizer(spec.optimizer, self.params, spec.lr)
+        self.forward = torch.compile(model) if spec.compile else model
+
+    def _mode(self, train: bool) -> None:
+        if self.model.training != train:
+            self.model.train(train)
+
+    def _loss(self, out, y):
+        if self.binary:
+            return F.binary_cross_entropy_with_logits(out[:, 0], y.to(out.dtype))
+        return F.cross_entropy(out, y)
+
+    def step(self, xb, yb, lr: float) -> torch.Tensor:
+        self._mode(True)
+        loss = self._loss(self.forward(xb), yb)
+        if self.spec.l2:
+            loss = loss + self.spec.l2 * sum(p.square().sum() for p in self.decayed)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.spec.weight_decay and self.decayed:
+            with torch.no_grad():
+                torch._foreach_mul_(self.decayed, 1.0 - lr * self.spec.weight_decay)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def infer(self, xb) -> torch.Tensor:
+        self._mode(False)
+        return self.forward(xb)
+
+    def _batches(self, x, batch):
+        n = len(x)
+        size = n if batch in ("full", None) else int(batch)
+        for i in range(0, n, max(size, 1)):
+            yield slice(i, i + size)
+
+    def predict(self, x, batch) -> np.ndarray:
+        x = _as_tensor(x)
+        return torch.cat([self.infer(x[s]) for s in self._batches(x, batch)]).cpu().numpy()
+
+    def evaluate(self, x, y, batch) -> tuple[float, float]:
+        x, y = _as_tensor(x), _as_tensor(y)
+        if len(x) == 0:
+            return float("nan"), float("nan")
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        correct = torch.zeros((), dtype=torch.int64, device=x.device)
+        with torch.no_grad():
+            for s in self._batches(x, batch):
+                out, yb = self.infer(x[s]), y[s]
+                total += self._loss(out, yb).double() * len(yb)
+                pred = (out[:, 0] > 0).long() if self.binary else out.argmax(1)
+                correct += (pred == yb).sum()
+        return total.item() / len(x), correct.item() / len(x)
+
+
+# ---------------------------------------------------------------------------- device
+
+
+def scalar(t) -> float:
+    return float(t.item()) if isinstance(t, torch.Tensor) else float(t)
+
+
+def sync() -> None:
+    if _device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak_memory() -> None:
+    if _device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> int | None:
+    return int(torch.cuda.max_memory_allocated()) if _device.type == "cuda" else None
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA out of memory, or a host allocation torch or numpy could not make."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate" in msg)

@@ -1,0 +1,439 @@
+"""bench.tune: Optuna studies with exact trial budgets, pruning, resume and export.
+
+Most tests train a fake model (a learning curve computed from the learning rate) so they
+check the study machinery in a second; the `slow` ones train real PyTorch models in worker
+subprocesses exactly as the workflow runs them, and kill one with SIGKILL mid-trial.
+"""
+
+import copy
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from bench import tune
+from bench.config import check_config
+from bench.spec import SpecError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+CELL = {"family": "gru", "framework": "torch", "dataset": "mnist1d", "size": "xs"}
+FAST_MEASURE = {"measure": {"warmup_steps": 2, "block_steps": 5, "block_seconds": 0.02}}
+
+# A worker process with a fake trainer: accuracy peaks at lr = 3e-3; lr > 0.02 diverges
+# (NaN loss) and lr < 2e-4 raises, when FAKE_EDGES is set.
+FAKE_WORKER = textwrap.dedent('''
+    import math, os, sys, time
+    from bench import tune
+
+    def fake(spec, on_epoch):
+        edges = os.environ.get("FAKE_EDGES") == "1"
+        if edges and spec.lr < 2e-4:
+            raise RuntimeError("fake failure")
+        q = math.exp(-abs(math.log10(spec.lr) + 2.5))
+        t0, curve = time.time(), []
+        for e in range(1, spec.epochs + 1):
+            time.sleep(float(os.environ.get("FAKE_SLEEP", "0.005")))
+            if edges and spec.lr > 0.02 and e == 2:
+                return {"status": "diverged", "message": "loss became nan", "epochs_run": 1,
+                        "curve": curve}
+            p = {"epoch": e, "step": 10 * e, "train_loss": 1.0, "val_loss": 1.0,
+                 "val_acc": q * (1 - 0.5 ** e), "elapsed_s": time.time() - t0 + 1e-3}
+            curve.append(p)
+            if on_epoch(e, p):
+                return {"status": "pruned", "val_acc": p["val_acc"], "epochs_run": e,
+                        "curve": curve}
+        return {"status": "ok", "val_acc": curve[-1]["val_acc"], "epochs_run": len(curve),
+                "train_samples_per_s": 100.0 * spec.batch_size, "peak_rss_mb": 100.0,
+                "curve": curve}
+
+    if __name__ == "__main__":
+        tune.run_worker(sys.argv[1], int(sys.argv[2]), train_fn=fake)
+''')
+
+
+def _fake():
+    """The fake trainer of FAKE_WORKER, for workers run in this process."""
+    ns: dict = {}
+    exec(compile(FAKE_WORKER, "fake_worker", "exec"), ns)
+    return ns["fake"]
+
+
+@pytest.fixture(autouse=True)
+def _own_slots(tmp_path, monkeypatch):
+    """Workers in this process take CPU slots of their own, not the machine's."""
+    monkeypatch.setenv("BENCH_SLOT_DIR", str(tmp_path / "slots"))
+
+
+def _env(tmp_path: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_SLOT_DIR": str(tmp_path / "slots")}
+
+
+def _definition(**tune_kw) -> dict:
+    t = {"trials": 6, "epochs": 4, "heartbeat_s": 1, "grace_s": 5,
+         "space": {"lr": {"type": "float", "low": 1e-4, "high": 0.05, "log": True},
+                   "batch_size": {"type": "categorical", "choices": [32, 64]}}}
+    t.update(tune_kw)
+    return tune.make_definition(t, CELL, FAST_MEASURE)
+
+
+def _create(tmp_path: Path, defn: dict) -> Path:
+    study_dir = tmp_path / "tune" / defn["name"]
+    tune.create(defn, study_dir / "study.json")
+    return study_dir
+
+
+def _fake_workers(tmp_path: Path, study_dir: Path, k: int, **env) -> list[str]:
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER)
+    procs = [subprocess.Popen([sys.executable, str(script), str(study_dir), str(i)],
+                              env={**_env(tmp_path), **env}, cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for i in range(k)]
+    logs = [p.communicate(timeout=120)[1] for p in procs]
+    for p, log in zip(procs, logs, strict=True):
+        assert p.returncode == 0, log[-3000:]
+    return logs
+
+
+def _trials(study_dir: Path):
+    defn = tune.read_definition(study_dir)
+    return defn, tune.load(defn, study_dir).get_trials()
+
+
+def _assert_exact_budget(study_dir: Path) -> dict:
+    defn, trials = _trials(study_dir)
+    n = defn["trials"]
+    p = tune.progress(trials, n)
+    assert p["finished"] == n and p["running"] == 0 and p["waiting"] == 0
+    counted = [t for t in trials if not tune.is_void(t)]
+    assert len(counted) == n  # no extra trial beyond the budget
+    assert sorted(t.system_attrs[tune.TICKET] for t in counted) == list(range(n))
+    assert all(t.state.is_finished() for t in counted)
+    return p
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def _smoke_config(**tune_kw) -> dict:
+    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg["tune"].update(tune_kw)
+    return cfg
+
+
+@pytest.mark.parametrize("space, message", [
+    ([{"name": "lr", "type": "float", "low": 0.1, "high": 0.01}],
+     "config key tune.space.lr: low 0.1 > high 0.01"),
+    ([{"name": "lr", "type": "gauss", "low": 0.1, "high": 0.2}],
+     "config key tune.space[0].type: 'gauss' is not one of float, int, categorical"),
+    ([{"name": "lr", "type": "float", "low": 0, "high": 0.1, "log": True}],
+     "config key tune.space.lr: a log distribution needs low > 0"),
+    ([{"name": "optimizer", "type": "categorical", "choices": ["adam", "adamm"]}],
+     "config key tune.space.optimizer: choice 'adamm' is not a valid optimizer"),
+    ([{"name": "dropout", "type": "float", "low": 0.0, "high": 1.5}],
+     "config key tune.space.dropout: high 1.5 is not a valid dropout"),
+    ([{"name": "learning_rate", "type": "float", "low": 0.1, "high": 0.2}],
+     "config key tune.space[0].name: 'learning_rate' is not one of lr"),
+    ([{"name": "lr", "type": "categorical", "choices": [0.1]}],
+     "config key tune.space.lr: distribution 'categorical' does not fit lr"),
+    ([{"name": "lr", "type": "float", "low": 0.1, "high": 0.2}] * 2,
+     "config key tune.space[1]: parameter 'lr' is listed twice"),
+])
+def test_a_bad_search_space_is_one_clear_error(space, message):
+    cfg = _smoke_config(space=space)
+    with pytest.raises(SpecError) as e:
+        tune.plan_studies(check_config(cfg, SCHEMA))
+    assert str(e.value).startswith(message), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_distribution_outside_the_workflow_is_a_clear_error():
+    with pytest.raises(SpecError, match=r"space.lr: unknown distribution 'gauss'; allowed: "):
+        tune.parse_space({"lr": {"type": "gauss", "low": 1, "high": 2}}, {**CELL})
+
+
+def test_cli_rejects_a_bad_definition_with_exit_2_and_writes_nothing(tmp_path, bench_cmd):
+    defn = _definition()
+    defn["space"]["lr"] = {"type": "float", "low": 0.1, "high": 0.001, "log": True}
+    out = tmp_path / "s" / "study.json"
+    p = subprocess.run([*bench_cmd, "tune-create", "--definition", json.dumps(defn),
+                        "--out", str(out)], cwd=ROOT, env=_env(tmp_path), capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [
+        "python -m bench tune-create: error: definition.space.lr: low 0.1 > high 0.001"]
+    assert not out.parent.exists()
+
+
+def test_plan_names_are_stable_and_budget_changes_keep_the_study():
+    cfg = check_config(_smoke_config(), SCHEMA)
+    [s] = tune.plan_studies(cfg)
+    assert s.name.startswith("gru-torch-mnist1d-xs-acc-") and s.workers == 2
+    assert tune.plan_studies(cfg)[0].definition == s.definition
+    more = check_config(_smoke_config(trials=9, workers=3), SCHEMA)
+    assert tune.plan_studies(more)[0].name == s.name  # continues the same study
+    other = check_config(_smoke_config(epochs=3), SCHEMA)
+    assert tune.plan_studies(other)[0].name != s.name  # a different study
+    assert tune.worker_files(s) == [f"results/tune/{s.name}/workers/{k}.json" for k in (0, 1)]
+    default = check_config(yaml.safe_load((ROOT / "config/config.yaml").read_text()), SCHEMA)
+    assert tune.plan_studies(default), "the default config runs at least one study"
+
+
+@pytest.mark.slow
+def test_snakemake_schedules_create_workers_export_final(tmp_path):
+    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
+    for name in ("workflow", "config"):
+        shutil.copytree(ROOT / name, tmp_path / name)
+    p = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile",
+                        "config/smoke.yaml"], cwd=tmp_path, env=_env(tmp_path),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    counts = {}
+    for line in p.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    assert counts["tune_create"] == 1 and counts["tune_worker"] == 2
+    assert counts["tune_export"] == 1 and counts["tune_final"] == 1
+
+
+# ---------------------------------------------------------------------------- budget
+
+
+def test_racing_workers_end_with_exactly_n_trials(tmp_path):
+    defn = _definition(trials=7, epochs=2)
+    study_dir = _create(tmp_path, defn)
+    _fake_workers(tmp_path, study_dir, 3, FAKE_SLEEP="0")
+    p = _assert_exact_budget(study_dir)
+    assert p["void"] == 0
+    tune.create(defn, study_dir / "study.json")  # creating again changes nothing
+    _fake_workers(tmp_path, study_dir, 1)  # nor does a worker started late
+    assert len(_trials(study_dir)[1]) == 7
+
+
+def test_tickets_reissued_twice_at_once_run_once(tmp_path):
+    defn = _definition(trials=3)
+    study_dir = _create(tmp_path, defn)
+    a = tune.load(defn, study_dir)
+    b = tune.load(defn, study_dir, storage=tune.open_storage(defn, study_dir))  # 2nd process
+    # both pop the same ticket: exactly one wins
+    t = a.get_trials()[0]
+    from optuna.trial import TrialState
+
+    assert a._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING) is True
+    assert b._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING) is False
+    # its worker dies; two workers reap it and both reissue the ticket
+    a._storage.set_trial_system_attr(t._trial_id, tune.OWNER, {"host": "gone", "pid": 1})
+    a._storage.set_trial_system_attr(t._trial_id, tune.HEARTBEAT, time.time() - 60)
+    assert tune.reap(a, defn) == 1 and tune.reap(b, defn) == 0
+    assert tune.issue_tickets(a, 3) == 1
+    # b reissued it at the same moment (before it could see a's copy)
+    from optuna.trial import create_trial
+
+    b.add_trial(create_trial(state=TrialState.WAITING,
+                             system_attrs={"fixed_params": {}, tune.TICKET: 0}))
+    _fake_workers(tmp_path, study_dir, 2)
+    p = _assert_exact_budget(study_dir)
+    _, trials = _trials(study_dir)
+    assert sorted(tune.VOID in t.system_attrs and t.system_attrs[tune.VOID]
+                  for t in trials if tune.is_void(t)) == ["duplicate", "lost"]
+    assert p["void"] == 2
+
+
+# ---------------------------------------------------------------------------- outcomes
+
+
+def test_pruned_diverged_and_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
+    defn = _definition(trials=10, epochs=4, pruner={"name": "median", "startup_trials": 2},
+                       sampler={"name": "random", "seed": 3},
+                       space={"lr": {"type": "float", "low": 5e-5, "high": 0.1, "log": True}})
+    study_dir = _create(tmp_path, defn)
+    os.environ["FAKE_EDGES"] = "1"
+    try:
+        tune.run_worker(study_dir, 0, train_fn=_fake())
+    finally:
+        del os.environ["FAKE_EDGES"]
+    _assert_exact_budget(study_dir)
+    _, trials = _trials(study_dir)
+    by_status = {}
+    for t in trials:
+        by_status.setdefault(t.user_attrs["status"], []).append(t)
+    assert {"ok", "pruned"} <= set(by_status), {k: len(v) for k, v in by_status.items()}
+    for t in by_status["pruned"]:
+        assert t.state.name == "PRUNED" and t.user_attrs["epochs_trained"] < 4
+        assert t.intermediate_values  # the validation curve that decided it
+    for t in by_status.get("diverged", []):
+        assert t.state.name == "PRUNED"
+    for t in by_status.get("error", []):
+        assert t.state.name == "FAIL" and "fake failure" in t.user_attrs["message"]
+    assert by_status.get("diverged") or by_status.get("error"), "lr range reaches the edges"
+    best = tune.export(study_dir)
+    df = pd.read_csv(study_dir / "trials.csv")
+    assert len(df) == 10 and set(df["state"]) >= {"COMPLETE", "PRUNED"}
+    assert {"number", "value", "params_lr", "user_attrs_epochs_trained", "duration",
+            "counted"} <= set(df.columns)
+    assert len(pd.read_parquet(study_dir / "trials.parquet")) == 10
+    assert best["directions"] == ["maximize"] and not best["multi_objective"]
+    assert best["best_value"] == df.loc[df["state"] == "COMPLETE", "value"].max()
+    assert best["epochs_trained"] == df["user_attrs_epochs_trained"].sum()
+
+
+def test_multi_objective_study_gives_a_pareto_front_and_prunes_dominated_trials(tmp_path):
+    defn = _definition(trials=12, epochs=4, objective="accuracy_throughput",
+                       pruner={"name": "hyperband", "startup_trials": 2})
+    study_dir = _create(tmp_path, defn)
+    tune.run_worker(study_dir, 0, train_fn=_fake())
+    _assert_exact_budget(study_dir)
+    best = tune.export(study_dir)
+    assert best["multi_objective"] and best["directions"] == ["maximize", "maximize"]
+    assert best["metrics"] == ["val_acc", "train_samples_per_s"]
+    front = best["pareto_front"]
+    assert front and best["best_trial"] in [p["number"] for p in front]
+    df = pd.read_csv(study_dir / "trials.csv")
+    assert {"values_val_acc", "values_train_samples_per_s"} <= set(df.columns)
+    pruned = df[df["state"] == "PRUNED"]
+    assert len(pruned) and pruned["user_attrs_pruned_by"].notna().all()
+    assert (pruned["user_attrs_epochs_trained"] < 4).all()
+
+
+def test_rdb_storage_from_an_environment_variable(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    defn = _definition(trials=3, storage="rdb", rdb_url_env="BENCH_TEST_OPTUNA_URL")
+    assert url not in json.dumps(defn)  # the URL stays out of files and command lines
+    os.environ["BENCH_TEST_OPTUNA_URL"] = url
+    try:
+        study_dir = _create(tmp_path, defn)
+        tune.run_worker(study_dir, 0, train_fn=_fake())
+        _assert_exact_budget(study_dir)
+        assert not (study_dir / "journal.log").exists()
+    finally:
+        del os.environ["BENCH_TEST_OPTUNA_URL"]
+
+
+# ---------------------------------------------------------------------------- liveness
+
+
+def test_owner_liveness_on_this_machine_and_elsewhere():
+    me = tune.owner_info(0)
+    assert tune.owner_alive(me, None, 5)
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone = {**me, "pid": p.pid, "start": tune._start_ticks(p.pid) or "x"}
+    p.wait()
+    assert not tune.owner_alive(gone, time.time(), 5)  # dead pid: no heartbeat can save it
+    assert not tune.owner_alive({**me, "start": "1"}, time.time(), 5)  # pid reused
+    other = {**me, "host": "elsewhere"}
+    assert tune.owner_alive(other, time.time() - 2, 5)
+    assert not tune.owner_alive(other, time.time() - 10, 5)
+
+
+# ---------------------------------------------------------------------------- real training
+
+
+def _real_definition(**kw) -> dict:
+    # batch 256: 14 short steps per epoch on MNIST-1D, so a trial has several epochs in ~1 s
+    t = {"trials": 4, "workers": 2, "epochs": 4, "final_seeds": [0, 1],
+         "heartbeat_s": 1, "grace_s": 5, "pruner": {"name": "none"},
+         "space": {"lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
+                   "batch_size": {"type": "categorical", "choices": [256]}}}
+    t.update(kw)
+    return tune.make_definition(t, CELL, {**FAST_MEASURE, "threads": 1})
+
+
+def _bench(tmp_path, *args):
+    p = subprocess.run([sys.executable, "-m", "bench", *map(str, args)], cwd=ROOT,
+                       env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+@pytest.mark.slow
+def test_two_real_workers_one_killed_mid_trial_then_rerun_export_and_final(tmp_path):
+    """The workflow's path with real PyTorch training, one framework import per process."""
+    pytest.importorskip("torch")
+    defn = _real_definition()
+    study_dir = tmp_path / "tune" / defn["name"]
+    _bench(tmp_path, "tune-create", "--definition", json.dumps(defn), "--out",
+           study_dir / "study.json")
+    workers = [subprocess.Popen([sys.executable, "-m", "bench", "tune-worker", "--study-dir",
+                                 str(study_dir), "--worker", str(k)], cwd=ROOT,
+                                env=_env(tmp_path), stderr=subprocess.DEVNULL) for k in (0, 1)]
+    victim = None
+    deadline = time.time() + 240
+    while victim is None and time.time() < deadline and workers[1].poll() is None:
+        time.sleep(0.05)
+        trials = _trials(study_dir)[1]
+        if not any(t.state.name == "COMPLETE" for t in trials):
+            continue
+        for t in trials:  # worker 1 mid-trial: one epoch reported, more to come
+            owner = t.system_attrs.get(tune.OWNER) or {}
+            if t.state.name == "RUNNING" and owner.get("worker") == 1 and t.intermediate_values:
+                victim = t
+    assert victim is not None, "worker 1 never got into a trial after one had finished"
+    workers[1].send_signal(signal.SIGKILL)
+    workers[1].wait()
+    before = {t.number: t for t in _trials(study_dir)[1] if t.state.name == "COMPLETE"}
+    assert workers[0].wait(timeout=300) == 0
+    # the rerun, same as the killed job's command (here in this process: one import less);
+    # it completes the study, or finds that worker 0 already retried the lost trial
+    tune.run_worker(study_dir, 1)
+    _assert_exact_budget(study_dir)
+    _, trials = _trials(study_dir)
+    lost = [t for t in trials if tune.is_void(t)]
+    assert [(t.number, t.system_attrs[tune.VOID]) for t in lost] == [(victim.number, "lost")]
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
+    assert retry[0].params == lost[0].params  # its budget retried with its parameters
+    for number, t in before.items():  # finished trials were not rerun
+        assert trials[number].datetime_complete == t.datetime_complete
+    assert len(trials) == 4 + 1
+
+    _bench(tmp_path, "tune-export", "--study-dir", study_dir)
+    best = json.loads((study_dir / "best.json").read_text())
+    assert set(best["best_params"]) == {"lr", "batch_size"} and best["void_trials"] == 1
+    df = pd.read_csv(study_dir / "trials.csv")
+    assert len(df) == 5 and df["counted"].sum() == 4 and list(df["void"].fillna("")).count("lost")
+    runs = tmp_path / "runs"
+    assert tune.run_final(study_dir, [0, 1], runs, study_dir / "final.json") == 0
+    ids = json.loads((study_dir / "final.json").read_text())
+    assert len(ids) == 2
+    for rid in ids:
+        rec = json.loads((runs / f"{rid}.json").read_text())
+        assert rec["status"] == "ok" and rec["tuned"] == defn["name"]
+        assert rec["lr"] == pytest.approx(best["best_params"]["lr"])
+    mtimes = [(runs / f"{rid}.json").stat().st_mtime for rid in ids]
+    assert tune.run_final(study_dir, [0, 1], runs) == 0
+    assert [(runs / f"{rid}.json").stat().st_mtime for rid in ids] == mtimes  # not rerun
+
+
+@pytest.mark.slow
+def test_real_training_is_pruned_through_the_shared_loop(tmp_path):
+    pytest.importorskip("torch")
+    defn = _real_definition(trials=2, pruner={"name": "threshold", "threshold": 0.99,
+                                              "min_epochs": 1})
+    study_dir = _create(tmp_path, defn)
+    tune.run_worker(study_dir, 0)
+    _, trials = _trials(study_dir)
+    assert [t.state.name for t in trials] == ["PRUNED", "PRUNED"]
+    for t in trials:
+        assert t.user_attrs["status"] == "pruned" and t.user_attrs["epochs_trained"] == 1
+        assert list(t.intermediate_values) == [1]
+    with pytest.raises(RuntimeError, match="no trial completed"):
+        tune.export(study_dir)
+
+
+def test_definition_round_trip_keeps_the_name():
+    defn = _definition()
+    again = tune.check_definition(copy.deepcopy(defn))
+    assert again == defn
+    bad = {**defn, "name": "gru-torch-mnist1d-xs-acc-00000000"}
+    with pytest.raises(SpecError, match="does not match its definition"):
+        tune.check_definition(bad)

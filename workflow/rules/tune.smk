@@ -1,0 +1,104 @@
+# Tuning: config `tune:` -> one Optuna study per (family, framework, dataset, size) cell.
+# The study is created once, K worker jobs optimise into it at once, its best parameters and
+# trials table are exported, and the final measured runs (best parameters x seeds) write
+# ordinary records to results/runs/ that the aggregate rule includes. The expansion lives in
+# bench.tune.plan_studies so the tests check exactly what is scheduled here.
+#
+# results/tune/<study>/journal.log (the Optuna journal) is never a rule output: Snakemake
+# would delete it before rerunning a job, and a rerun must resume the study, not restart it.
+
+from bench.tune import final_files, plan_studies, quoted_definition, worker_files  # noqa: E402
+
+try:
+    TUNE = {s.name: s for s in plan_studies(config)}
+    TUNED_FINAL = final_files(TUNE.values())
+except ValueError as e:  # one line naming the key/value; no traceback, no job started
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+rule tune_create:
+    output:
+        "results/tune/{study}/study.json",
+    params:
+        definition=lambda wildcards: quoted_definition(TUNE[wildcards.study]),
+    log:
+        "results/logs/tune/{study}/create.log",
+    conda:
+        "../envs/bench.yaml"
+    wildcard_constraints:
+        study="[a-z0-9_-]+",
+    message:
+        "creating Optuna study {wildcards.study}"
+    shell:
+        "python -m bench tune-create --definition {params.definition} --out {output:q} "
+        "2> {log:q}"
+
+
+rule tune_worker:
+    input:
+        "results/tune/{study}/study.json",
+    output:
+        "results/tune/{study}/workers/{worker}.json",
+    log:
+        "results/logs/tune/{study}/worker-{worker}.log",
+    conda:
+        "../envs/bench.yaml"
+    benchmark:
+        "results/benchmarks/tune/{study}/worker-{worker}.tsv"
+    wildcard_constraints:
+        study="[a-z0-9_-]+",
+        worker="[0-9]+",
+    threads: batch_threads
+    resources:
+        **train_resources(),
+    message:
+        "tuning {wildcards.study}: worker {wildcards.worker}"
+    shell:
+        "python -m bench tune-worker --study-dir results/tune/{wildcards.study:q} "
+        "--worker {wildcards.worker} --done {output:q} 2> {log:q}"
+
+
+rule tune_export:
+    input:
+        lambda wildcards: worker_files(TUNE[wildcards.study]),
+    output:
+        best="results/tune/{study}/best.json",
+        csv="results/tune/{study}/trials.csv",
+        parquet="results/tune/{study}/trials.parquet",
+    log:
+        "results/logs/tune/{study}/export.log",
+    conda:
+        "../envs/bench.yaml"
+    wildcard_constraints:
+        study="[a-z0-9_-]+",
+    message:
+        "exporting the best parameters and trials of {wildcards.study}"
+    shell:
+        "python -m bench tune-export --study-dir results/tune/{wildcards.study:q} "
+        "--best {output.best:q} --csv {output.csv:q} --parquet {output.parquet:q} 2> {log:q}"
+
+
+rule tune_final:
+    input:
+        "results/tune/{study}/best.json",
+    output:
+        "results/tune/{study}/final.json",
+    params:
+        seeds=lambda wildcards: ",".join(map(str, TUNE[wildcards.study].final_seeds)),
+    log:
+        "results/logs/tune/{study}/final.log",
+    conda:
+        "../envs/bench.yaml"
+    benchmark:
+        "results/benchmarks/tune/{study}/final.tsv"
+    wildcard_constraints:
+        study="[a-z0-9_-]+",
+    threads: batch_threads
+    resources:
+        **train_resources(),
+    message:
+        "final runs of {wildcards.study} with its best parameters"
+    shell:
+        "python -m bench tune-final --study-dir results/tune/{wildcards.study:q} "
+        "--seeds {params.seeds} --out-dir results/runs --done {output:q} 2> {log:q}"

@@ -1,7 +1,11 @@
 # Entry point only: config, validation, the stage files, and the final targets.
 # `snakemake --cores 8` runs config/config.yaml; see README.md for everything else.
 
-configfile: "config/config.yaml"
+# `--configfile X` replaces the default study rather than merging into it (a merge could
+# never drop an optimizer or a tuning study); `--config key=value` changes single keys.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

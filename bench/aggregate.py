@@ -60,10 +60,10 @@ def write_table(rows: list[dict], csv_path: str | Path, parquet_path: str | Path
 
 
 def main(batch_files: list[str], runs_dir: str, csv_path: str, parquet_path: str | None) -> int:
-    ids: list[str] = []
+    ids: dict[str, None] = {}
     for f in batch_files:
-        ids += [i for i in json.loads(Path(f).read_text()) if i not in ids]
-    rows, missing = collect(ids, runs_dir)
+        ids.update(dict.fromkeys(json.loads(Path(f).read_text())))
+    rows, missing = collect(list(ids), runs_dir)
     if missing:
         print(f"warning: {len(missing)} run record(s) missing or unreadable, e.g. {missing[0]}",
               file=sys.stderr)

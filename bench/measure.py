@@ -84,6 +84,35 @@ def percentile(xs: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+def release_free_memory() -> None:
+    """Hand freed heap back to the OS (glibc), so a run's RSS starts from live memory only.
+
+    Several runs share a process in a job; without this, memory freed by an earlier, larger
+    run stays resident and would be counted in every later run's peak.
+    """
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def rss_mb() -> float:
+    """Current resident set size (VmRSS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
 def reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark (Linux: write 5 to clear_refs); False if unsupported."""
     try:

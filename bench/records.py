@@ -51,6 +51,9 @@ def write_json_atomic(path: str | Path, obj) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; others on a cluster must read it
         os.replace(tmp, path)
     except OSError as e:
         try:

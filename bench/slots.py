@@ -48,7 +48,8 @@ def gpu_slot(lock_dir: str | None = None, poll_s: float = 0.5):
 @contextmanager
 def slot(kind: str, n: int, lock_dir: str | None = None, poll_s: float = 0.5):
     """Hold one of `n` exclusive `kind` slots on this machine while in the block."""
-    d = Path(lock_dir or os.environ.get("BENCH_SLOT_DIR") or tempfile.gettempdir()) / "bench-slots"
+    base = Path(lock_dir or os.environ.get("BENCH_SLOT_DIR") or tempfile.gettempdir())
+    d = base / f"bench-slots-{os.getuid()}"  # per user: another user's folder is not ours
     d.mkdir(parents=True, exist_ok=True)
     waited = False
     while True:
@@ -76,7 +77,8 @@ def slot(kind: str, n: int, lock_dir: str | None = None, poll_s: float = 0.5):
 def measuring_slots(threads: int, gpu: bool):
     """The CPU slot, plus a GPU slot for GPU runs; BENCH_SLOTS=0 turns both off."""
     with ExitStack() as stack:
-        if os.environ.get("BENCH_SLOTS", "1") != "0":
+        # Under SLURM the scheduler already gives each job its own cores.
+        if os.environ.get("BENCH_SLOTS", "1") != "0" and "SLURM_JOB_ID" not in os.environ:
             stack.enter_context(cpu_slot(threads))
             if gpu:
                 stack.enter_context(gpu_slot())

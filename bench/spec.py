@@ -344,11 +344,12 @@ class RegulariserInfo:
 REGULARISERS: dict[str, RegulariserInfo] = {
     "none": RegulariserInfo("none", "no regularisation"),
     "l2": RegulariserInfo(
-        "l2", "coupled L2 penalty l2*sum(w^2) on weight matrices/kernels (ndim>=2), "
+        "l2", "coupled L2 penalty l2*sum(w^2) on every weight with ndim>=2 (kernels, "
+        "embeddings, the GRU's stacked bias), "
         "added to the loss", {"l2": 1e-4},
     ),
     "wd": RegulariserInfo(
-        "wd", "decoupled weight decay p -= lr*wd*p on weight matrices/kernels, any optimizer",
+        "wd", "decoupled weight decay p -= lr*wd*p on the same weights as l2, any optimizer",
         {"weight_decay": 1e-2},
     ),
     "dropout": RegulariserInfo(

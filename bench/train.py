@@ -16,7 +16,15 @@ import numpy as np
 
 from . import __version__
 from .data import Data
-from .measure import BlockTimer, Stopwatch, host_facts, peak_rss_mb, reset_peak_rss
+from .measure import (
+    BlockTimer,
+    Stopwatch,
+    host_facts,
+    peak_rss_mb,
+    release_free_memory,
+    reset_peak_rss,
+    rss_mb,
+)
 from .spec import RunSpec, batch_regime, flops_per_sample
 
 EVAL_BATCH = 256
@@ -112,6 +120,8 @@ def run(
     status, message = "ok", ""
     curve: list[dict] = []
     timer = BlockTimer(spec.warmup_steps, spec.block_steps, spec.block_seconds)
+    release_free_memory()
+    record["rss_start_mb"] = rss_mb()
     reset_peak_rss()
     backend.reset_peak_memory()
     build_t = Stopwatch()
@@ -172,11 +182,12 @@ def run(
                 break
         record.update(epochs_run=len(curve), steps_run=step, best_val_acc=best_acc,
                       best_epoch=best_epoch)
-        for k in ("train", "val", "test"):
-            loss_k, acc_k = trainer.evaluate(*splits[k], EVAL_BATCH)
-            record[f"{k}_loss"], record[f"{k}_acc"] = loss_k, acc_k
-        x_test = splits["test"][0]
-        record.update(_infer_throughput(backend, trainer, x_test, len(data.y_test), spec))
+        if status != "pruned":  # a pruned trial's compute is what pruning saves: stop here
+            for k in ("train", "val", "test"):
+                loss_k, acc_k = trainer.evaluate(*splits[k], EVAL_BATCH)
+                record[f"{k}_loss"], record[f"{k}_acc"] = loss_k, acc_k
+            x_test = splits["test"][0]
+            record.update(_infer_throughput(backend, trainer, x_test, len(data.y_test), spec))
     except Diverged as e:
         status, message = "diverged", str(e)
     except MemoryLimit as e:

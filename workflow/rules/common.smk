@@ -35,3 +35,24 @@ def train_resources():
     if config["device"] == "cuda":
         r["gpu"] = 1
     return r
+
+
+# ---- report (workflow/rules/report.smk)
+
+
+def report_tune_inputs(wildcards):
+    """The exported trials and best parameters of every configured tuning study."""
+    return [f"results/tune/{name}/{f}" for name in sorted(globals().get("TUNE", {}))
+            for f in ("best.json", "trials.parquet")]
+
+
+def report_tune_args(wildcards):
+    names = sorted(globals().get("TUNE", {}))
+    if not names:
+        return ""
+    return "--tune-dir results/tune " + " ".join(f"--study {shlex.quote(n)}" for n in names)
+
+
+def _page(name, file, caption):
+    return report(f"reports/{file}", caption=f"../report/{caption}.rst",
+                  category="Benchmark report", labels={"page": name})

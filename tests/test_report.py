@@ -317,6 +317,16 @@ def test_one_family_missing_and_one_framework_only(tmp_path):
     assert "needs successful runs in both frameworks" in fw
 
 
+def test_a_family_present_only_as_tuned_runs_does_not_break_the_pages(tmp_path):
+    """A study of one family whose tuning study is another family (seen in a real run)."""
+    recs = smoke_records()
+    main = [r for r in recs if r["family"] == "cnn" and r["framework"] == "torch"]
+    tuned = [dict(r, tuned="gru_study", run_id=r["run_id"] + "-tuned")
+             for r in recs if r["family"] == "gru"][:2]
+    out = build(tmp_path, main + tuned)
+    assert "plotly-graph-div" in pages_text(out)["scale.html"]
+
+
 def test_partial_failures_are_named_in_captions(tmp_path):
     out = build(tmp_path, smoke_records({("gru", "s"): "oom"}))
     scale = visible_text((out / "scale.html").read_text())

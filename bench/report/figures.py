@@ -370,7 +370,12 @@ def sweep_cells(rows: pd.DataFrame, target: float) -> pd.DataFrame:
                     "n_ok": len(ok), "acc": acc.value, "acc_lo": acc.lo, "acc_hi": acc.hi,
                     "ttt_s": ttt if math.isfinite(ttt) else math.nan,
                     "n_reached": reached, "target": target})
-    return pd.DataFrame(out)
+    # Columns even with no rows: callers filter on them (a family with no sweep at all).
+    return pd.DataFrame(out, columns=SWEEP_COLUMNS)
+
+
+SWEEP_COLUMNS = ["framework", "optimizer", "regulariser", "n_runs", "n_ok", "acc", "acc_lo",
+                 "acc_hi", "ttt_s", "n_reached", "target"]
 
 
 def sweep_panel(df: pd.DataFrame, family: str, dataset: str, key: str, what: str) -> Panel:

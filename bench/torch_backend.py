@@ -19,8 +19,15 @@ Conventions fixed here, which the tf backend must honour too:
 - L2 penalty and decoupled weight decay act on the weights of 2 or more dimensions in the
   canonical layout (`decayed`), as bench.spec says; decay runs before the update.
 
-CPU speed (see `cpu_tuning`): 2-D convolutions run channels-last, and `setup` stops glibc
-from returning freed activation buffers to the OS after every step.
+CPU speed, the article CNN on 1 thread (see `cpu_tuning`, recorded as `framework_tuning`):
+2-D convolutions run channels-last (NCHW reorders the first convolution's whole output:
+about 1.7x slower), ReLU follows the max-pool (the same function on a quarter of the
+elements: 1.15x), and `setup` keeps glibc from handing freed activations back to the OS
+(2,000-6,000 page faults a step otherwise: 1.2-1.5x) and holds numpy's BLAS to `threads`.
+OpenMP's wait policy is left to the environment: on a machine busy with other work, 2
+threads can fall to a fifth of 1 thread's speed whatever this module does (OpenMP splits
+each op evenly and waits for the thread that is not running; OMP_WAIT_POLICY=PASSIVE
+softens it), so measure on an idle machine.
 """
 
 from __future__ import annotations
@@ -80,7 +87,7 @@ def _keep_freed_memory() -> bool:
 
     A training step frees and reallocates the same megabyte-sized activations every time.
     glibc serves them with mmap or trims them off the heap on free, so each step faults
-    them in again: 2,000-5,000 minor page faults a step for the article's CNN, slow under
+    them in again: 2,000-6,000 minor page faults a step for the article's CNN, slow under
     virtualisation and worse with 2 threads, which fault in parallel. Raising the mmap and
     trim thresholds keeps those pages in the heap (what jemalloc/tcmalloc do, as PyTorch's
     CPU tuning guide suggests). Returns whether it took effect.
@@ -89,20 +96,19 @@ def _keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        big = 1 << 30
-        return bool(libc.mallopt(m_mmap_threshold, big)) and bool(
-            libc.mallopt(m_trim_threshold, big)
-        )
-    except (OSError, AttributeError):  # not glibc
+    except OSError:  # not glibc
         return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    # Some glibc builds cap the mmap threshold at 32 MiB (HEAP_MAX_SIZE / 2).
+    mmap_ok = any(libc.mallopt(m_mmap_threshold, size) for size in (1 << 30, 32 << 20))
+    return mmap_ok and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def _limit_blas(threads: int) -> bool:
-    """Hold numpy's BLAS (OpenBLAS, 2 spinning threads by default) to `threads` too.
+    """Hold numpy's BLAS (OpenBLAS, one thread per core by default) to `threads` too.
 
-    It does the weight initialisation's QR factorisations; left at the machine's core count
-    its idle threads spin beside torch's. Returns whether a BLAS library was limited.
+    It does the weight initialisation's QR factorisations; at the machine's core count its
+    threads busy-wait after each call beside torch's. Returns whether a BLAS was limited.
     """
     try:
         from threadpoolctl import ThreadpoolController

@@ -162,8 +162,8 @@ def parse_space(space, base: dict, where: str = "space") -> dict[str, dict]:
     """Validate a framework-neutral search space; returns it normalised.
 
     The config gives a list of ``{name, type, ...}`` entries (a list, because Snakemake
-    merges a ``--configfile`` into the default config key by key: a dict space would be the
-    union of both files' spaces, a list is replaced whole); the normalised form, also
+    merges ``--config tune=...`` overrides into the config key by key: a dict space would
+    become the union of both spaces, a list is replaced whole); the normalised form, also
     accepted, is a dict name -> distribution. Each entry names a RunSpec field and its
     distribution: ``float``/``int`` with ``low``, ``high`` and optional ``log`` or
     ``step``; ``categorical`` with ``choices``. Raises SpecError with one line naming the

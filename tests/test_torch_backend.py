@@ -472,6 +472,7 @@ def test_data_helpers():
 def test_setup_and_devices():
     info = B.setup(2, "cpu", 0)
     assert info["device"] == "cpu" and info["framework_version"] == torch.__version__
+    assert "channels_last_conv2d=True" in info["framework_tuning"]
     assert torch.get_num_threads() == 2 and torch.get_num_interop_threads() == 1
     B.setup(1, "cpu", 0)
     assert torch.get_num_threads() == 1

@@ -101,16 +101,21 @@ def release_free_memory() -> None:
         pass
 
 
-def rss_mb() -> float:
-    """Current resident set size (VmRSS)."""
+def _status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status in MB, or None where there is none."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return 0.0
+    return None
+
+
+def rss_mb() -> float:
+    """Current resident set size (VmRSS)."""
+    return _status_mb("VmRSS") or 0.0
 
 
 def reset_peak_rss() -> bool:
@@ -125,34 +130,31 @@ def reset_peak_rss() -> bool:
 
 def peak_rss_mb() -> float:
     """Peak resident set size since the last reset (VmHWM), else since process start."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def host_facts() -> dict:
-    """What the record needs to say where it ran, and how loaded the machine was."""
-    cpu = platform.processor() or ""
+def cpu_name() -> str:
+    """The processor's model name (Linux /proc/cpuinfo), else what platform knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def host_facts() -> dict:
+    """What the record needs to say where it ran, and how loaded the machine was."""
     try:
         load1 = os.getloadavg()[0]
     except OSError:
         load1 = None
     return {
         "hostname": platform.node(),
-        "cpu_model": cpu,
+        "cpu_model": cpu_name(),
         "cpu_count": os.cpu_count(),
         "load_avg_1m_start": load1,
         "python_version": platform.python_version(),

@@ -27,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
 from .init import init_weights  # noqa: E402
+from .measure import cpu_name  # noqa: E402
 from .spec import (  # noqa: E402
     ADAM_BETAS,
     BATCHNORM_EPS,
@@ -65,19 +66,6 @@ def _set_threads(threads: int) -> None:
             ) from None
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine() or "cpu"
-
-
 def setup(threads: int, device: str = "auto", seed: int = 0) -> dict:
     """Pin threads, pick the device, seed Keras/TF/numpy/python; call before other TF work."""
     if device not in DEVICES:
@@ -103,7 +91,7 @@ def setup(threads: int, device: str = "auto", seed: int = 0) -> dict:
     if use_gpu:
         name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
     else:
-        name = _cpu_name()
+        name = cpu_name()
     _STATE.update(device="cuda" if use_gpu else "cpu", tf_device="/GPU:0" if use_gpu else "/CPU:0")
     return {"device": _STATE["device"], "device_name": name, "framework_version": tf.__version__}
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-import platform
 import sys
 
 import numpy as np
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .init import init_weights
+from .measure import cpu_name
 from .spec import (
     ADAM_BETAS,
     BATCHNORM_EPS,
@@ -69,17 +69,6 @@ _tuning: dict[str, object] = {}
 
 
 # ---------------------------------------------------------------------------- setup
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _keep_freed_memory() -> bool:
@@ -138,7 +127,7 @@ def setup(threads: int, device: str = "auto", seed: int = 0) -> dict:
     _device = torch.device(device)
     if device == "cpu" and "keep_freed_memory" not in _tuning:
         _tuning["keep_freed_memory"] = _keep_freed_memory()
-    name = torch.cuda.get_device_name(0) if device == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(0) if device == "cuda" else cpu_name()
     tuning = ",".join(f"{k}={v}" for k, v in cpu_tuning().items())
     return {"device": device, "device_name": name, "framework_version": torch.__version__,
             "framework_tuning": tuning}

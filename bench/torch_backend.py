@@ -24,10 +24,10 @@ CPU speed, the article CNN on 1 thread (see `cpu_tuning`, recorded as `framework
 about 1.7x slower), ReLU follows the max-pool (the same function on a quarter of the
 elements: 1.15x), and `setup` keeps glibc from handing freed activations back to the OS
 (2,000-6,000 page faults a step otherwise: 1.2-1.5x) and holds numpy's BLAS to `threads`.
-OpenMP's wait policy is left to the environment: on a machine busy with other work, 2
-threads can fall to a fifth of 1 thread's speed whatever this module does (OpenMP splits
-each op evenly and waits for the thread that is not running; OMP_WAIT_POLICY=PASSIVE
-softens it), so measure on an idle machine.
+OpenMP threads spin 1,000 times, not libgomp's 300,000, before they sleep (see
+_SPIN_SET_HERE): on a machine busy with other work that lifts 2-thread runs from a quarter
+of TF's speed to about TF's. Even so, 2 threads on a busy 2-core machine lose to 1: measure
+on an idle machine.
 """
 
 from __future__ import annotations
@@ -37,14 +37,26 @@ import math
 import os
 import sys
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+# OpenMP threads that wait for work spin before they sleep: libgomp's default is 300,000
+# spins (milliseconds on this CPU). When another process holds a core, each op's even split
+# waits on a thread that is not running, and 2 threads fall to a quarter of TF's speed (its
+# work-stealing pool barely notices). 1,000 spins, libgomp's own figure for more threads
+# than cores, still bridges the gaps between ops and sleeps soon on a busy machine. Works
+# only before torch (libgomp) loads; a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+_SPIN_SET_HERE = "torch" not in sys.modules and not (
+    {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ)
+)
+if _SPIN_SET_HERE:
+    os.environ["GOMP_SPINCOUNT"] = "1000"
 
-from .init import init_weights
-from .measure import cpu_name
-from .spec import (
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from .init import init_weights  # noqa: E402
+from .measure import cpu_name  # noqa: E402
+from .spec import (  # noqa: E402
     ADAM_BETAS,
     BATCHNORM_EPS,
     BATCHNORM_MOMENTUM,
@@ -135,9 +147,11 @@ def setup(threads: int, device: str = "auto", seed: int = 0) -> dict:
 
 def cpu_tuning() -> dict:
     """The speed settings in force (setup() records them as `framework_tuning`)."""
+    env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+                   if k in os.environ)
     return {
         "channels_last_conv2d": CHANNELS_LAST,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "omp_wait": env or "libgomp default",
         **_tuning,
     }
 

@@ -7,6 +7,7 @@ so a transposed kernel or a swapped gate shows up here without TensorFlow.
 
 from __future__ import annotations
 
+import os
 import resource
 import subprocess
 import sys
@@ -540,6 +541,21 @@ def test_training_steps_do_not_fault_pages_in():
     for _ in range(5):
         trainer.step(xd, yd, 1e-3)
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5 < 200
+
+
+def test_openmp_spin_default_and_user_override():
+    """Imported first, the backend shortens libgomp's spin; a user's setting wins."""
+    code = ("import os, bench.torch_backend as B; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), B.cpu_tuning()['omp_wait'])")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+
+    def run(**extra):
+        return subprocess.run([sys.executable, "-c", code], env={**env, **extra}, check=True,
+                              capture_output=True, text=True, timeout=120).stdout.split()
+
+    assert run() == ["1000", "GOMP_SPINCOUNT=1000"]
+    assert run(OMP_WAIT_POLICY="ACTIVE") == ["None", "OMP_WAIT_POLICY=ACTIVE"]
 
 
 def test_module_imports_no_tensorflow():

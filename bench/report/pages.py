@@ -281,11 +281,16 @@ def scale_page(df: pd.DataFrame) -> Page:
                 "seeds with 95% bootstrap CI, and a power law where it fits.")
     if _no_runs(page, df):
         return page
+    return _panel_per_group(page, df, "scale", F.scale_panel)
+
+
+def _panel_per_group(page: Page, df: pd.DataFrame, prefix: str, panel) -> Page:
+    """One figure per (family, dataset), each built by `panel(df, family, dataset, key)`."""
     keys = Keys()
     for family, dataset in T.groups(df):
-        k = keys("scale", family, dataset)
+        k = keys(prefix, family, dataset)
         page.add(safe(k, f"{family} on {dataset}",
-                      lambda f=family, d=dataset, k=k: F.scale_panel(df, f, d, k)))
+                      lambda f=family, d=dataset, k=k: panel(df, f, d, k)))
     return page
 
 
@@ -329,12 +334,7 @@ def curves_page(df: pd.DataFrame) -> Page:
     if df.empty:
         page.message("The summary table holds no runs: no learning curves.")
         return page
-    keys = Keys()
-    for family, dataset in T.groups(df):
-        k = keys("curves", family, dataset)
-        page.add(safe(k, f"{family} on {dataset}",
-                      lambda f=family, d=dataset, k=k: F.curves_panel(df, f, d, k)))
-    return page
+    return _panel_per_group(page, df, "curves", F.curves_panel)
 
 
 def tuning_page(df: pd.DataFrame, studies: list[TU.Study]) -> Page:

@@ -444,12 +444,15 @@ class Trainer:
             input_signature=[x_sig, y_sig, tf.TensorSpec((), tf.float32)],
             jit_compile=jit,
         )
-        self._infer = tf.function(self._forward, input_signature=[x_sig], jit_compile=jit)
-        # Evaluation is not timed: graph mode spares an XLA compile per distinct batch shape
-        # (full and last partial batch), which costs seconds to tens of seconds each.
-        self._eval = tf.function(self._eval_batch, input_signature=[x_sig, y_sig])
+        # One graph-mode forward trace serves evaluation, prediction and (without XLA) the
+        # inference timing: a Keras trace costs up to half a second per run, and evaluation
+        # in XLA would compile once per distinct batch shape (full and last partial batch).
         self._predict = tf.function(self._forward, input_signature=[x_sig])
-        for fn in (self._step, self._infer, self._eval, self._predict):
+        self._infer = (
+            tf.function(self._forward, input_signature=[x_sig], jit_compile=True)
+            if jit else self._predict
+        )
+        for fn in (self._step, self._infer, self._predict):
             # Each Trainer traces its functions once (its variables are new); TF's warning
             # about frequent retracing, keyed by source code, would fire on every fifth.
             fn._omit_frequent_tracing_warning = True
@@ -483,7 +486,7 @@ class Trainer:
         return self.net(x, training=False)
 
     def _eval_batch(self, x, y):
-        logits = self._forward(x)
+        logits = self._predict(x)  # eager reductions on one batch of logits: microseconds
         if self._binary:
             pred = tf.cast(logits[:, 0] > 0, tf.int64)
         else:
@@ -501,7 +504,7 @@ class Trainer:
         n = int(x.shape[0])
         loss = correct = 0.0
         for i in range(0, n, batch):
-            bl, bc = self._eval(x[i : i + batch], y[i : i + batch])
+            bl, bc = self._eval_batch(x[i : i + batch], y[i : i + batch])
             loss, correct = loss + bl, correct + bc  # summed on the device, read once
         return scalar(loss) / n, scalar(correct) / n
 

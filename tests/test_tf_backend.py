@@ -234,9 +234,9 @@ def test_eval_predict_infer_and_no_retracing():
     loss, acc = trainer.evaluate(xd, yd, 16)
     assert isinstance(loss, float) and isinstance(acc, float)
     assert 0 < loss < 10 and 0 <= acc <= 1
-    assert trainer._eval.experimental_get_tracing_count() == 1
     logits = trainer.predict(x, 16)  # numpy input is accepted too
     assert logits.shape == (37, 1)
+    assert trainer._predict.experimental_get_tracing_count() == 1  # evaluate's trace, reused
     # Eval mode: no dropout, so predict and infer agree.
     np.testing.assert_allclose(trainer.infer(xd[:5]).numpy(), logits[:5], rtol=1e-5)
     probs = 1 / (1 + np.exp(-logits[:, 0]))

@@ -206,7 +206,7 @@ def cmd_run_batch(a) -> int:
 
 
 def _run_specs(specs: list[S.RunSpec], out_dir: Path, a) -> int:
-    from .records import FINAL_STATUSES, read_record, write_json_atomic
+    from .records import FINAL_STATUSES, read_record, remove_stale_temps, write_json_atomic
 
     cache: dict = {}
     errors = 0
@@ -216,7 +216,11 @@ def _run_specs(specs: list[S.RunSpec], out_dir: Path, a) -> int:
         if old and old.get("status") in FINAL_STATUSES:
             print(f"[{i}/{len(specs)}] {spec.run_id}: kept ({old['status']})", file=sys.stderr)
             continue
-        print(f"[{i}/{len(specs)}] {spec.run_id}: running", file=sys.stderr, flush=True)
+        stale = remove_stale_temps(path)
+        print(f"[{i}/{len(specs)}] {spec.run_id}: running"
+              + (" (unreadable record replaced)" if path.exists() else "")
+              + (f" ({stale} partial write(s) removed)" if stale else ""),
+              file=sys.stderr, flush=True)
         record = _execute(spec, a, cache)
         write_json_atomic(path, record)
         errors += record["status"] == "error"

@@ -63,6 +63,23 @@ def write_json_atomic(path: str | Path, obj) -> None:
         raise RecordWriteError(f"cannot write {path}: {e.strerror or e}") from None
 
 
+def remove_stale_temps(path: str | Path) -> int:
+    """Delete temporary files a killed writer of `path` left behind; returns how many.
+
+    Call it only when about to write `path` yourself: they are never read as records, but
+    without this every killed write would leave one for good.
+    """
+    path = Path(path)
+    n = 0
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            tmp.unlink()
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
 def read_record(path: str | Path) -> dict | None:
     """The record at `path`, or None when it is missing or unreadable (never half-read)."""
     try:

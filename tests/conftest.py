@@ -5,6 +5,7 @@
 compare frameworks start one subprocess per framework (tests/parity_worker.py).
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -48,12 +49,16 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+def snakemake_env(cwd: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_SLOT_DIR": str(cwd / ".slots")}
     # The jobs' `python` must be this interpreter (the one with bench and the frameworks).
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env,
+        [sys.executable, "-m", "snakemake", *args], cwd=cwd, env=snakemake_env(cwd),
         capture_output=True, text=True, timeout=1800,
     )
 
@@ -77,3 +82,35 @@ def copy_smoke(smoke_workflow, tmp_path):
     dest = tmp_path / "smoke"
     shutil.copytree(wd, dest, symlinks=True, ignore=shutil.ignore_patterns(".slots"))
     return dest
+
+
+@contextlib.contextmanager
+def writes_denied(directory: Path):
+    """No new files in `directory` for the block: a permission error, even for root.
+
+    Root ignores permission bits, so as root the directory is made immutable (chattr +i);
+    skips when neither way is enforced here.
+    """
+    if os.geteuid() == 0:
+        undo = ["chattr", "-i", str(directory)]
+        ok = shutil.which("chattr") and subprocess.run(
+            ["chattr", "+i", str(directory)], capture_output=True).returncode == 0
+    else:
+        os.chmod(directory, 0o555)
+        undo, ok = None, True
+    try:
+        probe = directory / ".probe"
+        try:
+            probe.touch()
+            probe.unlink()
+            ok = False
+        except OSError:
+            pass
+        if not ok:
+            pytest.skip("cannot deny writes to a directory on this machine")
+        yield
+    finally:
+        if undo:
+            subprocess.run(undo, capture_output=True)
+        else:
+            os.chmod(directory, 0o755)

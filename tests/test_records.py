@@ -1,12 +1,17 @@
 """bench.records: atomic record writes and reads that never return half a record."""
 
 import json
-import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from conftest import writes_denied
 
 from bench import records as R
 from bench.records import RecordWriteError, read_record, write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _record(**kw):
@@ -80,17 +85,43 @@ def test_read_only_directory(tmp_path):
     path = d / "r.json"
     write_json_atomic(path, _record())
     old = path.read_bytes()
-    os.chmod(d, 0o555)
-    try:
-        if os.access(d, os.W_OK):
-            pytest.skip("running as root: directory permissions are not enforced")
+    with writes_denied(d):
         with pytest.raises(RecordWriteError) as e:
             write_json_atomic(path, _record(status="diverged"))
         assert str(path) in str(e.value)
         assert path.read_bytes() == old
         assert _leftovers(d) == []
-    finally:
-        os.chmod(d, 0o755)
+
+
+def test_disk_full_mid_write_keeps_the_old_record(tmp_path):
+    """A write that fails half-way (here: the file-size limit, as on a full disk)."""
+    path = tmp_path / "r.json"
+    write_json_atomic(path, _record())
+    old = path.read_bytes()
+    big = json.dumps(_record(curve=[{"epoch": i, "val_acc": 0.5} for i in range(2000)]))
+    code = (
+        "import json, resource, sys\n"
+        "from bench.records import RecordWriteError, write_json_atomic\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "try:\n"
+        f"    write_json_atomic({str(path)!r}, json.loads(sys.stdin.read()))\n"
+        "except RecordWriteError as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], input=big, capture_output=True, text=True,
+                       cwd=ROOT)
+    assert p.returncode == 3, p.stderr
+    assert str(path) in p.stdout and "File too large" in p.stdout
+    assert path.read_bytes() == old
+    assert _leftovers(tmp_path) == []
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
+    path = tmp_path / "r.json"
+    (tmp_path / ".r.json.k1ll3d.tmp").write_text('{"run_id": "x", "sta')
+    (tmp_path / ".other.json.abc.tmp").write_text("")
+    assert R.remove_stale_temps(path) == 1
+    assert _leftovers(tmp_path) == [".other.json.abc.tmp"]  # another run's write is left alone
 
 
 def test_parent_is_a_file_raises_record_write_error(tmp_path):

@@ -1,12 +1,17 @@
 """The Snakemake workflow end to end on config/smoke.yaml, in a temporary directory."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import copy_workflow, snakemake
+from conftest import copy_workflow, snakemake, snakemake_env, writes_denied
 
 from bench.config import check_config
 from bench.study import plan
@@ -93,6 +98,10 @@ BAD = [
     ({"study": {"datasets": ["mnist"]}}, "mnist.npz"),
     ({"study": {"regularisers": ["none; touch /tmp/pwned"]}}, "regularisers"),
     ({"data_dir": "$(touch pwned)"}, "data_dir"),
+    ({"runs_per_job": 5000}, "runs_per_job"),
+    ({"tune": {"objective": "speed"}}, "speed"),
+    ({"tune": {"studies": [{"family": "cnn", "framework": "jax", "dataset": "mnist1d",
+                            "sizes": ["s"]}]}}, "jax"),
 ]
 
 
@@ -112,3 +121,123 @@ def test_bad_config_stops_before_any_job_with_one_line(tmp_path, override, needl
     assert len(errors) == 1 and needle in errors[0], p.stdout + p.stderr
     assert not (wd / "results").exists()
     assert not (wd / "pwned").exists()
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+def _records(wd: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (wd / "results/runs").glob("*.json")}
+
+
+def _kill_everything_in(wd: Path) -> None:
+    """SIGKILL every process working in `wd`: Snakemake and the jobs it started."""
+    for pid in [int(d) for d in os.listdir("/proc") if d.isdigit()]:
+        try:
+            if Path(f"/proc/{pid}/cwd").resolve() == wd.resolve():
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def _study_variant(wd: Path, name: str, **changes) -> str:
+    cfg = yaml.safe_load((wd / "config/smoke.yaml").read_text())
+    for key, value in changes.items():
+        section, _, leaf = key.rpartition(".")
+        (cfg[section] if section else cfg)[leaf] = value
+    (wd / f"config/{name}.yaml").write_text(yaml.safe_dump(cfg))
+    return f"config/{name}.yaml"
+
+
+def test_kill_9_mid_study_then_the_documented_rerun_completes(tmp_path):
+    wd = copy_workflow(tmp_path)
+    runs = wd / "results/runs"
+    want = {s.run_id for s in _smoke_plan()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/smoke.yaml"],
+        cwd=wd, env=snakemake_env(wd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 600
+    while len(list(runs.glob("*.json"))) < 6 and time.time() < deadline:
+        assert proc.poll() is None, "the study ended before it could be killed"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake, and jobs left in its process group
+    _kill_everything_in(wd)  # and jobs it started in sessions of their own
+    proc.wait()
+    finished = _records(wd)
+    assert 6 <= len(finished) < len(want)
+    # What a writer killed mid-write could leave, were writes not atomic: a truncated record
+    # of an unfinished run and a temporary file. Neither may ever be read as a result.
+    torn = sorted(want - {n.removesuffix(".json") for n in finished})[0]
+    (runs / f"{torn}.json").write_text(json.dumps({"run_id": torn, "status": "ok"})[:-1] + ", ")
+    (runs / f".{torn}.json.k1ll3d.tmp").write_text('{"run_id": "')
+
+    t0 = time.time()
+    # README "Resuming after a crash": unlock, then the same command with --rerun-incomplete.
+    p = snakemake(wd, "--unlock")
+    assert p.returncode == 0, p.stderr[-2000:]
+    p = snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml", "--rerun-incomplete")
+    assert p.returncode == 0, p.stderr[-3000:]
+    print(f"recovery: {time.time() - t0:.1f} s for {len(want) - len(finished)} runs left")
+    after = _records(wd)
+    assert {n: after[n] for n in finished} == finished, "a finished run was recomputed"
+    plain = {n: json.loads(b) for n, b in after.items()}
+    assert want <= {n.removesuffix(".json") for n in plain}
+    assert all(plain[f"{r}.json"]["status"] == "ok" for r in want)
+    assert plain[f"{torn}.json"]["curve"], "the torn record was not trained again"
+    assert not list(runs.glob(".*.tmp"))
+    df = pd.read_csv(wd / "results/summary.csv")
+    assert want <= set(df["run_id"]) and (df["status"] == "ok").all()
+    assert (wd / "reports/index.html").exists()
+
+
+def test_diverged_and_oom_runs_are_recorded_and_reported(copy_smoke):
+    wd = copy_smoke
+    cfg = _study_variant(
+        wd, "faulty", **{"study.families": ["cnn"], "study.frameworks": ["torch"],
+                         "study.seeds": [0, 1, 2], "study.optimizers": {
+                             "adam": {"lr": 0.003}, "sgd": {"lr": 1e12}},
+                         "mem_limit_mb": 1, "tune.studies": []},
+    )
+    before = _records(wd)
+    # New runs: sgd at lr 1e12 diverges; adam with seed 2 passes the 1 MB memory limit.
+    p = snakemake(wd, "--cores", "2", "--configfile", cfg)
+    assert p.returncode == 0, p.stderr[-3000:]
+    df = pd.read_csv(wd / "results/summary.csv").set_index("run_id")
+    counts = df["status"].value_counts().to_dict()
+    assert counts == {"ok": 6, "diverged": 6, "oom": 3}, counts
+    assert df.loc[df["status"] == "diverged", "message"].str.contains("loss became").all()
+    assert df.loc[df["status"] == "oom", "message"].str.contains("exceeded the limit").all()
+    assert all(_records(wd)[n] == b for n, b in before.items() if n[:-5] in df.index)
+    page = (wd / "reports/index.html").read_text()
+    assert "Runs that did not finish ok (9)" in page
+    for run_id in df.index[df["status"] != "ok"]:
+        assert df.loc[run_id, "message"][:40] in page
+
+
+def test_a_record_that_cannot_be_written_stops_its_job_and_keeps_the_rest(copy_smoke):
+    wd = copy_smoke
+    runs = wd / "results/runs"
+    before = _records(wd)
+    summary = (wd / "results/summary.csv").read_bytes()
+    cfg = _study_variant(wd, "more", **{"study.seeds": [0, 1, 2], "study.families": ["cnn"],
+                                        "study.frameworks": ["torch"]})
+    with writes_denied(runs):
+        p = snakemake(wd, "--cores", "2", "--configfile", cfg)
+        assert p.returncode != 0
+        for log in (wd / "results/logs/train").glob("torch-cnn-*"):  # each job with new runs
+            errors = [ln for ln in log.read_text().splitlines() if "error:" in ln]
+            assert len(errors) == 1, log.read_text()[-2000:]
+            assert "cannot write results/runs/" in errors[0] and "not permitted" in errors[0]
+        assert _records(wd) == before
+        assert (wd / "results/summary.csv").read_bytes() == summary
+        assert not list(runs.glob(".*.tmp"))
+    t0 = time.time()
+    p = snakemake(wd, "--cores", "2", "--configfile", cfg)  # the same command, once fixed
+    assert p.returncode == 0, p.stderr[-3000:]
+    print(f"recovery: {time.time() - t0:.1f} s")
+    after = _records(wd)
+    assert {n: after[n] for n in before} == before
+    new = set(after) - set(before)
+    assert len(new) == 5 and all("-s2-" in n for n in new)  # seed 2 of cnn/torch's 5 cells

@@ -57,7 +57,14 @@ FAKE_WORKER = textwrap.dedent('''
                 "curve": curve}
 
     if __name__ == "__main__":
-        tune.run_worker(sys.argv[1], int(sys.argv[2]), train_fn=fake)
+        gate = os.environ.get("FAKE_GATE")
+        if gate:  # start with the others: optuna imported, then wait for the gate to open
+            tune._optuna()
+            open(f"{gate}.{sys.argv[2]}", "w").close()
+            while not os.path.exists(gate):
+                time.sleep(0.005)
+        tune.run_worker(sys.argv[1], int(sys.argv[2]), train_fn=fake,
+                        done=sys.argv[3] if len(sys.argv) > 3 else None)
 ''')
 
 
@@ -92,16 +99,43 @@ def _create(tmp_path: Path, defn: dict) -> Path:
     return study_dir
 
 
-def _fake_workers(tmp_path: Path, study_dir: Path, k: int, **env) -> list[str]:
+def _start_fake_workers(tmp_path: Path, study_dir: Path, k: int, together: bool = False,
+                        **env) -> list[subprocess.Popen]:
+    """K worker processes with the fake trainer; worker i writes its summary to done-i.json.
+
+    `together`: each imports optuna, then all start at one moment (a gate file), so they
+    really race for the first tickets instead of starting one import time apart.
+    """
     script = tmp_path / "fake_worker.py"
     script.write_text(FAKE_WORKER)
-    procs = [subprocess.Popen([sys.executable, str(script), str(study_dir), str(i)],
+    gate = tmp_path / "gate"
+    if together:
+        env["FAKE_GATE"] = str(gate)
+        for f in tmp_path.glob("gate*"):
+            f.unlink()
+    procs = [subprocess.Popen([sys.executable, str(script), str(study_dir), str(i),
+                               str(tmp_path / f"done-{i}.json")],
                               env={**_env(tmp_path), **env}, cwd=ROOT,
                               stderr=subprocess.PIPE, text=True) for i in range(k)]
+    deadline = time.time() + 120
+    while together and not all(Path(f"{gate}.{i}").exists() for i in range(k)):
+        if time.time() > deadline or any(p.poll() is not None for p in procs):
+            break  # a worker died before the gate: _wait_workers shows why
+        time.sleep(0.01)
+    if together:
+        gate.touch()
+    return procs
+
+
+def _wait_workers(procs: list[subprocess.Popen]) -> list[str]:
     logs = [p.communicate(timeout=120)[1] for p in procs]
     for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log[-3000:]
     return logs
+
+
+def _fake_workers(tmp_path: Path, study_dir: Path, k: int, **env) -> list[str]:
+    return _wait_workers(_start_fake_workers(tmp_path, study_dir, k, **env))
 
 
 def _trials(study_dir: Path):
@@ -119,6 +153,35 @@ def _assert_exact_budget(study_dir: Path) -> dict:
     assert sorted(t.system_attrs[tune.TICKET] for t in counted) == list(range(n))
     assert all(t.state.is_finished() for t in counted)
     return p
+
+
+def _ran(tmp_path: Path, workers) -> dict[int, list[int]]:
+    """The trial numbers each worker ran, from its done-i.json summary."""
+    return {i: [r["number"] for r in json.loads((tmp_path / f"done-{i}.json").read_text())["ran"]]
+            for i in workers}
+
+
+def _assert_each_trial_ran_once(tmp_path: Path, study_dir: Path, k: int) -> set[int]:
+    """Every trial was run by exactly one of the k workers (their done-i.json summaries);
+    returns the workers that ran at least one trial."""
+    _, trials = _trials(study_dir)
+    ran = _ran(tmp_path, range(k))
+    numbers = [n for ns in ran.values() for n in ns]
+    assert sorted(numbers) == sorted(t.number for t in trials)  # none twice, none skipped
+    for i, ns in ran.items():
+        assert all(trials[n].user_attrs["worker"] == i for n in ns)
+    return {i for i, ns in ran.items() if ns}
+
+
+def _most_at_once(trials) -> int:
+    """The most trials that were running at the same moment."""
+    events = sorted([(t.datetime_start, 1) for t in trials]
+                    + [(t.datetime_complete, -1) for t in trials])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
 
 
 # ---------------------------------------------------------------------------- config
@@ -218,6 +281,20 @@ def test_racing_workers_end_with_exactly_n_trials(tmp_path):
     tune.create(defn, study_dir / "study.json")  # creating again changes nothing
     _fake_workers(tmp_path, study_dir, 1)  # nor does a worker started late
     assert len(_trials(study_dir)[1]) == 7
+
+
+def test_eight_workers_at_once_end_with_exactly_n_trials(tmp_path):
+    """Eight worker processes released at one moment race for 24 tickets; no CPU slots (as
+    under SLURM), so all eight pop tickets at the same time."""
+    defn = _definition(trials=24, epochs=2)
+    study_dir = _create(tmp_path, defn)
+    _wait_workers(_start_fake_workers(tmp_path, study_dir, 8, together=True,
+                                      FAKE_SLEEP="0.05", BENCH_SLOTS="0"))
+    p = _assert_exact_budget(study_dir)
+    _, trials = _trials(study_dir)
+    assert p["void"] == 0 and len(trials) == 24  # no duplicate, no lost, no extra trial
+    assert len(_assert_each_trial_ran_once(tmp_path, study_dir, 8)) >= 4
+    assert _most_at_once(trials) >= 4  # they did run at once
 
 
 def test_tickets_reissued_twice_at_once_run_once(tmp_path):
@@ -373,9 +450,10 @@ def test_two_real_workers_one_killed_mid_trial_then_rerun_export_and_final(tmp_p
         trials = _trials(study_dir)[1]
         if not any(t.state.name == "COMPLETE" for t in trials):
             continue
-        for t in trials:  # worker 1 mid-trial: one epoch reported, more to come
+        for t in trials:  # worker 1 mid-trial: an epoch reported, two or more to come
             owner = t.system_attrs.get(tune.OWNER) or {}
-            if t.state.name == "RUNNING" and owner.get("worker") == 1 and t.intermediate_values:
+            if (t.state.name == "RUNNING" and owner.get("worker") == 1 and t.intermediate_values
+                    and max(t.intermediate_values) <= defn["base"]["epochs"] - 2):
                 victim = t
     assert victim is not None, "worker 1 never got into a trial after one had finished"
     workers[1].send_signal(signal.SIGKILL)
@@ -389,6 +467,7 @@ def test_two_real_workers_one_killed_mid_trial_then_rerun_export_and_final(tmp_p
     _, trials = _trials(study_dir)
     lost = [t for t in trials if tune.is_void(t)]
     assert [(t.number, t.system_attrs[tune.VOID]) for t in lost] == [(victim.number, "lost")]
+    assert 1 <= len(lost[0].intermediate_values) < 4  # it was killed mid-trial
     retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
     assert retry[0].params == lost[0].params  # its budget retried with its parameters

@@ -1,0 +1,264 @@
+"""A throwaway single-node SLURM cluster on loopback, for tests/test_slurm.py.
+
+Everything lives in one folder: slurm.conf, the MUNGE key and socket, state, spool, pid and
+log files. Nothing under /etc, /run or /var is read or written, so a machine's own SLURM or
+MUNGE (if any) is left alone; the commands reach this cluster through `SLURM_CONF` (see
+`Cluster.env`). The daemons run in the foreground as children of the test and are stopped by
+pid (`Cluster.stop`), after every job of the cluster has been cancelled.
+
+The node is the machine itself: `CPUs` = the cores this process may use (`nproc`), so SLURM
+runs at most that many 1-CPU jobs at once (`select/cons_tres` with `CR_CPU`); memory is
+not a consumable resource and nothing is enforced (no cgroups: `proctrack/linuxproc`,
+`task/none`), so the node only has to admit the workflow's `--mem` requests. There is no
+accounting database (`accounting_storage/none`): `sacct` cannot answer, `squeue` can, for
+`MinJobAge` seconds after a job ends.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
+PARTITION = "debug"
+NODE = "localhost"
+PROBE = "probe"  # the name of the job `start` runs to check the cluster end to end
+MIN_JOB_AGE_S = 600  # how long squeue still lists a finished job (the plugin's status source)
+
+
+def missing_binaries() -> list[str]:
+    """The SLURM and MUNGE programs this cluster needs that are not installed."""
+    found = {n: _which(n) for n in DAEMONS + CLIENTS}
+    return [n for n, path in found.items() if path is None]
+
+
+def _which(name: str) -> str | None:
+    # the daemons live in /usr/sbin, which a non-root PATH may lack
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+SRUN = _which("srun")  # the real one, looked up before any test puts the shim on PATH
+
+
+def _free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports that are free now (all held open at once while picked)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _real_memory_mb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def short_dir(base: Path) -> Path:
+    """`base`, or a fresh folder in /tmp when `base` would make the MUNGE socket's path too
+    long for a Unix socket (108 bytes)."""
+    if len(str(base)) <= 60:
+        return base
+    return Path(tempfile.mkdtemp(prefix="slurm-", dir="/tmp"))
+
+
+@dataclass
+class Cluster:
+    root: Path
+    cpus: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "slurm.conf"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.root / "munge" / "munge.socket"
+
+    def env(self) -> dict[str, str]:
+        """What a client (sbatch, squeue, snakemake and its jobs) needs to reach this cluster.
+
+        Inside a job, the plugin's jobstep executor starts the rule with `srun` in an
+        environment stripped of every SLURM_* variable but the job's ids, SLURM_CONF too, so
+        that srun would look for /etc/slurm/slurm.conf; the `srun` first on PATH puts
+        SLURM_CONF back (a real cluster has its config where srun looks by default).
+        """
+        return {"SLURM_CONF": str(self.conf),
+                "PATH": f"{self.root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    # ---- configuration
+
+    def write_config(self) -> None:
+        user = getpass.getuser()
+        for d in ("munge", "state", "spool", "log", "run"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        (self.root / "munge").chmod(0o755)
+        key = self.root / "munge" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        shim = self.root / "bin" / "srun"
+        shim.parent.mkdir(exist_ok=True)
+        shim.write_text(f"#!/bin/sh\nexport SLURM_CONF={shlex.quote(str(self.conf))}\n"
+                        f"exec {shlex.quote(SRUN)} \"$@\"\n")
+        shim.chmod(0o755)
+        host = socket.gethostname().split(".")[0]
+        # memory is not consumable here; the node only has to admit the jobs' --mem requests
+        mem = max(_real_memory_mb() - 512, 8192)
+        r = self.root
+        ctld_port, slurmd_port = _free_ports(2)
+        self.conf.write_text(f"""\
+# generated by tests/slurm_cluster.py: one node on loopback, no accounting, no cgroups
+ClusterName=bench
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+SlurmUser={user}
+SlurmdUser={user}
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={self.munge_socket}
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool
+SlurmctldPidFile={r}/run/slurmctld.pid
+SlurmdPidFile={r}/run/slurmd.pid
+SlurmctldLogFile={r}/log/slurmctld.log
+SlurmdLogFile={r}/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SwitchType=switch/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SlurmdParameters=config_overrides
+ReturnToService=2
+MinJobAge={MIN_JOB_AGE_S}
+KillWait=5
+InactiveLimit=0
+SlurmdTimeout=60
+NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={host} CPUs={self.cpus} \
+Boards=1 SocketsPerBoard=1 CoresPerSocket={self.cpus} ThreadsPerCore=1 RealMemory={mem} \
+State=UNKNOWN
+PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
+""")
+
+    # ---- daemons
+
+    def _start(self, name: str, argv: list[str]) -> None:
+        log = open(self.root / "log" / f"{name}.out", "wb")
+        self.procs[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env()}, start_new_session=True,
+        )
+        log.close()
+
+    def start(self, timeout_s: float = 60) -> None:
+        """Start munged, slurmctld and slurmd; return once the node takes jobs."""
+        self.write_config()
+        m = self.root / "munge"
+        self._start("munged", [
+            _which("munged"), "--foreground", "--force", f"--socket={self.munge_socket}",
+            f"--key-file={m / 'munge.key'}", f"--pid-file={m / 'munged.pid'}",
+            f"--seed-file={m / 'munged.seed'}", f"--log-file={self.root / 'log/munged.log'}",
+        ])
+        self._wait(lambda: self.munge_socket.exists(), timeout_s, "munged")
+        self._start("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", str(self.conf)])
+        self._wait(lambda: self.run("scontrol", "ping").returncode == 0, timeout_s,
+                   "slurmctld")
+        self._start("slurmd", [_which("slurmd"), "-D", "-N", NODE, "-f", str(self.conf)])
+        self._wait(self.node_idle, timeout_s, "slurmd")
+        # one job end to end (MUNGE credentials, slurmstepd, srun in a job) before the real ones
+        job = self.run("sbatch", "--parsable", f"--job-name={PROBE}", "--time=1",
+                       f"--output={self.root / 'log' / 'probe.out'}", "--wrap", "srun true")
+        if job.returncode != 0:
+            raise RuntimeError(f"sbatch failed: {job.stderr}\n{self.logs()}")
+        jid = job.stdout.strip().split(";")[0]
+        states = lambda: {j["state"] for j in self.jobs() if j["id"] == jid}  # noqa: E731
+        self._wait(lambda: states() & {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
+                                       "NODE_FAIL"}, timeout_s, "a probe job")
+        if states() != {"COMPLETED"}:
+            raise RuntimeError(f"probe job {jid} ended {states()}\n{self.logs()}")
+
+    def _wait(self, ready, timeout_s: float, what: str) -> None:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited while waiting for {what}:\n"
+                                   + self.logs())
+            if ready():
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s:\n" + self.logs())
+
+    def node_idle(self) -> bool:
+        p = self.run("sinfo", "-h", "-N", "-o", "%T")
+        return p.returncode == 0 and p.stdout.strip().rstrip("*") in ("idle", "mixed")
+
+    def run(self, cmd: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        """A SLURM client command against this cluster."""
+        return subprocess.run([_which(cmd), *args], env={**os.environ, **self.env()},
+                              capture_output=True, text=True, timeout=timeout)
+
+    def jobs(self) -> list[dict]:
+        """Every job squeue still knows (finished ones for `MinJobAge` s): id, name, state,
+        CPUs, comment (the plugin writes `rule_<rule>_wildcards_...` there), start and end."""
+        keys = ("id", "name", "state", "cpus", "comment", "start", "end")
+        p = self.run("squeue", "-h", "--states=all", "-o", "%i|%j|%T|%C|%k|%S|%e")
+        if p.returncode != 0:
+            raise RuntimeError(f"squeue failed: {p.stderr}")
+        return [dict(zip(keys, line.split("|"), strict=True))
+                for line in p.stdout.splitlines() if line.strip()]
+
+    def logs(self, tail: int = 3000) -> str:
+        out = []
+        for f in sorted((self.root / "log").glob("*")):
+            text = f.read_text(errors="replace")[-tail:]
+            out.append(f"--- {f.name}\n{text}")
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        """Cancel every job, then stop slurmd, slurmctld and munged by pid (in that order)."""
+        if self.procs.get("slurmctld") and self.procs["slurmctld"].poll() is None:
+            try:
+                self.run("scancel", "--full", f"--partition={PARTITION}", timeout=15)
+                end = time.monotonic() + 20
+                while time.monotonic() < end and any(
+                    j["state"] in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING")
+                    for j in self.jobs()
+                ):
+                    time.sleep(0.5)
+            except (OSError, RuntimeError, subprocess.TimeoutExpired):
+                pass
+        for name in ("slurmd", "slurmctld", "munged"):
+            p = self.procs.pop(name, None)
+            if p is None or p.poll() is not None:
+                continue
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)

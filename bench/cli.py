@@ -218,7 +218,8 @@ def _run_specs(specs: list[S.RunSpec], out_dir: Path, a) -> int:
             continue
         stale = remove_stale_temps(path)
         print(f"[{i}/{len(specs)}] {spec.run_id}: running"
-              + (" (unreadable record replaced)" if path.exists() else "")
+              + (" (unreadable record replaced)" if old is None and path.exists() else "")
+              + (f" (retrying status {old['status']})" if old else "")
               + (f" ({stale} partial write(s) removed)" if stale else ""),
               file=sys.stderr, flush=True)
         record = _execute(spec, a, cache)

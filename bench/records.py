@@ -6,10 +6,14 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 
 FINAL_STATUSES = ("ok", "diverged", "oom", "pruned")
 STATUSES = (*FINAL_STATUSES, "error")
+
+
+_PROCESS_START = time.time()
 
 
 class RecordWriteError(OSError):
@@ -67,14 +71,17 @@ def remove_stale_temps(path: str | Path) -> int:
     """Delete temporary files a killed writer of `path` left behind; returns how many.
 
     Call it only when about to write `path` yourself: they are never read as records, but
-    without this every killed write would leave one for good.
+    without this every killed write would leave one for good. Only files older than this
+    process count: a write takes milliseconds, so those writers are dead, while a newer file
+    may belong to a duplicate job still writing (an orphan of a killed Snakemake).
     """
     path = Path(path)
     n = 0
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         try:
-            tmp.unlink()
-            n += 1
+            if tmp.stat().st_mtime < _PROCESS_START:
+                tmp.unlink()
+                n += 1
         except OSError:
             pass
     return n

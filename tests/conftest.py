@@ -91,26 +91,24 @@ def writes_denied(directory: Path):
     Root ignores permission bits, so as root the directory is made immutable (chattr +i);
     skips when neither way is enforced here.
     """
+    mode = directory.stat().st_mode & 0o7777
     if os.geteuid() == 0:
-        undo = ["chattr", "-i", str(directory)]
-        ok = shutil.which("chattr") and subprocess.run(
+        immutable = bool(shutil.which("chattr")) and subprocess.run(
             ["chattr", "+i", str(directory)], capture_output=True).returncode == 0
     else:
         os.chmod(directory, 0o555)
-        undo, ok = None, True
+        immutable = False
     try:
         probe = directory / ".probe"
         try:
             probe.touch()
-            probe.unlink()
-            ok = False
         except OSError:
             pass
-        if not ok:
+        else:
+            probe.unlink()
             pytest.skip("cannot deny writes to a directory on this machine")
         yield
     finally:
-        if undo:
-            subprocess.run(undo, capture_output=True)
-        else:
-            os.chmod(directory, 0o755)
+        if immutable:
+            subprocess.run(["chattr", "-i", str(directory)], capture_output=True)
+        os.chmod(directory, mode)

@@ -33,7 +33,7 @@ CLIENTS = ("sbatch", "squeue", "sinfo", "scontrol", "scancel", "srun")
 PARTITION = "debug"
 NODE = "localhost"
 PROBE = "probe"  # the name of the job `start` runs to check the cluster end to end
-MIN_JOB_AGE_S = 600  # how long squeue still lists a finished job (the plugin's status source)
+MIN_JOB_AGE_S = 3600 # how long squeue still lists a finished job (the plugin's status source)
 
 
 def missing_binaries() -> list[str]:

@@ -1,6 +1,7 @@
 """bench.records: atomic record writes and reads that never return half a record."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,10 +119,15 @@ def test_disk_full_mid_write_keeps_the_old_record(tmp_path):
 
 def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
     path = tmp_path / "r.json"
-    (tmp_path / ".r.json.k1ll3d.tmp").write_text('{"run_id": "x", "sta')
+    dead = tmp_path / ".r.json.k1ll3d.tmp"
+    dead.write_text('{"run_id": "x", "sta')
+    os.utime(dead, (R._PROCESS_START - 5, R._PROCESS_START - 5))  # written before we started
+    (tmp_path / ".r.json.writing.tmp").write_text("")  # a live duplicate writer's, just now
     (tmp_path / ".other.json.abc.tmp").write_text("")
+    os.utime(tmp_path / ".other.json.abc.tmp", (0, 0))
     assert R.remove_stale_temps(path) == 1
-    assert _leftovers(tmp_path) == [".other.json.abc.tmp"]  # another run's write is left alone
+    # Another run's write, and a write newer than this process, are left alone.
+    assert _leftovers(tmp_path) == [".other.json.abc.tmp", ".r.json.writing.tmp"]
 
 
 def test_parent_is_a_file_raises_record_write_error(tmp_path):

@@ -11,14 +11,13 @@ import threadpoolctl
 
 tf = pytest.importorskip("tensorflow")
 
+from backend_reference import fake_data, reference_update  # noqa: E402
+
 from bench import tf_backend as B  # noqa: E402
 from bench.init import init_weights  # noqa: E402
 from bench.spec import (  # noqa: E402
-    ADAM_BETAS,
-    EPSILON,
     FAMILIES,
     OPTIMIZERS,
-    RMSPROP_RHO,
     RunSpec,
     SpecError,
     param_count,
@@ -40,25 +39,6 @@ def _setup():
 
 def make_spec(family="cnn", dataset="digits", size="xs", **kw) -> RunSpec:
     return RunSpec.create(family=family, framework="tf", dataset=dataset, size=size, **kw)
-
-
-def fake_data(spec: RunSpec, n: int, seed: int = 0):
-    """Random inputs of the dataset's layout and a label the inputs determine.
-
-    Label: whether the first half of the sequence (rows) outweighs the second; for tokens
-    (drawn from 20 ids, so each is seen often), whether the first token is below 10.
-    """
-    info, rng = spec.info, np.random.default_rng(seed)
-    if info.kind == "tokens":
-        x = rng.integers(0, 20, size=(n, *info.shape))
-        y = x[:, 0] < 10
-    else:
-        x = rng.standard_normal((n, *info.shape)).astype(np.float32)
-        half = info.shape[0] // 2
-        y = x[:, :half].sum(axis=tuple(range(1, x.ndim))) > x[:, half:].sum(
-            axis=tuple(range(1, x.ndim))
-        )
-    return x, y.astype(np.int64)
 
 
 @pytest.mark.parametrize("batchnorm", [False, True])
@@ -136,28 +116,6 @@ def test_every_optimizer_reduces_loss(optimizer):
     assert trainer.evaluate(xd, yd, 256)[0] < 0.7 * loss0
 
 
-def _reference(name: str, grads, lrs, p0):
-    """The update rules of bench.spec (torch's), in numpy."""
-    p, m, v = p0.astype(np.float64), 0.0, 0.0
-    b1, b2 = ADAM_BETAS
-    for t, (g, lr) in enumerate(zip(grads, lrs, strict=True), 1):
-        if name == "sgd":
-            p = p - lr * g
-        elif name in ("momentum", "nesterov"):
-            m = 0.9 * m + g
-            p = p - lr * (g + 0.9 * m if name == "nesterov" else m)
-        elif name == "rmsprop":
-            v = RMSPROP_RHO * v + (1 - RMSPROP_RHO) * g**2
-            p = p - lr * g / (np.sqrt(v) + EPSILON)
-        elif name in ("adam", "adamw"):  # adamw's decay is the Trainer's, tested below
-            m = b1 * m + (1 - b1) * g
-            v = b2 * v + (1 - b2) * g**2
-            p = p - lr / (1 - b1**t) * m / (np.sqrt(v) / np.sqrt(1 - b2**t) + EPSILON)
-        else:
-            raise NotImplementedError(f"no reference update rule for optimizer {name!r}")
-    return p
-
-
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_optimizer_update_rules(optimizer):
     """A changing lr exposes Keras's momentum form; gradients near eps expose its eps placement."""
@@ -172,7 +130,7 @@ def test_optimizer_update_rules(optimizer):
     for g, lr in zip(grads, lrs, strict=True):
         opt.learning_rate.assign(lr)
         opt.apply([tf.constant(g)], [var])
-    want = _reference(optimizer, grads, lrs, p0) - p0
+    want = reference_update(optimizer, grads, lrs, p0) - p0
     np.testing.assert_allclose(var.numpy() - p0, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
 
 

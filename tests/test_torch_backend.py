@@ -17,17 +17,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from backend_reference import fake_data, reference_update  # noqa: E402
+
 from bench import torch_backend as B  # noqa: E402
 from bench.init import init_weights  # noqa: E402
 from bench.spec import (  # noqa: E402
-    ADAM_BETAS,
     BATCHNORM_EPS,
     BATCHNORM_MOMENTUM,
-    EPSILON,
     FAMILIES,
     LAYERNORM_EPS,
     OPTIMIZERS,
-    RMSPROP_RHO,
     RunSpec,
     SpecError,
     cnn_geometry,
@@ -47,24 +46,6 @@ def _setup():
 
 def make_spec(family="cnn", dataset="digits", size="xs", **kw) -> RunSpec:
     return RunSpec.create(family=family, framework="torch", dataset=dataset, size=size, **kw)
-
-
-def fake_data(spec: RunSpec, n: int, seed: int = 0):
-    """Random inputs of the dataset's layout and a label the inputs determine.
-
-    Label: whether the first half of the sequence (rows) outweighs the second; for tokens
-    (drawn from 20 ids, so each is seen often), whether the first token is below 10.
-    """
-    info, rng = spec.info, np.random.default_rng(seed)
-    if info.kind == "tokens":
-        x = rng.integers(0, 20, size=(n, *info.shape))
-        y = x[:, 0] < 10
-    else:
-        x = rng.standard_normal((n, *info.shape)).astype(np.float32)
-        half = info.shape[0] // 2
-        axes = tuple(range(1, x.ndim))
-        y = x[:, :half].sum(axis=axes) > x[:, half:].sum(axis=axes)
-    return x, y.astype(np.int64)
 
 
 def random_weights(spec: RunSpec, seed: int = 1) -> list[np.ndarray]:
@@ -335,26 +316,6 @@ def test_every_optimizer_reduces_loss(optimizer):
     assert trainer.evaluate(xd, yd, 256)[0] < 0.7 * loss0
 
 
-def _reference(name: str, grads, lrs, p0):
-    """The update rules of bench.spec, in numpy."""
-    p, m, v = p0.astype(np.float64), 0.0, 0.0
-    b1, b2 = ADAM_BETAS
-    for t, (g, lr) in enumerate(zip(grads, lrs, strict=True), 1):
-        if name == "sgd":
-            p = p - lr * g
-        elif name in ("momentum", "nesterov"):
-            m = 0.9 * m + g
-            p = p - lr * (g + 0.9 * m if name == "nesterov" else m)
-        elif name == "rmsprop":
-            v = RMSPROP_RHO * v + (1 - RMSPROP_RHO) * g**2
-            p = p - lr * g / (np.sqrt(v) + EPSILON)
-        else:
-            m = b1 * m + (1 - b1) * g
-            v = b2 * v + (1 - b2) * g**2
-            p = p - lr / (1 - b1**t) * m / (np.sqrt(v) / np.sqrt(1 - b2**t) + EPSILON)
-    return p
-
-
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "rmsprop", "adam"])
 def test_optimizer_update_rules(optimizer):
     """Changing lr and gradients near eps: the spec's formulas, step by step."""
@@ -370,7 +331,7 @@ def test_optimizer_update_rules(optimizer):
         for group in opt.param_groups:
             group["lr"] = lr
         opt.step()
-    want = _reference(optimizer, grads, lrs, p0) - p0
+    want = reference_update(optimizer, grads, lrs, p0) - p0
     got = p.detach().numpy() - p0
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
 

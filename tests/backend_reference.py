@@ -1,0 +1,50 @@
+"""Framework-neutral references the per-framework backend tests share.
+
+numpy only: each backend's tests run in a process of their own framework and import this.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.spec import ADAM_BETAS, EPSILON, RMSPROP_RHO, RunSpec
+
+
+def fake_data(spec: RunSpec, n: int, seed: int = 0):
+    """Random inputs of the dataset's layout and a label the inputs determine.
+
+    Label: whether the first half of the sequence (rows) outweighs the second; for tokens
+    (drawn from 20 ids, so each is seen often), whether the first token is below 10.
+    """
+    info, rng = spec.info, np.random.default_rng(seed)
+    if info.kind == "tokens":
+        x = rng.integers(0, 20, size=(n, *info.shape))
+        y = x[:, 0] < 10
+    else:
+        x = rng.standard_normal((n, *info.shape)).astype(np.float32)
+        half = info.shape[0] // 2
+        axes = tuple(range(1, x.ndim))
+        y = x[:, :half].sum(axis=axes) > x[:, half:].sum(axis=axes)
+    return x, y.astype(np.int64)
+
+
+def reference_update(name: str, grads, lrs, p0):
+    """The update rules of bench.spec, in numpy: p0 after one step per (gradient, lr)."""
+    p, m, v = p0.astype(np.float64), 0.0, 0.0
+    b1, b2 = ADAM_BETAS
+    for t, (g, lr) in enumerate(zip(grads, lrs, strict=True), 1):
+        if name == "sgd":
+            p = p - lr * g
+        elif name in ("momentum", "nesterov"):
+            m = 0.9 * m + g
+            p = p - lr * (g + 0.9 * m if name == "nesterov" else m)
+        elif name == "rmsprop":
+            v = RMSPROP_RHO * v + (1 - RMSPROP_RHO) * g**2
+            p = p - lr * g / (np.sqrt(v) + EPSILON)
+        elif name in ("adam", "adamw"):  # adamw's decay is the Trainer's, tested apart
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g**2
+            p = p - lr / (1 - b1**t) * m / (np.sqrt(v) / np.sqrt(1 - b2**t) + EPSILON)
+        else:
+            raise NotImplementedError(f"no reference update rule for optimizer {name!r}")
+    return p

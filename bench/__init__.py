@@ -4,6 +4,9 @@
 measure, records, train, aggregate, report) import neither torch nor tensorflow.
 """
 
-# 0.2.0: train accuracy on a test-sized subset, shorter inference blocks (records of 0.1.0
-# scored the whole training set); the record's bench_version tells them apart.
-__version__ = "0.2.0"
+# The one version number (pyproject.toml reads it). It changes whenever what a record means
+# changes; run-batch redoes, and aggregate refuses, records of another version.
+# 0.2.0: train accuracy on a test-sized subset, shorter inference blocks.
+# 0.3.0: runs stop at a validation plateau and are tested at the best validation epoch's
+#        weights; model memory above the pre-build baseline; warm-up of the runtime first.
+__version__ = "0.3.0"

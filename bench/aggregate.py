@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import __version__
 from .records import read_record
 
 # Columns first in the table, in this order; the rest follow alphabetically.
@@ -27,15 +28,27 @@ def flatten(record: dict, prefix: str = "") -> dict:
     return row
 
 
+class MixedProtocols(ValueError):
+    """Records written by another bench version: their numbers mean something else."""
+
+
 def collect(run_ids: list[str], runs_dir: str | Path) -> tuple[list[dict], list[str]]:
-    """Records of `run_ids`; ids whose record is missing or unreadable are returned apart."""
+    """Records of `run_ids`; ids whose record is missing or unreadable are returned apart.
+
+    A record of another bench version is refused: the table never mixes protocols.
+    """
     rows, missing = [], []
     for rid in run_ids:
         rec = read_record(Path(runs_dir) / f"{rid}.json")
         if rec is None:
             missing.append(rid)
-        else:
-            rows.append(flatten(rec))
+            continue
+        if rec.get("bench_version") != __version__:
+            raise MixedProtocols(
+                f"{Path(runs_dir) / (rid + '.json')} was recorded by bench "
+                f"{rec.get('bench_version')}, this is {__version__}: rerun its job "
+                f"(snakemake --forcerun train_batch tune_final; run-batch redoes such records)")
+        rows.append(flatten(rec))
     return rows, missing
 
 
@@ -59,11 +72,19 @@ def write_table(rows: list[dict], csv_path: str | Path, parquet_path: str | Path
         ptmp.replace(parquet_path)
 
 
-def main(batch_files: list[str], runs_dir: str, csv_path: str, parquet_path: str | None) -> int:
+def main(batch_files: list[str], runs_dir: str, csv_path: str, parquet_path: str | None,
+         lr_selections: list[str] | None = None) -> int:
+    from .lr_select import load_roles, roles
+    from .spec import SpecError
+
     ids: dict[str, None] = {}
     for f in batch_files:
         ids.update(dict.fromkeys(json.loads(Path(f).read_text())))
-    rows, missing = collect(list(ids), runs_dir)
+    try:
+        rows, missing = collect(list(ids), runs_dir)
+    except MixedProtocols as e:
+        raise SpecError(str(e)) from None
+    roles(rows, load_roles(lr_selections or []))
     if missing:
         print(f"warning: {len(missing)} run record(s) missing or unreadable, e.g. {missing[0]}",
               file=sys.stderr)

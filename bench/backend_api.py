@@ -11,6 +11,9 @@ Each backend module exposes the same names:
     build(spec) -> model                         the model for RunSpec `spec`, initialised
                                                  from bench.init.init_weights(spec)
     n_params(model) -> int                       trainable parameters
+    snapshot(model) -> state; restore(model, state)   copy / put back every variable
+                                                 (weights and normalisation statistics):
+                                                 the loop tests the best validation epoch
     get_weights(model) -> list[np.ndarray]       canonical layout/order (spec.weight_shapes)
     set_weights(model, list[np.ndarray])
     to_device(array) -> tensor                   one whole split, kept on the device

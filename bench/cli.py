@@ -52,7 +52,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batchnorm", action="store_true", default=None, help="add batch norm")
     g.add_argument("--lr-schedule", choices=S.LR_SCHEDULES,
                    help="none, step or cosine (presets lr_step, lr_decay)")
-    g.add_argument("--patience", type=int, help="early-stopping patience in epochs (early_stop: 3)")
+    g.add_argument("--patience", type=int,
+                   help="stop when the smoothed validation accuracy has not improved for this "
+                        "many epochs (0: train all --epochs; early_stop: 3)")
+    g.add_argument("--min-epochs", type=int, default=1, help="never stop before this epoch")
+    g.add_argument("--lr-warmup", type=int, default=0,
+                   help="optimizer steps of linear learning-rate warm-up (default 0)")
     g = p.add_argument_group("execution and measurement")
     g.add_argument("--device", default="cpu", choices=S.DEVICES)
     g.add_argument("--threads", type=int, default=1, help="intra-op threads (inter-op is 1)")
@@ -87,9 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--specs", required=True, help="JSON list of RunSpec dicts, or @file")
     b.add_argument("--out-dir", required=True, help="records go to OUT_DIR/<run_id>.json")
     b.add_argument("--done", help="write this JSON list of run ids when the batch is through")
+    b.add_argument("--lr-from", help="a learning-rate selection file (select-lr): each run "
+                                     "takes the rate chosen for its family/dataset/size/optimizer")
     _add_io_options(b)
+    sel = sub.add_parser("select-lr", help="learning-rate grid batches -> the rate chosen on "
+                                           "validation for every family/dataset/size/optimizer")
+    sel.add_argument("batches", nargs="+", help="grid batch files written by run-batch --done")
+    sel.add_argument("--runs-dir", default="results/runs")
+    sel.add_argument("--out", required=True,
+                     help="selection file, e.g. results/lr/cnn-mnist1d.json")
+    sel.add_argument("--race", action="store_true",
+                     help="the grid was a short race: its runs are not study runs")
     g = sub.add_parser("aggregate", help="records of finished batches -> summary CSV + parquet")
     g.add_argument("batches", nargs="+", help="batch files written by run-batch --done")
+    g.add_argument("--lr-selections", nargs="*", default=[],
+                   help="selection files: mark each run's lr_role (chosen / grid)")
     g.add_argument("--runs-dir", default="results/runs")
     g.add_argument("--csv", default="results/summary.csv")
     g.add_argument("--parquet", default="results/summary.parquet")
@@ -103,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _spec_from_args(a) -> S.RunSpec:
     keys = ["family", "framework", "dataset", "size", "optimizer", "lr", "batch_size", "epochs",
             "max_steps", "seed", "l2", "weight_decay", "dropout", "batchnorm", "lr_schedule",
-            "patience", "device", "threads", "compile", "warmup_steps", "block_steps",
-            "block_seconds"]
+            "patience", "min_epochs", "lr_warmup", "device", "threads", "compile",
+            "warmup_steps", "block_steps", "block_seconds"]
     return S.RunSpec.create(regulariser=a.regulariser, **{k: getattr(a, k) for k in keys})
 
 
@@ -148,12 +165,20 @@ def _execute(spec: S.RunSpec, a, data_cache: dict) -> dict:
     try:
         if spec.dataset not in data_cache:
             data_cache[spec.dataset] = load(spec.dataset, a.data_dir, a.allow_pickle)
+        if not data_cache.get("warm"):
+            # The first run of a process would otherwise pay (and count as its own memory)
+            # the runtime's lazy start-up: kernel libraries, thread pools, first traces.
+            train.warm_up(spec, data_cache[spec.dataset], backend)
+            data_cache["warm"] = True
         return train.run(spec, data_cache[spec.dataset], backend, mem_limit_mb=a.mem_limit_mb)
     except S.SpecError:
         raise
     except Exception as e:  # noqa: BLE001 - recorded, so a batch keeps its other runs
         traceback.print_exc()
+        from . import __version__
+
         return {"run_id": spec.run_id, **spec.to_dict(), "status": "error",
+                "bench_version": __version__,
                 "message": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]}
 
 
@@ -185,6 +210,11 @@ def cmd_run_batch(a) -> int:
     if not isinstance(items, list) or not items:
         raise S.SpecError("--specs must be a non-empty JSON list of run specs")
     specs = [S.RunSpec.from_dict(d) for d in items]
+    if a.lr_from:
+        from .lr_select import load_choices, resolve
+
+        choices = load_choices(a.lr_from)
+        specs = [resolve(s, choices, a.lr_from) for s in specs]
     if len({s.framework for s in specs}) > 1:
         raise S.SpecError("a batch must hold one framework (one framework per process)")
     if len({s.threads for s in specs}) > 1:
@@ -206,6 +236,7 @@ def cmd_run_batch(a) -> int:
 
 
 def _run_specs(specs: list[S.RunSpec], out_dir: Path, a) -> int:
+    from . import __version__
     from .records import FINAL_STATUSES, read_record, remove_stale_temps, write_json_atomic
 
     cache: dict = {}
@@ -213,13 +244,16 @@ def _run_specs(specs: list[S.RunSpec], out_dir: Path, a) -> int:
     for i, spec in enumerate(specs, 1):
         path = out_dir / f"{spec.run_id}.json"
         old = read_record(path)
-        if old and old.get("status") in FINAL_STATUSES:
+        outdated = old is not None and old.get("bench_version") != __version__
+        if old and old.get("status") in FINAL_STATUSES and not outdated:
             print(f"[{i}/{len(specs)}] {spec.run_id}: kept ({old['status']})", file=sys.stderr)
             continue
         stale = remove_stale_temps(path)
         print(f"[{i}/{len(specs)}] {spec.run_id}: running"
               + (" (unreadable record replaced)" if old is None and path.exists() else "")
-              + (f" (retrying status {old['status']})" if old else "")
+              + (f" (record of bench {old.get('bench_version')} redone: this is "
+                 f"{__version__}, which measures differently)" if outdated else
+                 f" (retrying status {old['status']})" if old else "")
               + (f" ({stale} partial write(s) removed)" if stale else ""),
               file=sys.stderr, flush=True)
         record = _execute(spec, a, cache)
@@ -242,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.verb == "aggregate":
             from . import aggregate
 
-            return aggregate.main(a.batches, a.runs_dir, a.csv, a.parquet)
+            return aggregate.main(a.batches, a.runs_dir, a.csv, a.parquet, a.lr_selections)
+        if a.verb == "select-lr":
+            from .lr_select import select_main
+
+            return select_main(a.batches, a.runs_dir, a.out, a.race)
         if getattr(a, "func", None):
             return a.func(a)
     except (S.SpecError, RecordWriteError) as e:

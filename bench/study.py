@@ -7,6 +7,19 @@ Designs:
 - ``grid``: every family x framework x dataset x size x optimizer x regulariser x seed.
 - ``centre``: the scale sweep (every size) at the centre optimizer/regulariser, plus the
   optimizer x regulariser sweep at the centre size; far fewer runs for the same questions.
+
+Learning rates (``lr_grid``): every (family, dataset, size, optimizer) is a *unit* whose
+learning rate is chosen on validation before its seeds run. `lr_grid_runs` lists the grid
+(the optimizer's lr times each multiplier, regulariser none, the first seed in the first
+framework); `bench.lr_select` picks the best; the study's own runs (`plan`) then take the chosen
+rate in place of the optimizer's lr. The grid run at the chosen rate is one of those runs,
+so the grid costs len(lr_grid) - 1 extra runs per unit. With ``lr_race_epochs: N`` the
+grid is a race instead: every rate trains N epochs, the best validation accuracy so far
+wins, and the winner's runs all train afresh (k x N epochs per unit in all).
+
+Seeds: framework k runs seed + k * framework_seed_stride, so that the frameworks' accuracy
+runs are independent draws that may be pooled (the parity test shows the same seed gives
+the same losses in both), while throughput and memory stay per framework.
 """
 
 from __future__ import annotations
@@ -14,16 +27,29 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from .spec import RunSpec, SpecError, size_of
+from .spec import RunSpec, SpecError, parse_regulariser, size_of
 
 
 @dataclass(frozen=True)
 class Batch:
-    """One job: runs of one framework, executed in one process to amortise its import."""
+    """One job: runs of one framework, executed in one process to amortise its import.
+
+    `choose_lr`: its runs take the learning rate chosen for their unit (from the selection
+    file of their family and dataset) in place of the one in the spec.
+    """
 
     name: str
     framework: str
     specs: tuple[RunSpec, ...]
+    choose_lr: bool = False
+
+    @property
+    def family(self) -> str:
+        return self.specs[0].family
+
+    @property
+    def dataset(self) -> str:
+        return self.specs[0].dataset
 
 
 def _optimizer_settings(study: dict, name: str) -> dict:
@@ -33,52 +59,141 @@ def _optimizer_settings(study: dict, name: str) -> dict:
     return dict(table[name] or {})
 
 
-def plan(config: dict) -> list[RunSpec]:
-    """Every run the study asks for, deduplicated, in a stable order."""
+def sizes_of(study: dict, family: str) -> list[str]:
+    """The sizes a family runs at: `family_sizes` where given, else `sizes`."""
+    return list((study.get("family_sizes") or {}).get(family) or study["sizes"])
+
+
+def _common(config: dict, family: str) -> dict:
     st = config["study"]
     common = {
         "batch_size": st["batch_size"],
         "epochs": st["epochs"],
         "max_steps": st.get("max_steps", 0),
+        "patience": st.get("patience", 0),
+        "min_epochs": st.get("min_epochs", 1),
         "device": config.get("device", "cpu"),
         "threads": config.get("threads", 1),
         "compile": config.get("compile", False),
         **config.get("measure", {}),
     }
+    common.update((st.get("family_settings") or {}).get(family) or {})
+    common["min_epochs"] = min(common["min_epochs"], common["epochs"])
+    return common
+
+
+def _spec(config: dict, family, framework, dataset, size, optimizer, regulariser, seed,
+          **over) -> RunSpec:
+    st = config["study"]
+    try:
+        size_of(family, size)
+    except SpecError as e:
+        raise SpecError(f"study.sizes: {e}") from None
+    settings = {**_common(config, family), **_optimizer_settings(st, optimizer), **over}
+    preset = parse_regulariser(regulariser)[1]
+    if "patience" in preset:
+        settings.pop("patience")  # early_stop's own patience wins over the study's
+    if preset.get("lr_schedule", "none") != "none":
+        # A schedule is laid out over the run's planned steps; stopped at a plateau, its
+        # decay would mostly never happen. Such runs train their whole `epochs`.
+        settings["patience"] = 0
+    return RunSpec.create(family=family, framework=framework, dataset=dataset, size=size,
+                          optimizer=optimizer, regulariser=regulariser, seed=seed, **settings)
+
+
+def plan(config: dict) -> list[RunSpec]:
+    """Every run the study asks for, deduplicated, in a stable order.
+
+    With an `lr_grid`, each spec's lr is its optimizer's; the job replaces it with the rate
+    chosen for its unit (`bench.lr_select`).
+    """
+    st = config["study"]
+    stride = st.get("framework_seed_stride", 0)
     cells: list[tuple] = []  # (family, framework, dataset, size, optimizer, regulariser, seed)
-    axes = (st["families"], st["frameworks"], st["datasets"])
-    if st["design"] == "grid":
-        for f, fw, d in itertools.product(*axes):
+    if st["design"] == "centre":
+        _optimizer_settings(st, st["centre"]["optimizer"])
+    sweep = st.get("sweep_families") or st["families"]
+    for f, (k, fw), d in itertools.product(st["families"], enumerate(st["frameworks"]),
+                                           st["datasets"]):
+        seeds = [s + k * stride for s in st["seeds"]]
+        if st["design"] == "grid":
             for size, opt, reg, seed in itertools.product(
-                st["sizes"], st["optimizers"], st["regularisers"], st["seeds"]
+                sizes_of(st, f), st["optimizers"], st["regularisers"], seeds
             ):
                 cells.append((f, fw, d, size, opt, reg, seed))
-    else:
+            continue
         c = st["centre"]
-        _optimizer_settings(st, c["optimizer"])
-        for f, fw, d in itertools.product(*axes):
-            for size, seed in itertools.product(st["sizes"], st["seeds"]):
-                cells.append((f, fw, d, size, c["optimizer"], c["regulariser"], seed))
+        for size, seed in itertools.product(sizes_of(st, f), seeds):
+            cells.append((f, fw, d, size, c["optimizer"], c["regulariser"], seed))
+        if f in sweep:
             for opt, reg, seed in itertools.product(
-                st["optimizers"], st["regularisers"], st["seeds"]
+                st["optimizers"], st["regularisers"], seeds
             ):
                 cells.append((f, fw, d, c["size"], opt, reg, seed))
     specs: dict[str, RunSpec] = {}
-    for f, fw, d, size, opt, reg, seed in cells:
-        try:
-            size_of(f, size)
-        except SpecError as e:
-            raise SpecError(f"study.sizes: {e}") from None
-        settings = {**common, **_optimizer_settings(st, opt)}
-        s = RunSpec.create(family=f, framework=fw, dataset=d, size=size, optimizer=opt,
-                           regulariser=reg, seed=seed, **settings)
+    for cell in cells:
+        s = _spec(config, *cell)
         specs.setdefault(s.run_id, s)
     if not specs:
         raise SpecError("the study is empty: every list in `study` needs at least one entry")
     return list(specs.values())
 
 
-def batches(specs: list[RunSpec], runs_per_job: int) -> list[Batch]:
+def lr_multipliers(config: dict) -> list[float]:
+    return [float(m) for m in config["study"].get("lr_grid") or [1.0]]
+
+
+def choosing_lr(config: dict) -> bool:
+    return lr_multipliers(config) != [1.0]
+
+
+def lr_grid_runs(config: dict, specs: list[RunSpec]) -> list[RunSpec]:
+    """The learning-rate grid of every unit (family, dataset, size, optimizer) in `specs`.
+
+    One seed (the study's first) in one framework (the first): the frameworks compute the
+    same function from the same initial weights (tests/test_parity.py), so one grid serves
+    both, and the other seeds are not spent on rates that lose.
+    """
+    if not choosing_lr(config):
+        return []
+    st = config["study"]
+    fw, seed = st["frameworks"][0], st["seeds"][0]
+    race = race_epochs(config)
+    units = dict.fromkeys(unit_of(s) for s in specs)
+    out: dict[str, RunSpec] = {}
+    for family, dataset, size, optimizer in units:
+        base = _optimizer_settings(st, optimizer)["lr"]
+        for m in lr_multipliers(config):
+            over = {"lr": grid_lr(base, m)}
+            if race:  # a race: every rate for `race` epochs, the winner then trains in full
+                common = _common(config, family)
+                over.update(epochs=min(race, common["epochs"]), patience=0,
+                            min_epochs=min(race, common["min_epochs"]))
+            s = _spec(config, family, fw, dataset, size, optimizer, "none", seed, **over)
+            out.setdefault(s.run_id, s)
+    return list(out.values())
+
+
+def race_epochs(config: dict) -> int:
+    """Epochs of the learning-rate race; 0 when the grid trains to convergence (a race as
+    long as the runs themselves is no race)."""
+    st = config["study"]
+    race = st.get("lr_race_epochs", 0)
+    return race if 0 < race < st["epochs"] else 0
+
+
+def grid_lr(base: float, multiplier: float) -> float:
+    """base x multiplier, rounded to 6 significant digits so that ids stay readable."""
+    return float(f"{base * multiplier:.6g}")
+
+
+def unit_of(spec: RunSpec) -> tuple[str, str, str, str]:
+    """What a learning rate is chosen for: (family, dataset, size, optimizer)."""
+    return (spec.family, spec.dataset, spec.size, spec.optimizer)
+
+
+def batches(specs: list[RunSpec], runs_per_job: int, prefix: str = "",
+            choose_lr: bool = False) -> list[Batch]:
     """Group runs by framework, family and dataset, then chunk them into jobs.
 
     One job loads its framework and dataset once; chunks keep jobs short enough to spread
@@ -90,9 +205,26 @@ def batches(specs: list[RunSpec], runs_per_job: int) -> list[Batch]:
         groups.setdefault((s.framework, s.family, s.dataset, s.threads), []).append(s)
     out = []
     for (fw, fam, ds, threads), members in sorted(groups.items()):
+        # Longest runs first in each job, so that two jobs sharing two cores end together.
+        members = sorted(members, key=lambda s: -_cost(s))
         n_chunks = -(-len(members) // runs_per_job)
         for k in range(n_chunks):
             chunk = members[k::n_chunks]  # interleave so each chunk mixes sizes evenly
             tag = "" if threads == 1 else f"-t{threads}"
-            out.append(Batch(f"{fw}-{fam}-{ds}{tag}-{k + 1}of{n_chunks}", fw, tuple(chunk)))
+            out.append(Batch(f"{prefix}{fw}-{fam}-{ds}{tag}-{k + 1}of{n_chunks}", fw,
+                             tuple(chunk), choose_lr))
     return out
+
+
+def _cost(spec: RunSpec) -> float:
+    from .spec import flops_per_sample
+
+    return flops_per_sample(spec.family, spec.size, spec.dataset)
+
+
+def jobs(config: dict) -> tuple[list[Batch], list[Batch]]:
+    """(learning-rate grid jobs, study jobs) of a config: what the workflow schedules."""
+    specs = plan(config)
+    rpj = config["runs_per_job"]
+    grid = batches(lr_grid_runs(config, specs), rpj, prefix="lr-")
+    return grid, batches(specs, rpj, choose_lr=choosing_lr(config))

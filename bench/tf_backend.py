@@ -39,6 +39,7 @@ from .spec import (  # noqa: E402
     RunSpec,
     SpecError,
     cnn_geometry,
+    transformer_tokens,
     weight_shapes,
 )
 
@@ -227,7 +228,7 @@ def _transformer(spec: RunSpec, x, drop):
     if info.kind == "tokens":
         x = layers.Embedding(info.vocab, a.d_model, name="embed")(x)
     else:
-        x = layers.Dense(a.d_model, name="proj")(_as_sequence(spec, x))
+        x = layers.Dense(a.d_model, name="proj")(layers.Reshape(transformer_tokens(info))(x))
     x = PositionalEncoding(x.shape[1], a.d_model)(x)
     for i in range(a.layers):
         seed = spec.seed * 1000 + 500 + i
@@ -303,6 +304,16 @@ def set_weights(model: Model, weights: list[np.ndarray]) -> None:
 
 
 # ---------------------------------------------------------------------------- data
+
+
+def snapshot(model: Model) -> list[np.ndarray]:
+    """A copy of every variable of the model (weights and batch-norm moving statistics)."""
+    return [v.numpy().copy() for v in model.net.weights]
+
+
+def restore(model: Model, state: list[np.ndarray]) -> None:
+    for v, a in zip(model.net.weights, state, strict=True):
+        v.assign(a)
 
 
 def to_device(array: np.ndarray) -> tf.Tensor:

@@ -68,6 +68,7 @@ from .spec import (  # noqa: E402
     RunSpec,
     SpecError,
     cnn_geometry,
+    transformer_tokens,
     weight_shapes,
 )
 
@@ -423,8 +424,9 @@ class Transformer(_Model):
         if info.kind == "tokens":
             self.embed, self.proj, length = nn.Embedding(info.vocab, s.d_model), None, info.shape[0]
         else:
-            self.embed, length = None, info.shape[0]
-            self.proj = nn.Linear(math.prod(info.shape[1:]), s.d_model)
+            length, feats = transformer_tokens(info)
+            self.embed, self.proj = None, nn.Linear(feats, s.d_model)
+        self.length = length
         self.register_buffer("pe", _positions(length, s.d_model), persistent=False)
         self.blocks = nn.ModuleList(
             Block(s.d_model, s.heads, s.ff, spec.dropout) for _ in range(s.layers)
@@ -435,7 +437,10 @@ class Transformer(_Model):
         self.head = nn.Linear(s.d_model, info.n_outputs)
 
     def forward(self, x):
-        x = self.embed(x) if self.embed is not None else self.proj(x.flatten(2))
+        if self.embed is not None:
+            x = self.embed(x)
+        else:  # series in patches of consecutive steps, images row by row
+            x = self.proj(x.reshape(len(x), self.length, -1))
         x = x + self.pe
         for block in self.blocks:
             x = block(x)
@@ -486,6 +491,16 @@ def set_weights(model: _Model, weights: list[np.ndarray]) -> None:
         if w.shape != s.get().shape:
             raise ValueError(f"weight {s.name}: shape {w.shape} != {s.get().shape}")
         s.put(w)
+
+
+def snapshot(model: nn.Module) -> dict:
+    """A host copy of every tensor of the model's state (weights and batch-norm running
+    stats); on the host, as TF's, so that neither framework's device peak holds it."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def restore(model: nn.Module, state: dict) -> None:
+    model.load_state_dict(state)
 
 
 def decayed(model: _Model) -> list[torch.Tensor]:

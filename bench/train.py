@@ -25,7 +25,7 @@ from .measure import (
     reset_peak_rss,
     rss_mb,
 )
-from .spec import RunSpec, batch_regime, flops_per_sample
+from .spec import RunSpec, batch_regime, flops_per_sample, memory_estimate_mb
 
 EVAL_BATCH = 256
 
@@ -39,12 +39,58 @@ class MemoryLimit(Exception):
 
 
 def lr_at(spec: RunSpec, step: int, total: int) -> float:
-    """Learning rate for optimizer step `step` (0-based) of `total`."""
+    """Learning rate for optimizer step `step` (0-based) of `total`.
+
+    A linear warm-up over `spec.lr_warmup` steps (the standard Transformer recipe: Adam's
+    early moment estimates are noisy) multiplies whichever schedule follows.
+    """
+    warm = min(1.0, (step + 1) / spec.lr_warmup) if spec.lr_warmup else 1.0
     if spec.lr_schedule == "cosine":
-        return spec.lr * 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
+        return warm * spec.lr * 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
     if spec.lr_schedule == "step":
-        return spec.lr * (0.1 ** ((step >= total * 0.5) + (step >= total * 0.75)))
-    return spec.lr
+        return warm * spec.lr * (0.1 ** ((step >= total * 0.5) + (step >= total * 0.75)))
+    return warm * spec.lr
+
+
+# Validation accuracy is averaged over this many epochs before the plateau test: on 400
+# validation samples one epoch's value moves by a point or two from noise alone.
+SMOOTH_EPOCHS = 3
+MIN_DELTA = 1e-3  # a smoothed gain below this is not an improvement
+
+
+class Plateau:
+    """Decides when validation accuracy has stopped improving.
+
+    Smoothed accuracy = mean of the last SMOOTH_EPOCHS epochs; the run has converged once
+    that has not risen by MIN_DELTA for `patience` epochs and the best raw epoch (whose
+    weights are kept for testing) is at least min(SMOOTH_EPOCHS, patience) epochs old, and
+    not before `min_epochs`.
+    """
+
+    def __init__(self, patience: int, min_epochs: int):
+        self.patience, self.min_epochs = patience, min_epochs
+        self.history: list[float] = []
+        self.best_smooth, self.best_smooth_epoch = -math.inf, 0
+        self.best_acc, self.best_epoch = -1.0, 0
+
+    def update(self, val_acc: float) -> bool:
+        """Record one epoch; True when this epoch is the best so far (keep its weights)."""
+        self.history.append(val_acc)
+        epoch = len(self.history)
+        smooth = float(np.mean(self.history[-SMOOTH_EPOCHS:]))
+        if smooth > self.best_smooth + MIN_DELTA:
+            self.best_smooth, self.best_smooth_epoch = smooth, epoch
+        if val_acc > self.best_acc:
+            self.best_acc, self.best_epoch = val_acc, epoch
+            return True
+        return False
+
+    @property
+    def converged(self) -> bool:
+        epoch = len(self.history)
+        return bool(self.patience) and epoch >= self.min_epochs and (
+            epoch - self.best_smooth_epoch >= self.patience) and (
+            epoch - self.best_epoch >= min(SMOOTH_EPOCHS, self.patience))
 
 
 def effective_batch(spec: RunSpec, n_train: int) -> int:
@@ -121,26 +167,33 @@ def run(
         flops_per_sample=flops_per_sample(spec.family, spec.size, spec.dataset),
     )
     record["train_flops_per_sample"] = 3 * record["flops_per_sample"]
+    record.update(n_classes=spec.info.n_classes, epochs_cap=spec.epochs,
+                  model_mem_est_mb=memory_estimate_mb(spec.family, spec.size, spec.dataset,
+                                                      batch, spec.optimizer, spec.batchnorm))
     status, message = "ok", ""
     curve: list[dict] = []
     timer = BlockTimer(spec.warmup_steps, spec.block_steps, spec.block_seconds)
+    splits = {
+        k: tuple(backend.to_device(getattr(data, f"{v}_{k}")) for v in "xy")
+        for k in ("train", "val", "test")
+    }
+    # The model's memory is what the run adds above this baseline: the framework runtime
+    # and the data on the device are already in it (they are the same for every size).
     release_free_memory()
     record["rss_start_mb"] = rss_mb()
     reset_peak_rss()
     backend.reset_peak_memory()
+    device_base_mb = _device_mb(backend) or 0.0  # the data, already on the device
     build_t = Stopwatch()
+    stop = Plateau(spec.patience, spec.min_epochs)
     try:
         model = backend.build(spec)
         record["params"] = backend.n_params(model)
         trainer = backend.Trainer(model, spec)
-        splits = {
-            k: tuple(backend.to_device(getattr(data, f"{v}_{k}")) for v in "xy")
-            for k in ("train", "val", "test")
-        }
         record["build_s"] = build_t()
         rng = np.random.default_rng([spec.seed, 2])
         step = 0
-        best_acc, best_epoch = -1.0, 0
+        best_state = None
         x_tr, y_tr = splits["train"]
         for epoch in range(1, spec.epochs + 1):
             order = rng.permutation(n_train)
@@ -163,8 +216,9 @@ def run(
             val_loss, val_acc = trainer.evaluate(*splits["val"], EVAL_BATCH)
             if not math.isfinite(val_loss):
                 raise Diverged(f"validation loss became {val_loss} after epoch {epoch}")
-            point = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
-                     "val_loss": val_loss, "val_acc": val_acc, "elapsed_s": wall()}
+            point = {"epoch": epoch, "step": step, "samples": step * batch,
+                     "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                     "val_acc": val_acc, "elapsed_s": wall()}
             curve.append(point)
             rate = timer.summary()["train_samples_per_s"]
             _log(spec, f"epoch {epoch}/{spec.epochs} loss {point['train_loss']:.4f} "
@@ -174,21 +228,31 @@ def run(
                     f"peak memory {_mem_used_mb(backend):.0f} MB exceeded the limit of "
                     f"{mem_limit_mb:.0f} MB"
                 )
-            if val_acc > best_acc:
-                best_acc, best_epoch = val_acc, epoch
+            if stop.update(val_acc):
+                best_state = None  # one copy at a time: the old one goes before the new
+                best_state = (backend.snapshot(model), val_loss, val_acc)
             if on_epoch is not None and on_epoch(epoch, point):
                 status, message = "pruned", f"pruned after epoch {epoch}"
                 break
-            if spec.patience and epoch - best_epoch >= spec.patience:
-                message = f"early stop after epoch {epoch} (best epoch {best_epoch})"
+            if stop.converged:
+                message = (f"converged after epoch {epoch} (best epoch {stop.best_epoch}; "
+                           f"no gain for {spec.patience} epochs)")
                 break
             if step >= total:
                 break
-        record.update(epochs_run=len(curve), steps_run=step, best_val_acc=best_acc,
-                      best_epoch=best_epoch)
+        converged = stop.converged
+        record.update(epochs_run=len(curve), steps_run=step, best_val_acc=stop.best_acc,
+                      best_epoch=stop.best_epoch, converged=converged,
+                      stop_reason="pruned" if status == "pruned" else
+                      ("plateau" if converged else "cap"),
+                      samples_seen=step * batch,
+                      flops_spent=3 * record["flops_per_sample"] * step * batch)
+        record["model_mem_mb"] = _model_mem_mb(backend, record["rss_start_mb"], device_base_mb)
         if status != "pruned":  # a pruned trial's compute is what pruning saves: stop here
-            # The last epoch's validation already scored the final weights.
-            record["val_loss"], record["val_acc"] = curve[-1]["val_loss"], curve[-1]["val_acc"]
+            # Test at the weights validation chose, not at wherever training stopped.
+            snap, record["val_loss"], record["val_acc"] = best_state
+            backend.restore(model, snap)
+            record["eval_weights"] = f"best validation epoch ({stop.best_epoch})"
             record["test_loss"], record["test_acc"] = trainer.evaluate(*splits["test"], EVAL_BATCH)
             x_sub, y_sub = _train_subset(backend, x_tr, y_tr, len(data.y_test))
             record["train_loss"], record["train_acc"] = trainer.evaluate(x_sub, y_sub, EVAL_BATCH)
@@ -221,6 +285,13 @@ def run(
     return record
 
 
+def warm_up(spec: RunSpec, data: Data, backend) -> None:
+    """A few steps, an evaluation and an inference of `spec`'s model, thrown away."""
+    tiny = spec.with_(epochs=1, max_steps=3, patience=0, min_epochs=1, warmup_steps=0,
+                      block_steps=1, block_seconds=0.0)
+    run(tiny, data, backend)
+
+
 def _train_subset(backend, x, y, n_eval: int):
     """n_eval training samples (the test set's size), evenly spaced over the training set.
 
@@ -237,6 +308,16 @@ def _train_subset(backend, x, y, n_eval: int):
 def _device_mb(backend) -> float | None:
     peak = backend.peak_memory()
     return None if peak is None else peak / 2**20
+
+
+def _model_mem_mb(backend, baseline_mb: float, device_base_mb: float) -> float:
+    """Peak memory of the training phase above the pre-build baseline: on a GPU the device
+    allocator's peak less what was allocated at its reset (the data), on a CPU peak RSS less
+    the RSS at that moment. Validation passes in the loop are part of the phase."""
+    dev = _device_mb(backend)
+    if dev is not None:
+        return max(dev - device_base_mb, 0.0)
+    return max(peak_rss_mb() - baseline_mb, 0.0)
 
 
 def _mem_used_mb(backend) -> float:

@@ -5,9 +5,10 @@ import json
 import pandas as pd
 import pytest
 
+from bench import __version__
 from bench import aggregate as A
 from bench.records import write_json_atomic
-from bench.spec import RunSpec
+from bench.spec import RunSpec, SpecError
 
 
 def test_flatten_nested_dict_and_list():
@@ -25,7 +26,7 @@ def _record(spec: RunSpec, status="ok", **kw):
     rec = {"run_id": spec.run_id, **spec.to_dict(), "status": status, "params": 1234,
            "test_acc": 0.9 if status == "ok" else None, "train_samples_per_s": 1e4,
            "peak_rss_mb": 300.0, "curve": [{"epoch": 1, "val_acc": 0.5}],
-           "env": {"host": "h"}}
+           "env": {"host": "h"}, "bench_version": __version__}
     rec.update(kw)
     return rec
 
@@ -96,3 +97,42 @@ def test_collect_splits_found_and_missing(study):
     rows, missing = A.collect(study["ids"] + ["ghost"], study["runs"])
     assert [r["run_id"] for r in rows] == study["ids"]
     assert missing == ["ghost"]
+
+
+def test_a_record_of_another_version_is_refused_in_one_line(tmp_path, study):
+    path = study["runs"] / f"{study['ids'][3]}.json"
+    old = json.loads(path.read_text())
+    write_json_atomic(path, {**old, "bench_version": "0.2.0"})
+    csv = tmp_path / "summary.csv"
+    with pytest.raises(SpecError, match=r"recorded by bench 0\.2\.0, this is") as e:
+        A.main(study["batches"], str(study["runs"]), str(csv), None)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    assert not csv.exists()  # nothing written from a mixed table
+
+
+def test_lr_roles_mark_chosen_and_grid_runs(tmp_path):
+    runs = tmp_path / "runs"
+    specs = [RunSpec("gru", "torch", "mnist1d", "xs", lr=lr) for lr in (0.001, 0.003, 0.01)]
+    specs.append(RunSpec("gru", "tf", "mnist1d", "xs", lr=0.003, seed=1000))
+    specs.append(RunSpec("gru", "torch", "mnist1d", "s", lr=0.003))  # a unit with no grid
+    for s in specs:
+        write_json_atomic(runs / f"{s.run_id}.json", _record(s))
+    batch = tmp_path / "b.json"
+    batch.write_text(json.dumps([s.run_id for s in specs]))
+    sel = tmp_path / "lr.json"
+    grid = [{"run_id": s.run_id, "lr": s.lr} for s in specs[:3]]
+    unit = {"family": "gru", "dataset": "mnist1d", "size": "xs", "optimizer": "adam",
+            "lr": 0.003, "grid": grid, "race": False}
+    sel.write_text(json.dumps({"units": [unit]}))
+    csv = tmp_path / "summary.csv"
+    A.main([str(batch)], str(runs), str(csv), None, [str(sel)])
+    df = pd.read_csv(csv, keep_default_na=False)
+    # a full grid: its run at the chosen rate is also a study run (seed 0 of torch)
+    assert list(df["lr_role"]) == ["grid", "chosen", "grid", "chosen", ""]
+    assert list(df["lr_grid_run"]) == [True, True, True, False, False]
+    assert list(df["lr_grid_size"]) == [3, 3, 3, 3, 0]
+    # a race: its runs stopped early, so even the winner's race run is not a study run
+    sel.write_text(json.dumps({"units": [{**unit, "race": True}]}))
+    A.main([str(batch)], str(runs), str(csv), None, [str(sel)])
+    df = pd.read_csv(csv, keep_default_na=False)
+    assert list(df["lr_role"]) == ["grid", "grid", "grid", "chosen", ""]

@@ -11,7 +11,7 @@ import yaml
 from bench import spec as S
 from bench.config import check_config
 from bench.spec import RunSpec, SpecError
-from bench.study import batches, plan
+from bench.study import batches, jobs, lr_grid_runs, plan, sizes_of, unit_of
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +33,25 @@ def _canon(reg):
 
 def expected_count(config):
     st = config["study"]
-    cells = len(st["families"]) * len(st["frameworks"]) * len(st["datasets"])
-    seeds, sizes = len(st["seeds"]), len(st["sizes"])
+    per_family = len(st["frameworks"]) * len(st["datasets"])
+    seeds = len(st["seeds"])
     regs = {_canon(r) for r in st["regularisers"]}
     opts = st["optimizers"]
-    if st["design"] == "grid":
-        return cells * sizes * len(opts) * len(regs) * seeds
-    c = st["centre"]
-    overlap = (c["size"] in st["sizes"] and c["optimizer"] in opts
-               and _canon(c["regulariser"]) in regs)
-    return cells * (sizes * seeds + len(opts) * len(regs) * seeds - overlap * seeds)
+    sweep = st.get("sweep_families") or st["families"]
+    total = 0
+    for f in st["families"]:
+        sizes = sizes_of(st, f)
+        if st["design"] == "grid":
+            total += per_family * len(sizes) * len(opts) * len(regs) * seeds
+            continue
+        c = st["centre"]
+        n = len(sizes) * seeds
+        if f in sweep:
+            overlap = (c["size"] in sizes and c["optimizer"] in opts
+                       and _canon(c["regulariser"]) in regs)
+            n += len(opts) * len(regs) * seeds - overlap * seeds
+        total += per_family * n
+    return total
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +73,8 @@ def test_centre_plan_count_and_uniqueness(shipped, name):
 def test_smoke_count_by_hand(shipped):
     # 2 families x 2 frameworks x 1 dataset x (2 sizes x 2 seeds + 2 opt x 2 reg x 2 seeds - 2)
     assert len(plan(shipped["smoke.yaml"])) == 40
+    # lr grid: 2 families x units (xs adam, s adam, xs sgd) x 2 multipliers
+    assert len(lr_grid_runs(shipped["smoke.yaml"], plan(shipped["smoke.yaml"]))) == 12
 
 
 @pytest.mark.parametrize("name", ["smoke.yaml", "config.yaml"])
@@ -75,8 +86,11 @@ def test_centre_plan_contents(shipped, name):
              for s in specs}
     for f, fw, d, seed in itertools.product(st["families"], st["frameworks"], st["datasets"],
                                             st["seeds"]):
-        for size in st["sizes"]:
+        seed += st["frameworks"].index(fw) * st["framework_seed_stride"]
+        for size in sizes_of(st, f):
             assert (f, fw, d, size, c["optimizer"], _canon(c["regulariser"]), seed) in cells
+        if f not in (st.get("sweep_families") or st["families"]):
+            continue
         for opt, reg in itertools.product(st["optimizers"], st["regularisers"]):
             assert (f, fw, d, c["size"], opt, _canon(reg), seed) in cells
 
@@ -87,6 +101,7 @@ def test_plan_carries_config_settings(shipped):
     for s in plan(config):
         assert s.lr == st["optimizers"][s.optimizer]["lr"]
         assert s.epochs == st["epochs"] and s.max_steps == st["max_steps"]
+        assert s.patience == st["patience"] and s.min_epochs == st["min_epochs"]
         assert s.batch_size == st["batch_size"]
         assert s.threads == config["threads"] and s.device == config["device"]
         assert s.warmup_steps == config["measure"]["warmup_steps"]
@@ -176,8 +191,55 @@ def test_default_study_covers_the_questions(shipped):
     st = shipped["config.yaml"]["study"]
     assert set(st["families"]) == set(S.FAMILIES)
     assert set(st["frameworks"]) == set(S.FRAMEWORKS)
-    assert len(st["sizes"]) >= 4
-    assert len(st["seeds"]) >= 2
     specs = plan(shipped["config.yaml"])
     assert {s.family for s in specs} == set(S.FAMILIES)
     assert {s.framework for s in specs} == set(S.FRAMEWORKS)
+    for f in st["families"]:  # at least 3 sizes spanning 1.5 orders of magnitude
+        counts = [S.param_count(f, z, "mnist1d") for z in sizes_of(st, f)]
+        assert len(counts) >= 3 and max(counts) / min(counts) >= 10**1.5, (f, counts)
+    # at least 3 independent seeds per point: the frameworks' seeds are disjoint
+    seeds = {(s.family, s.size, s.optimizer, s.regulariser, s.seed) for s in specs}
+    per_point = Counter(k[:4] for k in seeds)
+    assert min(per_point.values()) >= 3
+    assert st["patience"] > 0 and st["epochs"] > st["min_epochs"]  # budgets by convergence
+
+
+def test_lr_grid_one_seed_one_framework_every_unit(shipped):
+    config = shipped["config.yaml"]
+    st = config["study"]
+    specs = plan(config)
+    grid = lr_grid_runs(config, specs)
+    assert {s.framework for s in grid} == {st["frameworks"][0]}
+    assert {s.seed for s in grid} == {st["seeds"][0]}
+    assert {s.regulariser for s in grid} == {"none"}
+    by_unit = Counter(unit_of(s) for s in grid)
+    assert set(by_unit) == {unit_of(s) for s in specs}
+    assert set(by_unit.values()) == {len(st["lr_grid"])}
+    for s in grid:
+        base = st["optimizers"][s.optimizer]["lr"]
+        assert any(s.lr == pytest.approx(base * m) for m in st["lr_grid"])
+    # the grid run at the base rate is one of the study's own runs: reused, not repeated
+    assert len({g.run_id for g in grid} & {s.run_id for s in specs}) == len(by_unit)
+    grid_jobs, study_jobs = jobs(config)
+    assert all(b.name.startswith("lr-") and not b.choose_lr for b in grid_jobs)
+    assert all(b.choose_lr for b in study_jobs)
+
+
+def test_no_lr_grid_no_choice(load):
+    def edit(raw):
+        raw["study"]["lr_grid"] = [1]
+
+    config = load("smoke.yaml", edit)
+    grid_jobs, study_jobs = jobs(config)
+    assert grid_jobs == [] and not any(b.choose_lr for b in study_jobs)
+
+
+def test_family_settings_and_sizes_reach_their_family_only(load):
+    def edit(raw):
+        raw["study"]["family_settings"] = {"gru": {"lr_warmup": 50, "patience": 2}}
+        raw["study"]["family_sizes"] = {"cnn": ["xs"]}
+
+    specs = plan(load("smoke.yaml", edit))
+    assert all(s.lr_warmup == 50 and s.patience == 2 for s in specs if s.family == "gru")
+    assert all(s.lr_warmup == 0 for s in specs if s.family == "cnn")
+    assert {s.size for s in specs if s.family == "cnn"} == {"xs"}

@@ -235,3 +235,18 @@ def test_is_oom():
     assert B.is_oom(RuntimeError("CUDA out of memory"))
     assert not B.is_oom(RuntimeError("shape mismatch"))
     assert not B.is_oom(ValueError("out of memory"))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_snapshot_restores_weights_and_batchnorm_statistics(family):
+    spec = make_spec(family, "digits", batchnorm=True)
+    trainer = B.Trainer(B.build(spec), spec)
+    x, y = fake_data(spec, 64)
+    xd, yd = B.to_device(x), B.to_device(y)
+    trainer.step(xd, yd, 1e-2)
+    state, before = B.snapshot(trainer.model), trainer.predict(xd, 32)
+    for _ in range(3):  # moves the weights and the moving statistics
+        trainer.step(xd, yd, 1e-2)
+    assert not np.allclose(trainer.predict(xd, 32), before)
+    B.restore(trainer.model, state)
+    np.testing.assert_array_equal(trainer.predict(xd, 32), before)

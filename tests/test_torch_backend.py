@@ -31,6 +31,7 @@ from bench.spec import (  # noqa: E402
     SpecError,
     cnn_geometry,
     param_count,
+    transformer_tokens,
     weight_shapes,
 )
 
@@ -105,6 +106,8 @@ def reference_forward(spec: RunSpec, weights: list[np.ndarray], x: np.ndarray) -
         h = w["embed"][x]
     elif spec.family == "cnn":
         h = x.astype(np.float64)
+    elif spec.family == "transformer":  # series in patches of consecutive steps, images by row
+        h = x.reshape(len(x), *transformer_tokens(info)).astype(np.float64)
     else:  # sequences: images row by row
         h = x.reshape(len(x), info.shape[0], -1).astype(np.float64)
     if spec.family == "cnn":
@@ -523,3 +526,18 @@ def test_module_imports_no_tensorflow():
     code = ("import sys, bench.torch_backend; "
             "assert not {'tensorflow', 'keras'} & set(sys.modules), 'tf imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_snapshot_restores_weights_and_batchnorm_statistics(family):
+    spec = make_spec(family, "digits", batchnorm=True)
+    trainer = B.Trainer(B.build(spec), spec)
+    x, y = fake_data(spec, 64)
+    xd, yd = B.to_device(x), B.to_device(y)
+    trainer.step(xd, yd, 1e-2)
+    state, before = B.snapshot(trainer.model), trainer.predict(xd, 32)
+    for _ in range(3):  # moves the weights and the running statistics
+        trainer.step(xd, yd, 1e-2)
+    assert not np.allclose(trainer.predict(xd, 32), before)
+    B.restore(trainer.model, state)
+    np.testing.assert_array_equal(trainer.predict(xd, 32), before)

@@ -14,33 +14,63 @@ import yaml
 from conftest import copy_workflow, snakemake, snakemake_env, writes_denied
 
 from bench.config import check_config
-from bench.study import plan
+from bench.study import lr_grid_runs, plan, unit_of
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _smoke_plan(path: Path = ROOT / "config/smoke.yaml"):
+def _smoke_config(path: Path = ROOT / "config/smoke.yaml"):
     cfg = yaml.safe_load(path.read_text())
-    return plan(check_config(cfg, ROOT / "workflow/schemas/config.schema.yaml"))
+    return check_config(cfg, ROOT / "workflow/schemas/config.schema.yaml")
+
+
+def _batch_ids(wd: Path, grid: bool | None = None) -> set[str]:
+    """Run ids the finished jobs list (grid=True: the learning-rate grid jobs only)."""
+    out = set()
+    for f in (wd / "results/batches").glob("*.json"):
+        if grid is None or f.name.startswith("lr-") == grid:
+            out |= set(json.loads(f.read_text()))
+    return out
 
 
 def test_smoke_study_writes_every_record_and_the_summary(smoke_workflow):
     wd, _ = smoke_workflow
-    specs = _smoke_plan()
+    config = _smoke_config()
+    specs = plan(config)
     everything = {p.stem: json.loads(p.read_text()) for p in (wd / "results/runs").glob("*.json")}
     # final runs of the tuning studies carry the study's name in `tuned`
     records = {k: r for k, r in everything.items() if not r.get("tuned")}
-    assert set(records) == {s.run_id for s in specs}
+    assert set(records) == _batch_ids(wd)
+    assert _batch_ids(wd, grid=True) == {s.run_id for s in lr_grid_runs(config, specs)}
+    # every planned run ran once, at the rate chosen for its unit on validation
+    chosen = {}
+    for f in (wd / "results/lr").glob("*.json"):
+        for u in json.loads(f.read_text())["units"]:
+            chosen[(u["family"], u["dataset"], u["size"], u["optimizer"])] = u["lr"]
+    study = _batch_ids(wd, grid=False)
+    assert len(study) == len(specs)
+    assert {s.with_(lr=chosen[unit_of(s)]).run_id for s in specs} == study
     for s in specs:
-        r = records[s.run_id]
+        r = records[s.with_(lr=chosen[unit_of(s)]).run_id]
         assert r["status"] == "ok", r.get("message")
         assert r["family"] == s.family and r["framework"] == s.framework
         assert r["params"] > 0 and r["train_samples_per_s"] > 0 and r["infer_samples_per_s"] > 0
         assert 0.0 <= r["test_acc"] <= 1.0
         assert r["curve"] and r["curve"][-1]["epoch"] == r["epochs_run"]
+        assert r["stop_reason"] in ("plateau", "cap") and r["converged"] == (
+            r["stop_reason"] == "plateau")
+        assert r["val_acc"] == max(p["val_acc"] for p in r["curve"])  # tested at the best
+    grid = [records[i] for i in _batch_ids(wd, grid=True)]
+    for key, lr in chosen.items():  # the chosen rate won on validation among its unit's runs
+        unit = [g for g in grid if (g["family"], g["dataset"], g["size"], g["optimizer"]) == key]
+        assert len(unit) == len(config["study"]["lr_grid"])
+        assert max(unit, key=lambda g: (g["best_val_acc"], -g["lr"]))["lr"] == lr
     df = pd.read_csv(wd / "results/summary.csv")
     assert len(df) == len(everything) and set(df["run_id"]) == set(everything)
+    roles = df.set_index("run_id")["lr_role"].fillna("")
+    assert (roles[list(study)] == "chosen").all()
+    assert set(roles[list(_batch_ids(wd, grid=True) - study)]) == {"grid"}
     assert {"status", "params", "test_acc", "train_samples_per_s", "peak_rss_mb", "curve"} <= set(
         df.columns
     )
@@ -153,24 +183,25 @@ def test_kill_9_mid_study_then_the_documented_rerun_completes(tmp_path):
     wd = copy_workflow(tmp_path)
     runs = wd / "results/runs"
     cfg = _study_variant(wd, "cnn", **{"study.families": ["cnn"]})  # half the smoke study
-    want = {s.run_id for s in _smoke_plan(wd / cfg)}
+    config = _smoke_config(wd / cfg)
+    grid = {s.run_id for s in lr_grid_runs(config, plan(config))}
     proc = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", cfg],
         cwd=wd, env=snakemake_env(wd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     deadline = time.time() + 600
-    while len(list(runs.glob("*.json"))) < 6 and time.time() < deadline:
+    while len(list(runs.glob("*.json"))) < 3 and time.time() < deadline:
         assert proc.poll() is None, "the study ended before it could be killed"
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake, and jobs left in its process group
     _kill_everything_in(wd)  # and jobs it started in sessions of their own
     proc.wait()
     finished = _records(wd)
-    assert 6 <= len(finished) < len(want)
+    assert 3 <= len(finished) < len(grid)  # killed in the middle of the grid
     # What a writer killed mid-write could leave, were writes not atomic: a truncated record
     # of an unfinished run and a temporary file. Neither may ever be read as a result.
-    torn = sorted(want - {n.removesuffix(".json") for n in finished})[0]
+    torn = sorted(grid - {n.removesuffix(".json") for n in finished})[0]
     (runs / f"{torn}.json").write_text(json.dumps({"run_id": torn, "status": "ok"})[:-1] + ", ")
     (runs / f".{torn}.json.k1ll3d.tmp").write_text('{"run_id": "')
 
@@ -180,10 +211,12 @@ def test_kill_9_mid_study_then_the_documented_rerun_completes(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     p = snakemake(wd, "--cores", "2", "--configfile", cfg, "--rerun-incomplete")
     assert p.returncode == 0, p.stderr[-3000:]
-    print(f"recovery: {time.time() - t0:.1f} s for {len(want) - len(finished)} runs left")
+    print(f"recovery: {time.time() - t0:.1f} s after {len(finished)} finished runs")
     after = _records(wd)
     assert {n: after[n] for n in finished} == finished, "a finished run was recomputed"
     plain = {n: json.loads(b) for n, b in after.items()}
+    want = _batch_ids(wd)
+    assert len(want) > len(grid) and grid <= want
     assert want <= {n.removesuffix(".json") for n in plain}
     assert all(plain[f"{r}.json"]["status"] == "ok" for r in want)
     assert plain[f"{torn}.json"]["curve"], "the torn record was not trained again"
@@ -202,17 +235,24 @@ def test_diverged_and_oom_runs_are_recorded_and_reported(copy_smoke):
                          "mem_limit_mb": 1, "tune.studies": []},
     )
     before = _records(wd)
-    # New runs: sgd at lr 1e12 diverges; adam with seed 2 passes the 1 MB memory limit.
+    # New runs: sgd at lr 1e12 (and its grid's 5e11) diverges; a new adam run passes the
+    # 1 MB memory limit; adam runs kept from the smoke study stay ok.
     p = snakemake(wd, "--cores", "2", "--configfile", cfg)
     assert p.returncode == 0, p.stderr[-3000:]
     df = pd.read_csv(wd / "results/summary.csv").set_index("run_id")
-    counts = df["status"].value_counts().to_dict()
-    assert counts == {"ok": 6, "diverged": 6, "oom": 3}, counts
+    kept = {n.removesuffix(".json") for n in before}
+    sgd, adam = df[df["optimizer"] == "sgd"], df[df["optimizer"] == "adam"]
+    assert len(sgd) and (sgd["status"] == "diverged").all()
+    new_adam = ~adam.index.isin(kept)
+    assert new_adam.any() and (~new_adam).any()
+    assert (adam.loc[new_adam, "status"] == "oom").all()
+    assert (adam.loc[~new_adam, "status"] == "ok").all()
+    n_bad = int((df["status"] != "ok").sum())
     assert df.loc[df["status"] == "diverged", "message"].str.contains("loss became").all()
     assert df.loc[df["status"] == "oom", "message"].str.contains("exceeded the limit").all()
     assert all(_records(wd)[n] == b for n, b in before.items() if n[:-5] in df.index)
     page = (wd / "reports/index.html").read_text()
-    assert "Runs that did not finish ok (9)" in page
+    assert f"Runs that did not finish ok ({n_bad})" in page
     for run_id in df.index[df["status"] != "ok"]:
         assert df.loc[run_id, "message"][:40] in page
 

@@ -3,9 +3,10 @@
 
 rule aggregate:
     input:
-        expand("results/batches/{batch}.json", batch=sorted(BATCHES)),
+        batches=expand("results/batches/{batch}.json", batch=sorted(BATCHES)),
         # final runs of the tuning studies (workflow/rules/tune.smk), when there are any
-        lambda wildcards: TUNED_FINAL,
+        tuned=lambda wildcards: TUNED_FINAL,
+        lr=expand("results/lr/{group}.json", group=LR_GROUPS),
     output:
         csv="results/summary.csv",
         parquet="results/summary.parquet",
@@ -16,5 +17,6 @@ rule aggregate:
     message:
         "aggregating run records into results/summary.csv"
     shell:
-        "python -m bench aggregate {input:q} --runs-dir results/runs "
+        "python -m bench aggregate {input.batches:q} {input.tuned:q} --runs-dir results/runs "
+        "--lr-selections {input.lr:q} "
         "--csv {output.csv:q} --parquet {output.parquet:q} 2> {log:q}"

@@ -9,15 +9,39 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from bench.config import check_config  # noqa: E402
-from bench.study import batches, plan  # noqa: E402
+from bench import __version__ as BENCH_VERSION  # noqa: E402
+from bench.study import jobs, race_epochs  # noqa: E402
 
 try:
     config = check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
-    RUNS = plan(config)
+    GRID_JOBS, STUDY_JOBS = jobs(config)
 except ValueError as e:  # one line naming the key/value; no traceback, no job started
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-BATCHES = {b.name: b for b in batches(RUNS, config["runs_per_job"])}
+BATCHES = {b.name: b for b in GRID_JOBS + STUDY_JOBS}
+# Learning-rate selections, one per (family, dataset) with a grid: results/lr/<fam>-<ds>.json
+LR_GROUPS = sorted({f"{b.family}-{b.dataset}" for b in GRID_JOBS})
+
+
+def lr_file(batch):
+    return f"results/lr/{batch.family}-{batch.dataset}.json"
+
+
+def batch_lr_input(wildcards):
+    """A study job whose rates are chosen on validation waits for its selection file."""
+    b = BATCHES[wildcards.batch]
+    return [lr_file(b)] if b.choose_lr else []
+
+
+def batch_lr_arg(wildcards):
+    b = BATCHES[wildcards.batch]
+    return f"--lr-from {shlex.quote(lr_file(b))}" if b.choose_lr else ""
+
+
+def grid_batches_of(wildcards):
+    """The grid jobs of one (family, dataset), whose records the selection reads."""
+    return [f"results/batches/{b.name}.json" for b in GRID_JOBS
+            if f"{b.family}-{b.dataset}" == wildcards.group]
 
 
 def batch_specs(wildcards):

@@ -1,13 +1,19 @@
 # Training: one job per batch of runs (one framework, one process). Each run's record is
 # written atomically to results/runs/<run_id>.json as soon as it finishes; a rerun skips
-# runs whose record exists, so a killed job loses at most the run in flight.
+# runs whose record of this bench version exists, so a killed job loses at most the run in
+# flight.
 
 
 rule train_batch:
+    input:
+        lr=batch_lr_input,
     output:
         "results/batches/{batch}.json",
     params:
         specs=batch_specs,
+        lr=batch_lr_arg,
+        # a new bench version reruns every job (its records mean something else)
+        version=BENCH_VERSION,
         data_dir=shlex.quote(config["data_dir"]),
         pickle="--allow-pickle" if config["allow_pickle"] else "",
         mem_limit=config["mem_limit_mb"],
@@ -24,5 +30,26 @@ rule train_batch:
         "training batch {wildcards.batch}"
     shell:
         "python -m bench run-batch --specs {params.specs} --out-dir results/runs "
-        "--done {output:q} --data-dir {params.data_dir} {params.pickle} "
+        "--done {output:q} --data-dir {params.data_dir} {params.pickle} {params.lr} "
         "--mem-limit-mb {params.mem_limit} 2> {log:q}"
+
+
+# Learning rates chosen on validation: the grid jobs' records of one family and dataset ->
+# the rate of every (size, optimizer), which the study jobs of that family then train with.
+rule select_lr:
+    input:
+        grid_batches_of,
+    output:
+        "results/lr/{group}.json",
+    params:
+        race="--race" if race_epochs(config) else "",
+        version=BENCH_VERSION,
+    log:
+        "results/logs/lr/{group}.log",
+    conda:
+        "../envs/bench.yaml"
+    message:
+        "choosing learning rates on validation for {wildcards.group}"
+    shell:
+        "python -m bench select-lr {input:q} --runs-dir results/runs --out {output:q} "
+        "{params.race} 2> {log:q}"

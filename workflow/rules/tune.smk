@@ -86,6 +86,7 @@ rule tune_final:
         "results/tune/{study}/final.json",
     params:
         seeds=lambda wildcards: ",".join(map(str, TUNE[wildcards.study].final_seeds)),
+        version=BENCH_VERSION,  # a new bench version redoes the final runs' records
     log:
         "results/logs/tune/{study}/final.log",
     conda:

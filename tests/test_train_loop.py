@@ -1,0 +1,163 @@
+"""bench.train.run against a scripted fake backend: when a run stops, which weights it tests,
+what it records. Fast and framework-free; tests/test_train.py runs the real backends."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from bench import train
+from bench.data import Data
+from bench.spec import RunSpec, memory_estimate_mb, param_count
+
+
+class FakeBackend:
+    """Validation accuracy follows `script` epoch by epoch; the "weights" are the number of
+    optimizer steps taken, so test accuracy tells which snapshot was restored."""
+
+    def __init__(self, script, per_epoch, device_bytes=None):
+        self.script, self.per_epoch = list(script), per_epoch
+        self.restored = None
+        # a fake GPU: the data (5 MB) is allocated before the peak is reset, the model adds 3
+        self.device_bytes = device_bytes
+
+    def setup(self, threads, device, seed):
+        return {"device": "cpu", "device_name": "fake", "framework_version": "0"}
+
+    def to_device(self, a):
+        return a
+
+    def take(self, x, idx):
+        return x[idx]
+
+    def scalar(self, t):
+        return float(t)
+
+    def sync(self):
+        pass
+
+    def reset_peak_memory(self):
+        pass
+
+    def peak_memory(self):
+        return self.device_bytes
+
+    def is_oom(self, e):
+        return False
+
+    def build(self, spec):
+        if self.device_bytes is not None:
+            self.device_bytes += 3 * 2**20
+        return {"steps": 0}
+
+    def n_params(self, model):
+        return 7
+
+    def snapshot(self, model):
+        return dict(model)
+
+    def restore(self, model, state):
+        self.restored = dict(state)
+        model.update(state)
+
+    def Trainer(self, model, spec):  # noqa: N802 - the contract's name
+        backend, data = self, self.data
+
+        class T:
+            def step(self, xb, yb, lr):
+                model["steps"] += 1
+                return 1.0
+
+            def evaluate(self, x, y, batch):
+                if y is data.y_val:
+                    epoch = model["steps"] // backend.per_epoch
+                    return 0.5, backend.script[epoch - 1]
+                return 0.4, model["steps"] / 1000  # test / train subset: the weights' tag
+
+            def infer(self, xb):
+                return xb
+
+        return T()
+
+
+def _data(n_train=64, n_val=20, n_test=30):
+    rng = np.random.default_rng(0)
+
+    def part(n):
+        return rng.normal(size=(n, 40, 1)).astype(np.float32), rng.integers(0, 10, n)
+
+    (xt, yt), (xv, yv), (xs, ys) = part(n_train), part(n_val), part(n_test)
+    return Data("mnist1d", xt, yt, xv, yv, xs, ys)
+
+
+def _run(script, device_bytes=None, **kw):
+    data = _data()
+    spec = RunSpec.create(family="cnn", framework="torch", dataset="mnist1d", size="xs",
+                          batch_size=16, warmup_steps=0, block_steps=1, block_seconds=0.0, **kw)
+    backend = FakeBackend(script, per_epoch=64 // 16, device_bytes=device_bytes)
+    backend.data = data
+    return train.run(spec, data, SimpleNamespace(**{
+        k: getattr(backend, k) for k in dir(backend) if not k.startswith("_")})), backend
+
+
+def test_plateau_stops_and_tests_the_best_epochs_weights():
+    # best raw epoch 4 (0.80); the 3-epoch mean last rises at epoch 5 (0.76); patience 3 ->
+    # stop after epoch 8, before the late jump that a longer patience would have seen
+    script = [0.3, 0.5, 0.7, 0.80, 0.78, 0.70, 0.70, 0.70, 0.9, 0.9]
+    rec, backend = _run(script, epochs=10, patience=3, min_epochs=2)
+    assert rec["status"] == "ok" and rec["converged"] is True
+    assert rec["stop_reason"] == "plateau" and rec["epochs_run"] == 8
+    assert rec["best_epoch"] == 4 and rec["best_val_acc"] == 0.80 == rec["val_acc"]
+    # the weights after epoch 4 (16 steps), not those after epoch 8 (32 steps)
+    assert backend.restored == {"steps": 16} and rec["test_acc"] == 0.016
+    assert rec["samples_seen"] == 8 * 64 and [p["samples"] for p in rec["curve"]][:2] == [64, 128]
+    assert rec["flops_spent"] == 3 * rec["flops_per_sample"] * 8 * 64
+
+
+def test_a_run_still_improving_at_its_cap_is_not_converged():
+    rec, _ = _run([0.1 * i for i in range(1, 7)], epochs=6, patience=3)
+    assert rec["converged"] is False and rec["stop_reason"] == "cap"
+    assert rec["epochs_run"] == 6 and rec["best_epoch"] == 6 and rec["test_acc"] == 0.024
+
+
+def test_min_epochs_holds_a_flat_start():
+    rec, _ = _run([0.5] * 12, epochs=12, patience=2, min_epochs=9)
+    assert rec["epochs_run"] == 9 and rec["converged"] is True and rec["best_epoch"] == 1
+
+
+def test_without_patience_every_epoch_runs():
+    rec, _ = _run([0.5] * 5, epochs=5)
+    assert rec["epochs_run"] == 5 and rec["converged"] is False
+
+
+def test_wobble_below_min_delta_is_not_progress_but_a_steady_climb_is():
+    # the raw best moves (0.6009 > 0.6) but the smoothed gain stays under MIN_DELTA
+    rec, _ = _run([0.6, 0.6009] * 10, epochs=20, patience=4)
+    assert rec["converged"] is True and rec["epochs_run"] == 5 and rec["best_epoch"] == 2
+    # +0.0005 an epoch adds up past MIN_DELTA every few epochs: still improving at the cap
+    rec, _ = _run([0.6 + 0.0005 * i for i in range(20)], epochs=20, patience=4)
+    assert rec["converged"] is False and rec["epochs_run"] == 20
+
+
+def test_model_memory_estimate_is_recorded_and_grows_with_size():
+    rec, _ = _run([0.5] * 2, epochs=2)
+    assert rec["model_mem_est_mb"] == memory_estimate_mb("cnn", "xs", "mnist1d", 16, "adam")
+    assert rec["rss_start_mb"] > 0 and rec["peak_device_mem_mb"] is None
+    # on a device, the data uploaded before the reset is not the model's
+    rec, _ = _run([0.5] * 2, device_bytes=5 * 2**20, epochs=2)
+    assert rec["model_mem_mb"] == pytest.approx(3.0) and rec["peak_device_mem_mb"] == 8.0
+    est = [memory_estimate_mb("gru", s, "mnist1d", 64, "adam") for s in ("xs", "s", "m", "l")]
+    assert est == sorted(est) and est[-1] > 20 * est[0]
+    # weights, gradients and Adam's two moments: 4 floats of 4 bytes per parameter
+    p = param_count("gru", "l", "mnist1d")
+    assert memory_estimate_mb("gru", "l", "mnist1d", 1, "adam") > 16 * p / 2**20
+    assert (memory_estimate_mb("gru", "l", "mnist1d", 64, "adam")
+            - memory_estimate_mb("gru", "l", "mnist1d", 64, "sgd")) == pytest.approx(8 * p / 2**20)
+
+
+def test_learning_rate_warmup_ramps_linearly_then_holds():
+    s = RunSpec.create(family="cnn", framework="torch", dataset="mnist1d", size="xs", lr=1.0,
+                       lr_warmup=4)
+    assert [train.lr_at(s, i, 100) for i in range(6)] == pytest.approx([.25, .5, .75, 1, 1, 1])
+    c = s.with_(lr_schedule="cosine")
+    assert train.lr_at(c, 0, 100) == pytest.approx(0.25)  # warm-up scales the schedule

@@ -1,31 +1,39 @@
-"""Statistics for the report: bootstrap confidence intervals and power-law fits.
+"""Statistics for the report: Student-t intervals over seeds and power-law fits.
 
-Seeds are a study axis, so every figure shows a median over seeds with a percentile
-bootstrap interval (resampling seeds with replacement). Power laws y = a * x**b are fitted by
-least squares on log(x), log(y) with every seed as a point; the exponent's interval is the
-t-interval of the slope (exact for a straight line with normal noise in log space, and
-well-defined with the 2-5 sizes a laptop study has, where a case bootstrap often resamples a
-single size and has no slope at all).
+Seeds are a study axis with 2-5 values per cell, so a per-point summary is the mean over
+seeds with the Student-t interval (n - 1 degrees of freedom): honest at that n, where a
+percentile bootstrap of three seeds is just their range. "Is X better than Y" is the Welch
+t-interval of mean(X) - mean(Y) (unequal variances, Welch-Satterthwaite degrees of freedom);
+a ratio of positive quantities (throughput, memory) is the same interval on log values, i.e. a
+ratio of geometric means. A claim is made only where its interval excludes the alternative.
+
+Power laws y = a * x**b are fitted by least squares on log(x), log(y) with every run as a
+point. The runs of one seed across sizes are not independent (one seed's data order and
+initialisation run through every size), so the exponent's interval is a cluster bootstrap:
+seeds (clusters) are resampled with replacement, the slope refitted on all points of the
+drawn seeds, and the percentile interval taken. With fewer than `MIN_CLUSTERS` seeds a
+bootstrap has too few distinct resamples; the fit then falls back to the slope's t-interval
+(points treated as independent) and `describe` says so.
 
 When the fit "holds" (`FIT_MIN_SIZES`, `FIT_MIN_R2`): at least 3 distinct sizes (two points
 always lie on a line) and R^2 >= 0.8 in log-log space (the line explains most of the spread);
 every y must also be positive and finite. Otherwise `PowerLawFit.holds` is False and
 `reason` says why, in words the report prints in place of the exponent.
 
-numpy and the standard library only (the t quantile is computed here: importing scipy.stats
-would cost the report rule seconds); no framework.
+scipy.stats is imported inside the functions that need a t quantile (it costs about a second
+to import); no framework.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 FIT_MIN_SIZES = 3
 FIT_MIN_R2 = 0.8
+MIN_CLUSTERS = 3
 N_BOOT = 2000
 CONF = 0.95
 
@@ -43,67 +51,76 @@ class Interval:
     def has_ci(self) -> bool:
         return math.isfinite(self.lo) and math.isfinite(self.hi)
 
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the whole interval lies on one side of zero (a difference is "clear")."""
+        return self.has_ci and (self.lo > 0 or self.hi < 0)
+
 
 def _clean(values) -> np.ndarray:
     a = np.asarray(values, dtype=float).ravel()
     return a[np.isfinite(a)]
 
 
-def bootstrap_ci(
-    samples: Sequence[Sequence[float]],
-    statistic: Callable[..., np.ndarray],
-    n_boot: int = N_BOOT,
-    conf: float = CONF,
-    seed: int = 0,
-) -> Interval:
-    """Percentile bootstrap of `statistic(*samples)`, each sample resampled independently.
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with `df` degrees of freedom (scipy.stats.t)."""
+    from scipy.stats import t
 
-    `statistic` takes one 2-D array per sample (resamples x observations) and returns one value
-    per resample (row); it is also called on the original samples as 1-row arrays. NaN and inf
-    observations are dropped first. With fewer than 2 observations in any sample the
-    interval is undefined (NaN); with no observations the value is NaN too.
+    return float(t.ppf(p, df))
+
+
+def mean_t_ci(values, conf: float = CONF) -> Interval:
+    """Mean of `values` with the Student-t interval (n - 1 df); NaN bounds when n < 2.
+
+    NaN and inf values are dropped first; with no value left the mean is NaN too.
     """
-    arrays = [_clean(s) for s in samples]
-    n = min((len(a) for a in arrays), default=0)
+    a = _clean(values)
+    n = len(a)
     if n == 0:
         return Interval(math.nan, math.nan, math.nan, 0)
-    value = float(statistic(*[a[None, :] for a in arrays])[0])
+    m = float(a.mean())
     if n < 2:
-        return Interval(value, math.nan, math.nan, n)
-    rng = np.random.default_rng(seed)
-    boots = [a[rng.integers(0, len(a), size=(n_boot, len(a)))] for a in arrays]
-    stats = np.asarray(statistic(*boots), dtype=float)
-    stats = stats[np.isfinite(stats)]
-    if not len(stats):
-        return Interval(value, math.nan, math.nan, n)
-    alpha = (1.0 - conf) / 2.0
-    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
-    return Interval(value, float(lo), float(hi), n)
+        return Interval(m, math.nan, math.nan, n)
+    half = t_quantile(0.5 + conf / 2.0, n - 1) * float(a.std(ddof=1)) / math.sqrt(n)
+    return Interval(m, m - half, m + half, n)
 
 
-def _median(a: np.ndarray) -> np.ndarray:
-    return np.median(a, axis=1)
+def diff_t_ci(a, b, conf: float = CONF) -> Interval:
+    """mean(a) - mean(b) with the Welch t-interval (unequal variances).
+
+    `n` of the result is the smaller sample's size. With fewer than 2 values in either
+    sample the interval is undefined (NaN). Two samples without any spread give a
+    zero-width interval at the difference.
+    """
+    x, y = _clean(a), _clean(b)
+    nx, ny = len(x), len(y)
+    if nx == 0 or ny == 0:
+        return Interval(math.nan, math.nan, math.nan, min(nx, ny))
+    d = float(x.mean() - y.mean())
+    if nx < 2 or ny < 2:
+        return Interval(d, math.nan, math.nan, min(nx, ny))
+    vx, vy = float(x.var(ddof=1)) / nx, float(y.var(ddof=1)) / ny
+    se2 = vx + vy
+    if se2 <= 0:
+        return Interval(d, d, d, min(nx, ny))
+    df = se2**2 / (vx**2 / (nx - 1) + vy**2 / (ny - 1))
+    half = t_quantile(0.5 + conf / 2.0, df) * math.sqrt(se2)
+    return Interval(d, d - half, d + half, min(nx, ny))
 
 
-def median_ci(values, n_boot: int = N_BOOT, conf: float = CONF, seed: int = 0) -> Interval:
-    """Median of `values` with the percentile bootstrap CI of the median."""
-    return bootstrap_ci([values], _median, n_boot, conf, seed)
+def ratio_t_ci(a, b, conf: float = CONF) -> Interval:
+    """Geometric mean(a) / geometric mean(b): the Welch interval of the log difference.
 
-
-def median_diff_ci(a, b, n_boot: int = N_BOOT, conf: float = CONF, seed: int = 0) -> Interval:
-    """median(a) - median(b), both resampled independently (e.g. accuracy torch - tf)."""
-    return bootstrap_ci([a, b], lambda x, y: _median(x) - _median(y), n_boot, conf, seed)
-
-
-def median_ratio_ci(a, b, n_boot: int = N_BOOT, conf: float = CONF, seed: int = 0) -> Interval:
-    """median(a) / median(b), both resampled independently (e.g. throughput tf / torch)."""
-
-    def ratio(x, y):
-        den = _median(y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(den > 0, _median(x) / np.where(den > 0, den, 1.0), np.nan)
-
-    return bootstrap_ci([a, b], ratio, n_boot, conf, seed)
+    For positive quantities such as throughput and memory, where "1.5x faster" is the
+    claim. Non-positive values make the ratio undefined (NaN).
+    """
+    x, y = _clean(a), _clean(b)
+    if (x <= 0).any() or (y <= 0).any():
+        return Interval(math.nan, math.nan, math.nan, min(len(x), len(y)))
+    d = diff_t_ci(np.log(x), np.log(y), conf)
+    return Interval(math.exp(d.value) if math.isfinite(d.value) else math.nan,
+                    math.exp(d.lo) if math.isfinite(d.lo) else math.nan,
+                    math.exp(d.hi) if math.isfinite(d.hi) else math.nan, d.n)
 
 
 @dataclass(frozen=True)
@@ -119,132 +136,125 @@ class PowerLawFit:
     n_sizes: int
     holds: bool
     reason: str  # why the fit does not hold ('' when it does)
+    n_clusters: int = 0  # distinct seeds among the points (0: none given)
+    ci_method: str = ""  # "cluster bootstrap", "t-interval" or "" (no interval)
 
     def predict(self, x) -> np.ndarray:
         return self.a * np.asarray(x, dtype=float) ** self.b
 
     def describe(self, symbol: str = "N") -> str:
-        """'∝ N^0.52 [0.48, 0.56], R² 0.97' or 'no power law: <reason>'."""
+        """'∝ N^0.52 [0.48, 0.56], R² 0.97' or 'no power law: <reason>'.
+
+        A t-interval fallback is named, since it treats the points as independent.
+        """
         if not self.holds:
             return f"no power law: {self.reason}"
         ci = f" [{self.b_lo:.2f}, {self.b_hi:.2f}]" if math.isfinite(self.b_lo) else ""
-        return f"∝ {symbol}^{self.b:.2f}{ci}, R² {self.r2:.2f}"
+        how = ""
+        if ci and self.ci_method == "t-interval":
+            why = (f"{self.n_clusters} seed(s), fewer than {MIN_CLUSTERS} to resample"
+                   if self.n_clusters else "no seeds given")
+            how = f" (slope t-interval, points treated as independent: {why})"
+        return f"∝ {symbol}^{self.b:.2f}{ci}, R² {self.r2:.2f}{how}"
+
+
+def _slope(lx: np.ndarray, ly: np.ndarray) -> tuple[float, float, float, float]:
+    """(slope, intercept, sse, sxx) of the least-squares line through (lx, ly)."""
+    mx, my = lx.mean(), ly.mean()
+    sxx = float(((lx - mx) ** 2).sum())
+    b = float(((lx - mx) * (ly - my)).sum() / sxx)
+    intercept = float(my - b * mx)
+    sse = float(((ly - (intercept + b * lx)) ** 2).sum())
+    return b, intercept, sse, sxx
+
+
+def cluster_bootstrap_slopes(lx, ly, clusters, n_boot: int = N_BOOT,
+                             seed: int = 0) -> np.ndarray:
+    """Least-squares slopes of `n_boot` resamples of whole clusters (with replacement).
+
+    Each resample draws as many clusters as there are, keeps every point of each drawn
+    cluster (a cluster drawn twice counts twice), and refits the slope from per-cluster
+    sums; a resample with a single distinct x has no slope (NaN).
+    """
+    lx, ly = np.asarray(lx, float), np.asarray(ly, float)
+    labels, idx = np.unique(np.asarray(clusters).astype(str), return_inverse=True)
+    k = len(labels)
+    sums = np.zeros((k, 5))  # n, sx, sy, sxx, sxy per cluster
+    for col, v in enumerate((np.ones_like(lx), lx, ly, lx * lx, lx * ly)):
+        sums[:, col] = np.bincount(idx, weights=v, minlength=k)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, k, size=(n_boot, k))
+    counts = np.zeros((n_boot, k))
+    np.add.at(counts, (np.repeat(np.arange(n_boot), k), draws.ravel()), 1.0)
+    n, sx, sy, sxx, sxy = (counts @ sums).T
+    den = n * sxx - sx * sx
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = (n * sxy - sx * sy) / den
+    # a resample whose points share one x has den ~ 0 up to rounding: no slope
+    return np.where(den > 1e-9 * np.maximum(n * sxx, 1e-300), slope, np.nan)
 
 
 def power_law_fit(
     x,
     y,
+    clusters=None,
     conf: float = CONF,
     min_sizes: int = FIT_MIN_SIZES,
     min_r2: float = FIT_MIN_R2,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
 ) -> PowerLawFit:
-    """Least-squares line through (log x, log y); the slope's t-interval at `conf`.
+    """Least-squares line through (log x, log y); the exponent's interval at `conf`.
 
+    `clusters` labels each point's seed (the runs of seed k at every size are one cluster);
+    with at least `MIN_CLUSTERS` of them the interval is the percentile cluster bootstrap
+    (`cluster_bootstrap_slopes`), otherwise the slope's t-interval (df = n - 2).
     Pairs with a non-finite x or y are dropped; a non-positive value makes the fit fail
     (a power law of a quantity that can be zero or negative is not one).
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
+    c = (np.asarray(clusters).astype(str).ravel() if clusters is not None
+         else np.full(len(x), "", dtype=object))
+    if len(c) != len(x):
+        raise ValueError("clusters must label every point")
     keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
+    x, y, c = x[keep], y[keep], c[keep]
     n = len(x)
     n_sizes = len(np.unique(x))
+    n_clusters = len(np.unique(c)) if clusters is not None else 0
     nan = math.nan
+
+    def fail(reason: str) -> PowerLawFit:
+        return PowerLawFit(nan, nan, nan, nan, nan, n, n_sizes, False, reason, n_clusters)
+
     if n == 0:
-        return PowerLawFit(nan, nan, nan, nan, nan, 0, 0, False, "no data")
+        return fail("no data")
     if (x <= 0).any() or (y <= 0).any():
-        return PowerLawFit(nan, nan, nan, nan, nan, n, n_sizes, False,
-                           "values must be positive for a log-log fit")
+        return fail("values must be positive for a log-log fit")
     if n_sizes < 2:
-        return PowerLawFit(nan, nan, nan, nan, nan, n, n_sizes, False,
-                           f"only {n_sizes} size, need at least {min_sizes}")
+        return fail(f"only {n_sizes} size, need at least {min_sizes}")
     lx, ly = np.log(x), np.log(y)
-    mx, my = lx.mean(), ly.mean()
-    sxx = float(((lx - mx) ** 2).sum())
-    b = float(((lx - mx) * (ly - my)).sum() / sxx)
-    intercept = my - b * mx
-    resid = ly - (intercept + b * lx)
-    sst = float(((ly - my) ** 2).sum())
-    sse = float((resid**2).sum())
+    b, intercept, sse, sxx = _slope(lx, ly)
+    sst = float(((ly - ly.mean()) ** 2).sum())
     r2 = 1.0 - sse / sst if sst > 0 else 1.0
     b_lo = b_hi = nan
-    if n > 2:
-        se = math.sqrt(sse / (n - 2) / sxx)
-        half = t_quantile(0.5 + conf / 2.0, n - 2) * se
+    method = ""
+    if n_clusters >= MIN_CLUSTERS:
+        slopes = cluster_bootstrap_slopes(lx, ly, c, n_boot, seed)
+        slopes = slopes[np.isfinite(slopes)]
+        if len(slopes):
+            alpha = (1.0 - conf) / 2.0
+            b_lo, b_hi = (float(v) for v in np.quantile(slopes, [alpha, 1.0 - alpha]))
+            method = "cluster bootstrap"
+    elif n > 2:
+        half = t_quantile(0.5 + conf / 2.0, n - 2) * math.sqrt(sse / (n - 2) / sxx)
         b_lo, b_hi = b - half, b + half
+        method = "t-interval"
     reason = ""
     if n_sizes < min_sizes:
         reason = f"only {n_sizes} sizes, need at least {min_sizes}"
     elif r2 < min_r2:
         reason = f"R² {r2:.3f} < {min_r2:g}: not a straight line in log-log"
     return PowerLawFit(float(math.exp(intercept)), b, b_lo, b_hi, r2, n, n_sizes,
-                       not reason, reason)
-
-
-# ---------------------------------------------------------------------------- Student t
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c if abs(1.0 + aa / c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-    front = math.exp(lbeta + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with `df` degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Inverse of `t_cdf` by bisection (to ~1e-12); p in (0, 1)."""
-    if not 0.0 < p < 1.0:
-        raise ValueError("p must lie in (0, 1)")
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-13 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+                       not reason, reason, n_clusters, method)

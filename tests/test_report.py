@@ -1,8 +1,11 @@
 """The report stage on synthetic summary tables: pages, captions, CSVs, robustness.
 
-`make_records` fabricates run records for a study plan (the real spec, parameter counts and
-record layout, invented measurements with known trends), and `write_summary` aggregates them
-exactly as the workflow does, so these tests read the same table format as the report rule.
+`smoke_records` fabricates the run records of a small study with the engine's record layout
+(the real spec and parameter counts, invented measurements with known trends): two families,
+both frameworks on disjoint seeds (PyTorch 0-2, TensorFlow 1000-1002), three sizes whose
+learning rate is chosen on a validation grid (at seed 0 in PyTorch), and an optimizer x
+regulariser sweep at size xs. `write_summary` aggregates them exactly as the workflow does,
+so these tests read the same table format as the report rule.
 """
 
 from __future__ import annotations
@@ -16,17 +19,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from bench import aggregate, report
-from bench.config import check_config
+from bench.report import figures as F
 from bench.report import pages as P
 from bench.report import tables as T
 from bench.report import tuning as TU
 from bench.spec import RunSpec, param_count
-from bench.study import plan
 
 ROOT = Path(__file__).resolve().parents[1]
+
+FAMILIES = ("cnn", "gru")
+SEEDS = {"torch": (0, 1, 2), "tf": (1000, 1001, 1002)}
+SIZES = ("xs", "s", "m")
+SWEEP_SIZE = "xs"
+OPTIMIZERS = {"adam": 0.003, "sgd": 0.1}  # configured rates; adam's is chosen per size
+LR_GRID = (0.001, 0.003, 0.01, 0.03)
+BEST_LR = {"xs": 0.01, "s": 0.003, "m": 0.003}  # where the synthetic adam accuracy peaks
+EPOCHS = 8
+STEPS_PER_EPOCH, BATCH = 56, 64
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -37,44 +48,117 @@ def strict():
         yield
 
 
-def study_specs(config: str = "config/smoke.yaml") -> list[RunSpec]:
-    cfg = yaml.safe_load((ROOT / config).read_text())
-    return plan(check_config(cfg, ROOT / "workflow/schemas/config.schema.yaml"))
+def spec(family: str, framework: str, size: str, optimizer: str = "adam",
+         regulariser: str = "none", seed: int = 0, lr: float | None = None) -> RunSpec:
+    return RunSpec.create(family=family, framework=framework, dataset="mnist1d", size=size,
+                          optimizer=optimizer, regulariser=regulariser, seed=seed,
+                          lr=OPTIMIZERS[optimizer] if lr is None else lr, epochs=EPOCHS,
+                          batch_size=BATCH)
 
 
-def make_record(spec: RunSpec, status: str = "ok", seed_noise: float = 0.01) -> dict:
-    """A run record with the train loop's fields and invented, size-driven measurements."""
-    rng = np.random.default_rng([spec.seed, len(spec.run_id), spec.epochs])
-    params = param_count(spec.family, spec.size, spec.dataset, spec.batchnorm)
-    acc = float(np.clip(1 - 3.0 * params ** -0.3 + rng.normal(0, seed_noise)
-                        + (0.02 if spec.optimizer == "adam" else 0.0), 0.05, 0.99))
-    speed = 2e6 * params ** -0.5 * (1.5 if spec.framework == "tf" else 1.0)
+def true_acc(s: RunSpec, params: int) -> float:
+    """Synthetic final accuracy: grows with size, adam +0.02, adam peaks at BEST_LR."""
+    acc = 1 - 3.0 * params ** -0.3 + (0.02 if s.optimizer == "adam" else 0.0)
+    if s.optimizer == "adam":
+        acc -= 0.08 * math.log10(s.lr / BEST_LR[s.size]) ** 2
+    return acc
+
+
+def make_record(s: RunSpec, status: str = "ok", seed_noise: float = 0.01, lr_role: str = "",
+                grid_size: int = 0) -> dict:
+    """A run record with the train loop's fields and invented, size-driven measurements.
+
+    Validation accuracy rises as 1 - exp(-rate x epoch), faster at a higher learning rate;
+    sizes xs and s stop at a plateau after 6 epochs, m runs to its cap of 8 still improving.
+    """
+    rng = np.random.default_rng([s.seed, len(s.run_id), s.epochs, int(s.lr * 1e6)])
+    params = param_count(s.family, s.size, s.dataset, s.batchnorm)
+    acc = float(np.clip(true_acc(s, params) + rng.normal(0, seed_noise), 0.05, 0.99))
+    speed = 2e6 * params ** -0.5 * (1.5 if s.framework == "tf" else 1.0)
+    rate = 0.6 * (s.lr / OPTIMIZERS[s.optimizer]) ** 0.5
+    epochs = s.epochs if s.size == "m" else min(6, s.epochs)
+    fps = 30 * params
     curve, t = [], 1.0
-    for e in range(1, spec.epochs + 1):
+    for e in range(1, epochs + 1):
         t += 0.5 + params / 2e5
-        curve.append({"epoch": e, "step": e * 50, "train_loss": 2.0 / e, "val_loss": 2.1 / e,
-                      "val_acc": acc * (1 - 0.5 ** e), "elapsed_s": t})
-    rec = {"run_id": spec.run_id, **spec.to_dict(), "bench_version": "0.1.0",
+        curve.append({"epoch": e, "step": e * STEPS_PER_EPOCH,
+                      "samples": e * STEPS_PER_EPOCH * BATCH, "train_loss": 2.0 / e,
+                      "val_loss": 2.1 / e, "val_acc": acc * (1 - math.exp(-rate * e)),
+                      "elapsed_s": t})
+    rec = {"run_id": s.run_id, **s.to_dict(), "bench_version": "0.1.0",
            "hostname": "testhost", "cpu_model": "Test CPU", "cpu_count": 2,
            "load_avg_1m_start": 0.5, "python_version": "3.11.2", "platform": "Linux-test",
            "device": "cpu", "device_name": "Test CPU",
-           "framework_version": "2.13.0" if spec.framework == "torch" else "2.20.0",
-           "n_train": 3600, "n_val": 400, "n_test": 1000, "batch_size_effective": 64,
-           "batch_regime": "mini-batch", "steps_per_epoch": 56, "flops_per_sample": 10 * params,
-           "train_flops_per_sample": 30 * params, "status": status, "message": "",
-           "wall_s": t + 0.5}
+           "framework_version": "2.13.0" if s.framework == "torch" else "2.20.0",
+           "n_train": 3600, "n_val": 400, "n_test": 1000, "n_classes": 10,
+           "batch_size_effective": BATCH, "batch_regime": "mini-batch",
+           "steps_per_epoch": STEPS_PER_EPOCH, "flops_per_sample": 10 * params,
+           "train_flops_per_sample": fps, "epochs_cap": s.epochs,
+           "model_mem_est_mb": 2e-5 * params, "lr_role": lr_role, "lr_grid_size": grid_size,
+           "rss_start_mb": (350.0 if s.framework == "torch" else 600.0) + rng.normal(0, 5),
+           "status": status, "message": "", "wall_s": t + 0.5}
     if status == "ok":
-        rec.update(params=params, epochs_run=spec.epochs, steps_run=50 * spec.epochs,
-                   best_val_acc=curve[-1]["val_acc"], best_epoch=spec.epochs,
-                   train_acc=acc + 0.02, val_acc=curve[-1]["val_acc"], test_acc=acc,
+        best = max(p["val_acc"] for p in curve)
+        rec.update(params=params, epochs_run=epochs, steps_run=STEPS_PER_EPOCH * epochs,
+                   best_val_acc=best, best_epoch=epochs, converged=epochs < s.epochs,
+                   stop_reason="plateau" if epochs < s.epochs else "cap",
+                   flops_spent=fps * curve[-1]["samples"],
+                   train_acc=acc + 0.02, val_acc=best, test_acc=acc,
                    train_loss=0.5, val_loss=0.6, test_loss=0.6,
                    train_samples_per_s=speed * (1 + rng.normal(0, 0.02)),
                    infer_samples_per_s=3 * speed, step_ms_p50=1.0, step_ms_p95=2.0,
-                   peak_rss_mb=300 + params / 1e3 * (1.2 if spec.framework == "tf" else 1.0),
+                   peak_rss_mb=300 + params / 1e3 * (1.2 if s.framework == "tf" else 1.0),
+                   model_mem_mb=3e-5 * params ** 0.95 * (1.2 if s.framework == "tf" else 1.0)
+                   * (1 + rng.normal(0, 0.02)),
                    peak_device_mem_mb=None, curve=curve)
     else:
-        rec.update(params=params, message=f"{status}: synthetic failure", curve=curve[:1])
+        rec.update(params=params, message=f"{status}: synthetic failure", curve=curve[:1],
+                   flops_spent=fps * curve[0]["samples"])
     return rec
+
+
+def _chosen(grid: list[dict]) -> float:
+    """The grid's winner as the engine picks it: best validation accuracy, failures last,
+    ties to the smaller rate."""
+    def score(r):
+        ok = r["status"] == "ok"
+        return (r["best_val_acc"] if ok else -math.inf, -r["lr"])
+    return max(grid, key=score)["lr"]
+
+
+def smoke_records(statuses: dict | None = None) -> list[dict]:
+    """The synthetic study's runs, every one ok unless `statuses` maps (family, size) ->
+    status (applied to every run of that family and size, the grid's too)."""
+    statuses = statuses or {}
+    out: dict[str, dict] = {}
+
+    def add(s: RunSpec, role: str = "", k: int = 0) -> None:
+        out.setdefault(s.run_id, make_record(s, statuses.get((s.family, s.size), "ok"),
+                                             lr_role=role, grid_size=k))
+
+    for fam in FAMILIES:
+        chosen = {}
+        for size in SIZES:  # the learning-rate grid: adam + none, seed 0, PyTorch
+            grid = [make_record(spec(fam, "torch", size, lr=lr),
+                                statuses.get((fam, size), "ok")) for lr in LR_GRID]
+            chosen[size] = _chosen(grid)
+            for lr in LR_GRID:
+                if lr != chosen[size]:
+                    add(spec(fam, "torch", size, lr=lr), "grid", len(LR_GRID))
+        for fw, seeds in SEEDS.items():
+            for size in SIZES:
+                for seed in seeds:
+                    add(spec(fam, fw, size, seed=seed, lr=chosen[size]), "chosen",
+                        len(LR_GRID))
+            for opt in OPTIMIZERS:
+                for reg in ("none", "dropout"):
+                    for seed in seeds:
+                        if opt == "adam":  # adam's rate at xs was chosen; sgd's configured
+                            add(spec(fam, fw, SWEEP_SIZE, opt, reg, seed, chosen[SWEEP_SIZE]),
+                                "chosen", len(LR_GRID))
+                        else:
+                            add(spec(fam, fw, SWEEP_SIZE, opt, reg, seed))
+    return list(out.values())
 
 
 def write_summary(records: list[dict], path: Path) -> Path:
@@ -83,10 +167,9 @@ def write_summary(records: list[dict], path: Path) -> Path:
     return path
 
 
-def smoke_records(statuses: dict | None = None) -> list[dict]:
-    """The smoke study's runs, every one ok unless `statuses` maps (family, size) -> status."""
-    statuses = statuses or {}
-    return [make_record(s, statuses.get((s.family, s.size), "ok")) for s in study_specs()]
+def frame(records: list[dict], tmp_path: Path, name: str = "s.parquet") -> pd.DataFrame:
+    """The normalised summary table of `records`, through parquet as the report reads it."""
+    return T.load_summary(write_summary(records, tmp_path / name))
 
 
 def write_tuning_study(tune_dir: Path, name: str = "cnn_adam", multi: bool = True) -> Path:
@@ -160,9 +243,11 @@ def visible_text(page: str) -> str:
 
 def tuned_records(recs: list[dict]) -> list[dict]:
     """Final runs of study cnn_adam: cnn xs adam+none again, with a distinctive accuracy."""
-    return [dict(r, tuned="cnn_adam", run_id=r["run_id"] + "-tuned", lr=0.0123, test_acc=0.99)
+    return [dict(r, tuned="cnn_adam", run_id=r["run_id"] + "-tuned", lr=0.0123, test_acc=0.99,
+                 lr_role="", lr_grid_size=0)
             for r in recs if r["family"] == "cnn" and r["size"] == "xs"
-            and r["optimizer"] == "adam" and r["regulariser"] == "none"]
+            and r["optimizer"] == "adam" and r["regulariser"] == "none"
+            and r["lr_role"] == "chosen"]
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +276,8 @@ def test_full_report_has_every_page_figure_caption_and_csv(full):
             if "plotly-graph-div" in sec:
                 csv = re.search(r'href="(data/[^"]+\.csv)"', sec)
                 assert csv and (out / csv.group(1)).is_file(), (name, sec[:200])
-    assert texts["scale.html"].count("plotly-graph-div") == 2  # cnn and gru on mnist1d
+    # cnn and gru on mnist1d: scale, learning-rate grid, accuracy against compute
+    assert texts["scale.html"].count("plotly-graph-div") == 6
     assert texts["sweep.html"].count("plotly-graph-div") == 4
     assert texts["frameworks.html"].count("plotly-graph-div") == 2
     assert texts["curves.html"].count("plotly-graph-div") == 2
@@ -204,10 +290,13 @@ def test_captions_are_computed_from_the_data(full, tmp_path):
     # synthetic TF throughput is 1.5x PyTorch's at every size
     assert re.search(r"TensorFlow is 1\.[45]\d*x faster than PyTorch", scale)
     fw = visible_text((out / "frameworks.html").read_text())
-    assert re.search(r"TensorFlow is 1\.[45]\d*x faster than PyTorch for (cnn|gru) at size", fw)
+    assert re.search(r"Largest throughput gap, (cnn|gru) at size \w+: TensorFlow is 1\.[45]\d*x "
+                     r"faster than PyTorch \(95% CI 1\.\d\d-1\.\d\dx\)", fw)
     index = visible_text((out / "index.html").read_text())
     assert "Headline findings" in index
-    assert re.search(r"Scale: growing (cnn|gru) from xs", index)
+    # the synthetic accuracy grows with size far beyond its seed noise: a stated winner
+    assert re.search(r"cnn on mnist1d \(pooled, 12 runs\): m \(18\.7k params\) beats xs "
+                     r"\(1\.33k params\) by \+0\.\d+ \(95% CI \[\+0\.\d+, \+0\.\d+\]\)", index)
     assert "adam + " in index  # the synthetic adam bonus makes adam win the sweeps
     # a different table gives different captions (nothing hard-coded)
     recs = smoke_records()
@@ -286,8 +375,8 @@ def test_empty_table_renders_messages(tmp_path):
 
 
 def test_every_run_failed(tmp_path):
-    specs = study_specs()
-    recs = [make_record(s, ["diverged", "oom", "error"][i % 3]) for i, s in enumerate(specs)]
+    recs = smoke_records({(f, size): ["diverged", "oom", "error"][i]
+                          for f in FAMILIES for i, size in enumerate(SIZES)})
     out = build(tmp_path, recs)
     texts = pages_text(out)
     index = visible_text(texts["index.html"])
@@ -300,8 +389,12 @@ def test_every_run_failed(tmp_path):
 
 
 def test_one_seed_only_has_no_interval_but_renders(tmp_path):
-    recs = [r for r in smoke_records() if r["seed"] == 0]
+    recs = [r for r in smoke_records() if r["seed"] in (0, 1000)]
     out = build(tmp_path, recs)
+    scale = visible_text((out / "scale.html").read_text())
+    assert ("One seed per framework and size: no interval on the framework lines; the pooled "
+            "points hold 2 runs.") in scale
+    out = build(tmp_path / "torch", [r for r in recs if r["framework"] == "torch"])
     scale = visible_text((out / "scale.html").read_text())
     assert "One seed per point: no interval." in scale
     sweep = visible_text((out / "sweep.html").read_text())
@@ -312,7 +405,7 @@ def test_one_family_missing_and_one_framework_only(tmp_path):
     recs = [r for r in smoke_records() if r["family"] == "cnn" and r["framework"] == "tf"]
     out = build(tmp_path, recs)
     texts = pages_text(out)
-    assert texts["scale.html"].count("plotly-graph-div") == 1
+    assert texts["scale.html"].count("plotly-graph-div") == 2  # scale and compute, no grid
     fw = visible_text(texts["frameworks.html"])
     assert "needs successful runs in both frameworks" in fw
 
@@ -330,9 +423,15 @@ def test_a_family_present_only_as_tuned_runs_does_not_break_the_pages(tmp_path):
 def test_partial_failures_are_named_in_captions(tmp_path):
     out = build(tmp_path, smoke_records({("gru", "s"): "oom"}))
     scale = visible_text((out / "scale.html").read_text())
-    assert "Left out (not ok): oom" in scale
-    # gru is left with one size: the fit cannot hold and the caption says why
-    assert "No power law (only 1 size" in scale
+    # every gru s run failed: accuracy counts them at chance, throughput and memory drop them
+    assert "6 of 18 runs failed (counted at chance accuracy)" in scale
+    assert "6 of 18 runs failed (excluded)" in scale
+    # throughput is left with two sizes: the fit cannot hold and the caption says why
+    assert "No power law (only 2 sizes, need at least 3)" in scale
+    pts = pd.read_csv(out / "data" / "scale-gru-mnist1d.csv")
+    at_s = pts[(pts["trace"] == "pooled accuracy") & (pts["size"] == "s")].iloc[0]
+    assert at_s["y"] == pytest.approx(0.1) and at_s["n_failed"] == 6 and at_s["n_seeds"] == 6
+    assert not ((pts["metric"] == "train_samples_per_s") & (pts["size"] == "s")).any()
 
 
 def test_script_in_labels_is_shown_as_text(tmp_path):
@@ -375,7 +474,9 @@ def test_cli_verb_and_missing_summary(tmp_path, bench_cmd, repo_root):
 def test_selection_rules_pick_the_scale_recipe_and_the_sweep_size(tmp_path):
     df = T.load_summary(write_summary(smoke_records(), tmp_path / "s.parquet"))
     recipe, rows = T.scale_selection(df, "cnn", "mnist1d")
-    assert recipe[:2] == ("adam", "none") and set(rows["size"]) == {"xs", "s"}
+    assert recipe[:3] == ("adam", "none", T.LR_CHOSEN) and set(rows["size"]) == set(SIZES)
+    assert set(rows["lr_role"]) == {"chosen"} and rows["lr"].nunique() > 1  # one lr per size
+    assert T.recipe_label(recipe) == "adam + none, lr chosen per size on validation"
     size, rows = T.sweep_selection(df, "cnn", "mnist1d")
     assert size == "xs"
     assert rows[["optimizer", "regulariser"]].drop_duplicates().shape[0] == 4
@@ -427,5 +528,294 @@ def test_tuned_runs_stay_on_the_tuning_page(full):
     for csv in (out / "data").glob("scale-*.csv"):
         assert not (pd.read_csv(csv)["y"] == 0.99).any()
     tuning = visible_text((out / "tuning.html").read_text())
-    assert re.search(r"PyTorch\s+cnn\s+mnist1d\s+xs\s+2 of 2\s+0\.990", tuning)
+    assert re.search(r"PyTorch\s+cnn\s+mnist1d\s+xs\s+3 of 3\s+0\.990", tuning)
     assert "Pruning stopped 4 of 16 trials early. In epochs: 52 trained, 12 not" in tuning
+
+
+# ---------------------------------------------------------------------------- what enters
+
+
+def _study(recs: list[dict], **match) -> list[dict]:
+    """The study runs (no grid run) of `recs` matching every key=value."""
+    return [r for r in recs if r["lr_role"] != "grid"
+            and all(r.get(k) == v for k, v in match.items())]
+
+
+def test_failed_runs_count_at_chance_accuracy_and_are_named(tmp_path):
+    recs = smoke_records()
+    victim = _study(recs, family="cnn", framework="torch", size="s", seed=1,
+                    regulariser="none")[0]
+    failed = make_record(spec("cnn", "torch", "s", seed=1, lr=victim["lr"]), "diverged",
+                         lr_role="chosen", grid_size=len(LR_GRID))
+    del failed["n_classes"]  # not recorded: chance falls back to 1/10
+    recs[recs.index(victim)] = failed
+    df = frame(recs, tmp_path)
+    _, rows = T.scale_selection(df, "cnn", "mnist1d")
+    others = [r["test_acc"] for r in _study(recs, family="cnn", framework="torch", size="s",
+                                            regulariser="none") if r["status"] == "ok"]
+    pts = T.scale_points(rows, "test_acc")
+    at = pts[(pts["framework"] == "torch") & (pts["size"] == "s")].iloc[0]
+    assert len(others) == 2 and at["n_seeds"] == 3 and at["n_failed"] == 1
+    assert at["mean"] == pytest.approx((sum(others) + 0.1) / 3)
+    thr = T.scale_points(rows, "train_samples_per_s")
+    assert thr[(thr["framework"] == "torch") & (thr["size"] == "s")].iloc[0]["n_seeds"] == 2
+    panel = F.scale_panel(df, "cnn", "mnist1d", "k")
+    trace = next(t for t in panel.fig.data if t.meta == "torch accuracy")
+    hover = [c[1] for c in trace.customdata]
+    assert hover[list(trace.x).index(at["params"])].endswith(
+        "1 of 3 runs failed (counted at chance accuracy)")
+    assert "1 of 18 runs failed (counted at chance accuracy)" in panel.caption
+    assert "1 of 18 runs failed (excluded)" in panel.caption
+    # an explicit class count sets chance
+    assert T.normalise(pd.DataFrame([{"status": "oom", "n_classes": 4}]))["acc_stat"][0] == 0.25
+
+
+def test_accuracy_is_pooled_only_where_the_seeds_are_disjoint(tmp_path):
+    recs = smoke_records()
+    df = frame(recs, tmp_path)
+    _, rows = T.scale_selection(df, "cnn", "mnist1d")
+    pts = T.scale_points(rows, "test_acc")
+    pooled = pts[pts["framework"] == T.POOLED]
+    assert list(pooled["size"]) == list(SIZES) and (pooled["n_seeds"] == 6).all()
+    m = [r["test_acc"] for r in _study(recs, family="cnn", size="m")]
+    assert pooled.iloc[-1]["mean"] == pytest.approx(np.mean(m))
+    assert T.POOLED not in set(T.scale_points(rows, "train_samples_per_s")["framework"])
+    assert "pooled over the frameworks (the black line), whose seeds are disjoint" in (
+        F.scale_panel(df, "cnn", "mnist1d", "k").caption)
+    # TensorFlow on PyTorch's seeds: the runs are not independent, nothing is pooled
+    same = [dict(r, seed=r["seed"] - 1000) if r["framework"] == "tf" else r for r in recs]
+    df2 = frame(same, tmp_path, "same.parquet")
+    _, rows2 = T.scale_selection(df2, "cnn", "mnist1d")
+    assert T.POOLED not in set(T.scale_points(rows2, "test_acc")["framework"])
+    assert "Accuracy is not pooled over the frameworks: they share seeds" in (
+        F.scale_panel(df2, "cnn", "mnist1d", "k").caption)
+    assert T.POOLED not in set(F.sweep_cells(T.sweep_selection(df2, "cnn", "mnist1d")[1],
+                                             math.nan)["framework"])
+    # overlap at one size only: pooled at the other two
+    part = [dict(r, seed=r["seed"] - 1000) if r["framework"] == "tf" and r["size"] == "m"
+            else r for r in recs]
+    df3 = frame(part, tmp_path, "part.parquet")
+    _, rows3 = T.scale_selection(df3, "cnn", "mnist1d")
+    pts3 = T.scale_points(rows3, "test_acc")
+    assert list(pts3.loc[pts3["framework"] == T.POOLED, "size"]) == ["xs", "s"]
+    assert "at 2 of 3 sizes (xs, s)" in F.scale_panel(df3, "cnn", "mnist1d", "k").caption
+
+
+def _flat(recs: list[dict]) -> list[dict]:
+    """Every study run's test accuracy 0.80 +- 0.02 by seed, the same at every size and
+    cell, and throughput the same in both frameworks: nothing differs."""
+    out = []
+    for r in recs:
+        r = dict(r)
+        if r["status"] == "ok" and r["lr_role"] != "grid":
+            k = int(r["seed"]) % 1000
+            r["test_acc"] = 0.80 + 0.02 * (k - 1)
+            r["train_samples_per_s"] = 1000.0 * (1 + 0.05 * (k - 1))
+        out.append(r)
+    return out
+
+
+def test_headline_findings_name_a_winner_only_where_the_interval_excludes_zero(tmp_path):
+    flat = P.findings(frame(_flat(smoke_records()), tmp_path))
+    assert "cnn on mnist1d (pooled, 12 runs): no clear winner: m (18.7k params) and xs " \
+           "(1.33k params) overlap (difference +0.000, 95% CI [" in flat[0]
+    assert "beats" not in flat[0]
+    assert "no clear winner: PyTorch and TensorFlow overlap (PyTorch/TensorFlow ratio " \
+           "1.00x, 95% CI" in flat[1]
+    assert "clearly faster in 0, TensorFlow in 0, and neither in 6" in flat[1]
+    assert flat[2].count("no clear winner") == 2 and "beats" not in flat[2]
+    # a clear gap: adam + dropout 0.1 above every other cell
+    recs = _flat(smoke_records())
+    for r in recs:
+        if r["optimizer"] == "adam" and r["regulariser"] == "dropout":
+            r["test_acc"] += 0.1
+    won = P.findings(frame(recs, tmp_path, "won.parquet"))
+    assert re.search(r"cnn \(size xs, pooled\): best adam \+ dropout \(0\.900\), runner-up "
+                     r"adam \+ none \(0\.800\): adam \+ dropout beats adam \+ none by \+0\.100 "
+                     r"\(95% CI \[\+0\.0\d+, \+0\.1\d+\]\)", won[2])
+    # the default synthetic study: accuracy grows with size, TensorFlow is 1.5x faster
+    found = P.findings(frame(smoke_records(), tmp_path, "default.parquet"))
+    assert "m (38.5k params) beats xs (1.08k params)" in found[0]
+    assert re.search(r"TensorFlow is 1\.5\dx faster than PyTorch \(95% CI", found[1])
+    assert "TensorFlow in 6, and neither in 0" in found[1]
+
+
+def test_vs_published_table_verdicts(tmp_path):
+    recs = smoke_records()
+    for r in _study(recs, size="m", optimizer="adam", regulariser="none"):
+        k = int(r["seed"]) % 1000
+        r["test_acc"] = 0.95 + 0.005 * (k - 1) if r["family"] == "cnn" else 0.88 + 0.02 * (k - 1)
+    t = T.published_table(frame(recs, tmp_path)).set_index(["family", "framework"])
+    assert set(t.loc["cnn", "verdict"]) == {"reaches"}
+    assert (t.loc["cnn", "size"] == "m").all() and (t.loc["cnn", "published"] == 0.94).all()
+    # n = 3 per framework: 0.88 +- 0.049 reaches 0.91; pooled n = 6: 0.88 +- 0.019 does not
+    assert t.loc[("gru", "torch"), "verdict"] == "within interval"
+    assert t.loc[("gru", "tf"), "verdict"] == "within interval"
+    assert t.loc[("gru", "pooled"), "verdict"] == "below"
+    assert t.loc[("gru", "pooled"), "n_seeds"] == 6
+    assert t.loc[("gru", "pooled"), "mean"] == pytest.approx(0.88)
+    assert T.verdict(0.93, math.nan, 0.94) == "below, no interval"
+    page = P.overview_page(frame(recs, tmp_path, "o.parquet"), "s", [])
+    text = "".join(str(b) for b in page.blocks) + "".join(p.caption for p in page.panels)
+    assert "Greydanus 2020" in text and "within interval" in text
+    assert T.published_table(frame(_study(recs, family="cnn"), tmp_path, "c.parquet")).set_index(
+        "family").loc["gru", "verdict"] == "not run"
+
+
+def test_converged_share_is_counted_on_the_overview_and_in_captions(full):
+    index = visible_text((full / "index.html").read_text())
+    # size m runs to its cap still improving: 6 runs per family in the scale figure, none of
+    # the 18 more sweep runs (size xs)
+    assert "12 of 72 runs ended at their epoch cap still improving" in index
+    scale = visible_text((full / "scale.html").read_text())
+    assert scale.count("6 of 18 runs ended at their epoch cap still improving") >= 4
+    sweep = visible_text((full / "sweep.html").read_text())
+    assert "0 of 24 runs ended at their epoch cap still improving" in sweep
+
+
+def test_memory_is_the_models_own_beside_its_estimate(tmp_path):
+    recs = smoke_records()
+    df = frame(recs, tmp_path)
+    panel = F.scale_panel(df, "cnn", "mnist1d", "k")
+    data = panel.data
+    mem = data[data["trace"] == "tf memory"]
+    want = [np.mean([r["model_mem_mb"] for r in _study(recs, family="cnn", framework="tf",
+                                                       size=s, regulariser="none",
+                                                       optimizer="adam")]) for s in SIZES]
+    np.testing.assert_allclose(mem["y"], want, rtol=1e-9)
+    est = next(t for t in panel.fig.data if t.meta == "estimate memory")
+    assert est.line.dash == "dash"
+    # synthetic: measured grows as N^0.95, the estimate as N^1
+    assert "TensorFlow: measured ∝ N^0.9" in panel.caption
+    assert "growing slower than the estimate" in panel.caption
+    assert "Estimate ∝ N^1.00" in panel.caption
+    base = F.baseline_panel(df, "b")
+    assert "framework runtime, not the model" in base.title + str(base.body)
+    med = base.data.set_index("framework")["median_rss_start_mb"]
+    assert med["torch"] == pytest.approx(350, abs=5) and med["tf"] == pytest.approx(600, abs=5)
+
+
+def test_frontier_picks_the_best_size_per_budget():
+    def run(rid, size, flops, accs):
+        return [{"run_id": rid, "framework": "torch", "size": size, "params": 1.0, "seed": 0,
+                 "epoch": e + 1, "flops": f, "val_acc": a}
+                for e, (f, a) in enumerate(zip(flops, accs, strict=True))]
+
+    pts = pd.DataFrame(
+        run("a1", "xs", [1e9, 2e9, 3e9, 4e9], [0.50, 0.60, 0.62, 0.63])
+        + run("a2", "xs", [1e9, 2e9, 3e9, 4e9], [0.50, 0.60, 0.62, 0.63])
+        + run("b1", "s", [4e9, 8e9, 12e9, 16e9], [0.40, 0.65, 0.70, 0.72])
+        # a second s run dips at 12e9: the frontier uses the best so far, 0.7 there
+        + run("b2", "s", [4e9, 8e9, 12e9, 16e9], [0.40, 0.70, 0.60, 0.72])
+        + run("c1", "m", [2e10, 4e10, 6e10, 8e10], [0.30, 0.60, 0.75, 0.80]))
+    front, segs = T.frontier(pts)
+    assert [s for s, _, _ in segs] == ["xs", "s", "m"]
+    assert segs[0][1:] == (1e9, 4e9) and segs[1][1:] == (8e9, 4e10) and segs[2][1:] == (6e10, 8e10)
+    at = front.set_index("flops")
+    assert at.loc[4e9, "size"] == "xs" and at.loc[4e9, "val_acc"] == pytest.approx(0.63)
+    assert at.loc[12e9, "val_acc"] == pytest.approx(0.70)  # mean of best-so-far 0.70, 0.70
+    assert at.loc[4e10, "size"] == "s" and at.loc[6e10, "size"] == "m"
+    assert F.frontier_sentence(segs) == (
+        "Best size by budget (leads held over less than 2x of compute left out): xs up to 4e9 "
+        "FLOPs, s from 8e9 to 4e10, m from 6e10.")
+
+
+def test_frontier_sentence_leaves_out_lead_changes_that_are_noise():
+    # s and xs trade the lead within 1.2x of compute (seed noise where the curves run
+    # together); m takes over for good at 6.8e9 and l holds the last budgets
+    segs = [("xs", 1e8, 1.5e9), ("s", 1.5e9, 1.5e9), ("xs", 1.6e9, 1.8e9), ("s", 1.9e9, 4.6e9),
+            ("m", 4.8e9, 4.8e9), ("s", 5.1e9, 6.6e9), ("m", 6.8e9, 3.6e10), ("l", 4.2e10, 5e10)]
+    stable = F.stable_segments(segs)
+    assert [s for s, _, _ in stable] == ["xs", "s", "m", "l"]
+    assert stable[1][1:] == (1.9e9, 6.6e9) and stable[3] == ("l", 4.2e10, 5e10)
+    assert F.stable_segments(stable) == stable  # nothing left to merge
+
+
+def test_compute_panel_plots_every_chosen_run_against_flops(full):
+    df = T.load_summary(full.parent / "results" / "summary.parquet")
+    panel = F.compute_panel(df, "gru", "mnist1d", "k")
+    runs = [t for t in panel.fig.data if t.meta != "frontier"]
+    assert len(runs) == 18  # 3 sizes x 2 frameworks x 3 seeds at the chosen lr
+    r = next(r for r in df.itertuples() if r.run_id == runs[0].meta)
+    assert runs[0].x[0] == pytest.approx(r.train_flops_per_sample * STEPS_PER_EPOCH * BATCH)
+    assert "Best size by budget (leads held over less than 2x of compute left out): xs up to" \
+        in panel.caption
+
+
+def _grid_unit(size: str, curves: dict, tests: dict, fps: float, stop: dict | None = None):
+    """A constructed grid at seed 0 in PyTorch: lr -> val curve (4-epoch cap), the best
+    validation rate chosen, plus two more seeds and one TensorFlow run at the chosen rate."""
+    best = max(curves, key=lambda lr: (max(curves[lr]), -lr))
+    out = []
+    for lr, accs in curves.items():
+        r = make_record(spec("cnn", "torch", size, lr=lr), lr_role="chosen" if lr == best
+                        else "grid", grid_size=len(curves))
+        n = (stop or {}).get(lr, len(accs))
+        r.update(epochs=4, train_flops_per_sample=fps, best_val_acc=max(accs[:n]),
+                 test_acc=tests[lr], flops_spent=fps * 1000 * n,
+                 curve=[{"epoch": e + 1, "samples": 1000 * (e + 1), "val_acc": a}
+                        for e, a in enumerate(accs[:n])])
+        out.append(r)
+    for fw, seed in (("torch", 1), ("torch", 2), ("tf", 1000)):
+        r = make_record(spec("cnn", fw, size, seed=seed, lr=best), lr_role="chosen",
+                        grid_size=len(curves))
+        r.update(best_val_acc=0.0, test_acc=0.0)  # must not enter the grid
+        out.append(r)
+    return out
+
+
+def test_lr_panel_marks_the_chosen_rate_and_counts_the_race(tmp_path):
+    recs = (_grid_unit("xs", {0.001: [0.1, 0.2, 0.5, 0.8], 0.01: [0.3, 0.5, 0.6, 0.7],
+                              0.1: [0.2, 0.3, 0.4, 0.5]},
+                       {0.001: 0.78, 0.01: 0.79, 0.1: 0.5}, fps=100.0)
+            + _grid_unit("s", {0.001: [0.2, 0.3, 0.4, 0.5], 0.01: [0.4, 0.6, 0.7, 0.9],
+                               0.1: [0.5, 0.55, 0.6, 0.6]},
+                         {0.001: 0.5, 0.01: 0.9, 0.1: 0.6}, fps=300.0, stop={0.1: 2}))
+    df = frame(recs, tmp_path)
+    units = T.lr_units(df, "cnn", "mnist1d")
+    assert [(u["size"], u["chosen"], u["k"], len(u["members"])) for u in units] == [
+        ("xs", 0.001, 3, 3), ("s", 0.01, 3, 3)]
+    panel = F.lr_panel(df, "cnn", "mnist1d", "k")
+    xs_val = next(t for t in panel.fig.data if t.meta == "xs val")
+    assert list(xs_val.x) == [0.001, 0.01, 0.1] and list(xs_val.y) == [0.8, 0.7, 0.5]
+    assert list(xs_val.marker.symbol) == ["star", "circle", "circle"]
+    s_test = next(t for t in panel.fig.data if t.meta == "s test")
+    assert list(s_test.marker.symbol) == ["circle", "star", "circle"]
+    assert list(s_test.y) == [0.5, 0.9, 0.6]
+    chosen = panel.data[panel.data["chosen"]]
+    pairs = sorted(zip(chosen["size"], chosen["x"], strict=True))  # val and test panels
+    assert pairs == [("s", 0.01), ("s", 0.01), ("xs", 0.001), ("xs", 0.001)]
+    cap = panel.caption
+    assert ("grid of 3 learning rates at seed 0 in PyTorch (regulariser none; 2 units), "
+            "chosen by best validation accuracy; test accuracy never used") in cap
+    assert "the grid's best validation accuracy in 2 of 2 units" in cap
+    assert "differs from the chosen one in 1 of 2 units (by up to 0.010 test accuracy)" in cap
+    # epoch 1: xs picks 0.01 (not 0.001), s picks 0.1 (not 0.01); epoch 2: s picks 0.01.
+    # Compute: xs 3 runs x 4 epochs x 1e5 FLOPs, s (4 + 4 + 2) epochs x 3e5 = 4.2e6 in all;
+    # to epoch 1: 1.2e6 (29%), to epoch 2: 0.6e6 + 1.8e6 (57%)
+    assert ("A race stopped at 25% of the epochs would pick the same rate in 0 of 2 cases, at "
+            "29% of the grid's compute.") in cap
+    assert ("A race stopped at 50% of the epochs would pick the same rate in 1 of 2 cases, at "
+            "57% of the grid's compute.") in cap
+    assert F.lr_panel(df[df["lr_role"] != "grid"], "cnn", "mnist1d", "k") is None
+
+
+def test_a_table_without_the_new_columns_still_renders_and_says_so(tmp_path):
+    """Records without lr roles, model memory, convergence or cumulative samples."""
+    new = ["converged", "stop_reason", "model_mem_mb", "model_mem_est_mb", "rss_start_mb",
+           "flops_spent", "lr_role", "lr_grid_size", "n_classes", "best_epoch"]
+    recs = [r for r in smoke_records() if r["lr_role"] != "grid"]
+    for r in recs:
+        for k in new:
+            r.pop(k, None)
+        r["curve"] = [{k: v for k, v in p.items() if k != "samples"} for p in r["curve"]]
+    out = build(tmp_path, recs)
+    scale = visible_text((out / "scale.html").read_text())
+    assert "Model memory (peak above the runtime baseline): not recorded." in scale
+    assert "Whether runs converged was not recorded." in scale
+    assert "No learning-rate grid in this study" in scale
+    # each size ran at its own lr and none is marked chosen: the recipe keeps its lr
+    assert "Recipe: adam (lr 0.01) + none;" in scale
+    assert "Best size by budget" in scale  # FLOPs from steps x batch
+    for text in pages_text(out).values():
+        assert "could not be built" not in text

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from .. import stats
 from . import figures as F
 from . import tables as T
 from . import tuning as TU
@@ -74,31 +75,58 @@ def _status_line(df: pd.DataFrame) -> str:
 
 
 def findings(df: pd.DataFrame) -> list[str]:
-    """Three headline findings computed from the data (scale, frameworks, optimizers)."""
+    """Three headline findings computed from the data (scale, frameworks, optimizers).
+
+    A finding names a winner only where the 95% interval of the difference against the
+    runner-up excludes zero (ratios: excludes 1); otherwise it says there is no clear winner
+    and gives the difference with its interval.
+    """
     return [_finding_scale(df), _finding_frameworks(df), _finding_sweep(df)]
 
 
-def _finding_scale(df: pd.DataFrame) -> str:
-    best = None
+def _size_label(rows: pd.DataFrame, size: str) -> str:
+    return f"{size} ({T.fmt_count(rows.loc[rows['size'] == size, 'params'].median())} params)"
+
+
+def scale_claims(df: pd.DataFrame) -> list[str]:
+    """Per family: largest vs smallest size of the scale recipe on test accuracy, pooled
+    over frameworks where both sizes have disjoint seeds, else per framework."""
+    out = []
     for family, dataset in T.groups(df):
         _, rows = T.scale_selection(df, family, dataset)
-        for fw in sorted(set(rows["framework"])):
-            pts = T.scale_points(rows[rows["framework"] == fw], "test_acc")
-            if len(pts) < 2:
+        vals = T.metric_values(rows, "test_acc")
+        rows = rows[vals.notna()]
+        # sizes with a successful run; their failed runs count at chance
+        sizes = sorted(set(rows.loc[rows["status"] == "ok", "size"]), key=T._size_rank)
+        if len(sizes) < 2:
+            continue
+        small, large = sizes[0], sizes[-1]
+        a, b = rows[rows["size"] == large], rows[rows["size"] == small]
+        if T.seeds_disjoint(a) and T.seeds_disjoint(b):
+            parts = [(T.POOLED, a, b)]
+        else:
+            parts = [(fw, a[a["framework"] == fw], b[b["framework"] == fw])
+                     for fw in sorted(set(rows["framework"]), key=T.framework_rank)]
+        for fw, x, y in parts:
+            if x.empty or y.empty:
                 continue
-            gain = pts["median"].iloc[-1] - pts["median"].iloc[0]
-            cand = (abs(gain), gain, family, dataset, fw, pts.iloc[0], pts.iloc[-1])
-            if best is None or cand[:2] > best[:2]:
-                best = cand
-    if best is None:
+            iv = stats.diff_t_ci(T.metric_values(x, "test_acc"), T.metric_values(y, "test_acc"))
+            out.append(f"{family} on {dataset} ({T.framework_name(fw)}, "
+                       f"{len(x) + len(y)} runs): "
+                       + T.claim(_size_label(rows, large), _size_label(rows, small), iv))
+    return out
+
+
+def _finding_scale(df: pd.DataFrame) -> str:
+    claims = scale_claims(df)
+    if not claims:
         return ("Scale: no family has successful runs at two or more sizes, so there is no "
                 "scale trend to report.")
-    _, gain, family, dataset, fw, a, b = best
-    verb = "raised" if gain >= 0 else "lowered"
-    return (f"Scale: growing {family} from {a['size']} ({T.fmt_count(a['params'])} params) to "
-            f"{b['size']} ({T.fmt_count(b['params'])}) {verb} median test accuracy on {dataset} "
-            f"from {a['median']:.3f} to {b['median']:.3f} ({T.framework_name(fw)}), the "
-            f"largest change across sizes in this study.")
+    lr = ("the learning rate chosen per size on validation"
+          if (T.study_rows(df)["lr_role"] == T.LR_CHOSEN).any() else "the configured learning rate")
+    return (f"Scale (largest vs smallest size, test accuracy at {lr}, difference of means "
+            f"with 95% Welch interval; pooled over frameworks where their seeds are disjoint; "
+            f"failed runs at chance): " + "; ".join(claims) + ".")
 
 
 def _finding_frameworks(df: pd.DataFrame) -> str:
@@ -111,37 +139,49 @@ def _finding_frameworks(df: pd.DataFrame) -> str:
     if c.empty:
         return "Frameworks: throughput was not recorded in matched runs."
     far = c.loc[np.log(c["throughput_ratio"]).abs().idxmax()]
-    n_pt = int((c["throughput_ratio"] > 1).sum())
-    return (f"Frameworks: {F.speed_phrase(far['throughput_ratio'])} for {far['family']} at "
-            f"size {far['size']} on {far['dataset']}, the largest gap; PyTorch is faster in "
-            f"{n_pt} of {len(c)} matched family/size cells (median PyTorch/TensorFlow "
-            f"throughput ratio {c['throughput_ratio'].median():.2f}).")
+    pt, tf, tie = F.ratio_counts(c, "throughput_ratio")
+    iv = stats.Interval(far["throughput_ratio"], far["throughput_ratio_lo"],
+                        far["throughput_ratio_hi"], int(min(far["n_torch"], far["n_tf"])))
+    return (f"Frameworks (training throughput, geometric means over seeds, 95% Welch interval "
+            f"of the ratio): the largest gap is {far['family']} at size {far['size']} on "
+            f"{far['dataset']}: {F.ratio_claim(iv)}. Over {len(c)} matched family/size cells "
+            f"PyTorch is clearly faster in {pt}, TensorFlow in {tf}, and neither in {tie} "
+            f"(median PyTorch/TensorFlow ratio {c['throughput_ratio'].median():.2f}).")
 
 
 def _finding_sweep(df: pd.DataFrame) -> str:
-    wins: dict[str, int] = {}
-    spreads = []
-    n = 0
+    clauses = []
     for family, dataset in T.groups(df):
-        _, rows = T.sweep_selection(df, family, dataset)
-        cells = F.sweep_cells(rows, math.nan).dropna(subset=["acc"])
-        for fw, part in cells.groupby("framework"):
-            if part[["optimizer", "regulariser"]].drop_duplicates().shape[0] < 2:
-                continue
-            n += 1
-            b = part.loc[part["acc"].idxmax()]
-            label = f"{b['optimizer']} + {b['regulariser']}"
-            wins[label] = wins.get(label, 0) + 1
-            spreads.append((b["acc"] - part["acc"].min(), family, fw))
-    if not n:
+        size, rows = T.sweep_selection(df, family, dataset)
+        if rows.empty:
+            continue
+        pooled = F.sweep_winner(rows, T.POOLED)
+        if pooled is not None:
+            wins = [(T.POOLED, pooled)]
+        else:
+            wins = [(fw, F.sweep_winner(rows, fw))
+                    for fw in sorted(set(rows["framework"]), key=T.framework_rank)]
+        for fw, w in wins:
+            if w is not None:
+                clauses.append(f"{family} (size {size}, {T.framework_name(fw)}): "
+                               + F.winner_text(w))
+    if not clauses:
         return ("Optimizers and regularisers: no family has two or more successful "
                 "optimizer x regulariser cells to compare.")
-    top = max(wins.items(), key=lambda kv: (kv[1], kv[0]))
-    spread = max(spreads)
-    return (f"Optimizers and regularisers: {top[0]} gives the best median test accuracy in "
-            f"{top[1]} of {n} family/framework sweeps; the choice matters most for "
-            f"{spread[1]} on {T.framework_name(spread[2])}, where best and worst cell differ by "
-            f"{spread[0]:.3f} accuracy.")
+    return ("Optimizers and regularisers (best vs runner-up cell by mean test accuracy, 95% "
+            "Welch interval of the difference): " + "; ".join(clauses) + ".")
+
+
+def figure_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs behind the scale and sweep figures, each once."""
+    parts = []
+    for family, dataset in T.groups(df):
+        parts.append(T.scale_selection(df, family, dataset)[1])
+        parts.append(T.sweep_selection(df, family, dataset)[1])
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return df.iloc[:0]
+    return pd.concat(parts).drop_duplicates("run_id")
 
 
 def overview_page(df: pd.DataFrame, source: str, studies: list) -> Page:
@@ -151,9 +191,15 @@ def overview_page(df: pd.DataFrame, source: str, studies: list) -> Page:
     keys = Keys()
     page.h2("Headline findings")
     page.add(_ol(findings(df)))
+    page.h2("Against published results")
+    page.add(safe("published", "Against published results",
+                  lambda: _published_panel(df, keys("published"))))
+    page.h2("Did the runs converge?")
+    page.add(safe("converged", "Runs that ended still improving",
+                  lambda: _converged_panel(df, keys("converged"))))
     page.h2("Pages")
-    page.add(links([("scale.html", "Scale vs performance: accuracy, throughput, memory "
-                     "against parameters"),
+    page.add(links([("scale.html", "Scale vs performance: accuracy, throughput, model memory "
+                     "against parameters; learning-rate choice; accuracy against compute"),
                     ("frameworks.html", "Frameworks: PyTorch / TensorFlow ratios"),
                     ("sweep.html", "Optimizers and regularisers: accuracy and time-to-target"),
                     ("curves.html", "Learning curves per run"),
@@ -171,6 +217,63 @@ def overview_page(df: pd.DataFrame, source: str, studies: list) -> Page:
     page.h2("Compute spent")
     page.add(safe("compute", "Compute spent", lambda: _compute_panel(df, keys("compute"))))
     return page
+
+
+def _published_panel(df: pd.DataFrame, key: str) -> Panel:
+    from .html import Raw
+
+    title = "Our best size beside the published MNIST-1D accuracies"
+    t = T.published_table(df)
+    rows = []
+    for r in t.itertuples():
+        ours = (f"{r.mean:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]" if math.isfinite(r.ci_lo)
+                else (f"{r.mean:.3f} (no interval)" if math.isfinite(r.mean) else "n/a"))
+        rows.append([r.family, f"{r.published:.0%}", T.framework_name(r.framework) or "-",
+                     f"{r.size} ({T.fmt_count(r.params)} params, best of {r.n_sizes})"
+                     if r.size else "-", ours, r.n_seeds, r.verdict])
+    epochs = sorted({int(e) for e in T.study_rows(df)["epochs"].dropna()})
+    budget = (f" Our runs train for at most {', '.join(map(str, epochs))} epochs and stop "
+              f"earlier at a validation plateau." if epochs else "")
+    caption = (f"Published: MNIST-1D test accuracy, CNN 94% and GRU 91% ({T.PUBLISHED_SOURCE}; "
+               f"4000 train / 1000 test samples, Adam lr 1e-2, batch 100, 6000 steps, about "
+               f"5k parameters). Ours: for each framework and the pooled runs, the size of the "
+               f"scale recipe with the best mean test accuracy (failed runs at chance), with "
+               f"its 95% t-interval over seeds; choosing the best of several sizes flatters "
+               f"it slightly. Verdict: reaches (mean at or above the published figure), within "
+               f"interval (below it, but the interval reaches it), below (the interval stays "
+               f"under it).{budget}")
+    data = t.assign(trace="published")
+    return Panel(key, title, caption, None, data,
+                 body=Raw(table(rows, ["family", "published", "framework", "best size",
+                                       "test accuracy, mean [95% t-interval]", "seeds",
+                                       "verdict"])))
+
+
+def _converged_panel(df: pd.DataFrame, key: str) -> Panel:
+    from .html import Raw
+
+    title = "Runs in the scale and sweep figures that ended still improving"
+    rows = figure_rows(df)
+    if rows.empty:
+        return Panel(key, title, message="No run in the scale or sweep figures.")
+    out, data = [], []
+    for (fam, fw), part in sorted(rows.groupby(["family", "framework"]),
+                                  key=lambda kv: (kv[0][0], T.framework_rank(kv[0][1]))):
+        still, known = T.cap_counts(part)
+        out.append([fam, T.framework_name(fw), known, still,
+                    f"{still / known:.0%}" if known else "not recorded"])
+        data.append({"trace": "converged", "family": fam, "framework": fw, "ok_runs": known,
+                     "still_improving": still})
+    still, known = T.cap_counts(rows)
+    caption = (f"{T.cap_phrase(rows, capital=True)} (converged = False: training hit its "
+               f"epoch cap while validation accuracy was still rising; the others stopped at "
+               f"a plateau).")
+    if still:
+        caption += (" Their accuracies are results at a fixed budget, not converged ones; "
+                    "a larger cap would likely raise them.")
+    return Panel(key, title, caption, None, pd.DataFrame(data),
+                 body=Raw(table(out, ["family", "framework", "ok runs", "ended at the cap "
+                                      "still improving", "share"])))
 
 
 def _ol(items: list[str]):
@@ -276,12 +379,35 @@ def _compute_panel(df: pd.DataFrame, key: str) -> Panel:
 
 def scale_page(df: pd.DataFrame) -> Page:
     page = Page("scale.html", "Scale vs performance",
-                "Per family and dataset: test accuracy, training throughput and peak memory "
-                "against parameter count (log axis), one line per framework, median over "
-                "seeds with 95% bootstrap CI, and a power law where it fits.")
+                "Per family and dataset: test accuracy, training throughput and model memory "
+                "against parameter count (log axis), one line per framework and a pooled "
+                "accuracy line where the frameworks' seeds are disjoint, mean over seeds with "
+                "95% t-interval, and a power law where it fits; then how each size's learning "
+                "rate was chosen, accuracy against training compute with the "
+                "compute-efficient frontier, and the framework runtimes' own memory.")
     if _no_runs(page, df):
         return page
-    return _panel_per_group(page, df, "scale", F.scale_panel)
+    page.h2("Accuracy, throughput and memory against size")
+    _panel_per_group(page, df, "scale", F.scale_panel)
+    page.h2("Learning rate chosen per size")
+    keys = Keys()
+    shown = 0
+    for family, dataset in T.groups(df):
+        k = keys("lr", family, dataset)
+        panel = safe(k, f"{family} on {dataset}",
+                     lambda f=family, d=dataset, k=k: F.lr_panel(df, f, d, k))
+        if panel is not None:
+            page.add(panel)
+            shown += 1
+    if not shown:
+        page.message("No learning-rate grid in this study (no run has lr_role 'grid'): every "
+                     "run trained at its optimizer's configured learning rate.")
+    page.h2("Accuracy against training compute")
+    _panel_per_group(page, df, "compute", F.compute_panel)
+    page.h2("Runtime baseline")
+    page.add(safe("baseline", "Runtime baseline",
+                  lambda: F.baseline_panel(df, keys("baseline"))))
+    return page
 
 
 def _panel_per_group(page: Page, df: pd.DataFrame, prefix: str, panel) -> Page:
@@ -296,9 +422,11 @@ def _panel_per_group(page: Page, df: pd.DataFrame, prefix: str, panel) -> Page:
 
 def frameworks_page(df: pd.DataFrame) -> Page:
     page = Page("frameworks.html", "Frameworks: PyTorch vs TensorFlow",
-                "Ratios of medians over seeds, PyTorch / TensorFlow, for the same family, size, "
-                "optimizer and regulariser (95% bootstrap CI); the accuracy difference is "
-                "PyTorch minus TensorFlow.")
+                "PyTorch / TensorFlow ratios of geometric means over seeds of throughput and "
+                "model memory (ok runs), for the same family, size, optimizer and regulariser, "
+                "with the 95% Welch t-interval on log values; the accuracy difference is the "
+                "mean over seeds of PyTorch minus TensorFlow (failed runs at chance), with its "
+                "95% Welch t-interval.")
     if _no_runs(page, df):
         return page
     keys = Keys()
@@ -313,17 +441,27 @@ def frameworks_page(df: pd.DataFrame) -> Page:
 
 def sweep_page(df: pd.DataFrame) -> Page:
     page = Page("sweep.html", "Optimizers and regularisers",
-                "Per family: median test accuracy and time-to-target for every optimizer x "
-                "regulariser cell at one size, per framework.")
+                "Per family: mean test accuracy over seeds (95% t-interval; failed runs at "
+                "chance; pooled over frameworks where their seeds are disjoint) and median "
+                "time-to-target for every optimizer x regulariser cell at one size, per "
+                "framework.")
     if _no_runs(page, df):
         return page
     keys = Keys()
+    without = []
     for family, dataset in T.groups(df):
+        _, rows = T.sweep_selection(T.study_rows(df), family, dataset)
+        if rows[["optimizer", "regulariser"]].drop_duplicates().shape[0] < 2:
+            without.append(f"{family} on {dataset}")  # one cell is no sweep
+            continue
         page.h2(f"{family} on {dataset}")
         for what in ("acc", "ttt"):
             k = keys("sweep", family, dataset, what)
             page.add(safe(k, f"{family} {dataset} {what}",
                           lambda f=family, d=dataset, k=k, w=what: F.sweep_panel(df, f, d, k, w)))
+    if without:
+        page.p(f"No optimizer x regulariser sweep ran for {', '.join(without)} (one cell "
+                  "each; the study's `sweep_families` names the families that get one).")
     return page
 
 
@@ -368,5 +506,5 @@ def tuning_page(df: pd.DataFrame, studies: list[TU.Study]) -> Page:
             page.p("Final runs with the best parameters (their records carry tuned = "
                    f"{st.name}; they appear only on this page):", cls="caption")
             page.add(table(finals, ["framework", "family", "dataset", "size", "ok runs",
-                                    "test accuracy, median [95% CI]"]))
+                                    "test accuracy, mean [95% t-interval]"]))
     return page

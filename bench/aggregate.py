@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .records import read_record
+from .records import foreign_version, read_record
 
 # Columns first in the table, in this order; the rest follow alphabetically.
 LEADING = ["run_id", "status", "family", "framework", "dataset", "size", "params", "optimizer",
@@ -43,10 +43,10 @@ def collect(run_ids: list[str], runs_dir: str | Path) -> tuple[list[dict], list[
         if rec is None:
             missing.append(rid)
             continue
-        if rec.get("bench_version") != __version__:
+        if (old := foreign_version(rec)) is not None:
             raise MixedProtocols(
                 f"{Path(runs_dir) / (rid + '.json')} was recorded by bench "
-                f"{rec.get('bench_version')}, this is {__version__}: rerun its job "
+                f"{old}, this is {__version__}: rerun its job "
                 f"(snakemake --forcerun train_batch tune_final; run-batch redoes such records)")
         rows.append(flatten(rec))
     return rows, missing

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import spec as S
 
 EXIT_BAD_INPUT = 2
+_WARM: set[str] = set()  # frameworks whose runtime this process has warmed up
 EXTENSIONS = [m for m in ("tune", "report", "speed") if importlib.util.find_spec(f"bench.{m}")]
 
 
@@ -165,11 +166,11 @@ def _execute(spec: S.RunSpec, a, data_cache: dict) -> dict:
     try:
         if spec.dataset not in data_cache:
             data_cache[spec.dataset] = load(spec.dataset, a.data_dir, a.allow_pickle)
-        if not data_cache.get("warm"):
+        if spec.framework not in _WARM:
             # The first run of a process would otherwise pay (and count as its own memory)
             # the runtime's lazy start-up: kernel libraries, thread pools, first traces.
             train.warm_up(spec, data_cache[spec.dataset], backend)
-            data_cache["warm"] = True
+            _WARM.add(spec.framework)
         return train.run(spec, data_cache[spec.dataset], backend, mem_limit_mb=a.mem_limit_mb)
     except S.SpecError:
         raise
@@ -237,21 +238,27 @@ def cmd_run_batch(a) -> int:
 
 def _run_specs(specs: list[S.RunSpec], out_dir: Path, a) -> int:
     from . import __version__
-    from .records import FINAL_STATUSES, read_record, remove_stale_temps, write_json_atomic
+    from .records import (
+        FINAL_STATUSES,
+        foreign_version,
+        read_record,
+        remove_stale_temps,
+        write_json_atomic,
+    )
 
     cache: dict = {}
     errors = 0
     for i, spec in enumerate(specs, 1):
         path = out_dir / f"{spec.run_id}.json"
         old = read_record(path)
-        outdated = old is not None and old.get("bench_version") != __version__
+        outdated = old is not None and foreign_version(old) is not None
         if old and old.get("status") in FINAL_STATUSES and not outdated:
             print(f"[{i}/{len(specs)}] {spec.run_id}: kept ({old['status']})", file=sys.stderr)
             continue
         stale = remove_stale_temps(path)
         print(f"[{i}/{len(specs)}] {spec.run_id}: running"
               + (" (unreadable record replaced)" if old is None and path.exists() else "")
-              + (f" (record of bench {old.get('bench_version')} redone: this is "
+              + (f" (record of bench {foreign_version(old)} redone: this is "
                  f"{__version__}, which measures differently)" if outdated else
                  f" (retrying status {old['status']})" if old else "")
               + (f" ({stale} partial write(s) removed)" if stale else ""),

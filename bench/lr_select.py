@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from .records import read_record
+from .records import foreign_version, read_record
 from .spec import RunSpec, SpecError
 
 UNIT_KEYS = ("family", "dataset", "size", "optimizer")
@@ -76,8 +76,8 @@ def select_main(batch_files: list[str], runs_dir: str, out: str, race: bool = Fa
                         f"{runs_dir}/{missing[0]}.json")
     for rec in records:
         where = f"{runs_dir}/{rec['run_id']}.json"
-        if rec.get("bench_version") != __version__:
-            raise SpecError(f"{where} was recorded by bench {rec.get('bench_version')}, this is "
+        if (old := foreign_version(rec)) is not None:
+            raise SpecError(f"{where} was recorded by bench {old}, this is "
                             f"{__version__}: rerun the grid (snakemake --forcerun train_batch)")
         if rec.get("status") == "error":  # a crash says nothing about the rate: retry it
             raise SpecError(f"{where} ended with status error ({rec.get('message', '')[:200]}); "
@@ -131,7 +131,7 @@ def roles(rows: list[dict], units: dict[tuple, dict]) -> None:
         if u is None:
             r.update(lr_role="", lr_grid_run=False, lr_grid_size=0)
             continue
-        in_grid = r.get("run_id") in {g["run_id"] for g in u["grid"]}
+        in_grid = r.get("run_id") in u["grid_ids"]
         chosen = r.get("lr") == u["lr"] and not (in_grid and u.get("race"))
         r.update(lr_role="chosen" if chosen else "grid", lr_grid_run=in_grid,
                  lr_grid_size=len(u["grid"]))
@@ -143,7 +143,8 @@ def load_roles(paths: list[str | Path]) -> dict[tuple, dict]:
     for p in paths:
         try:
             for u in json.loads(Path(p).read_text())["units"]:
-                out[tuple(u[k] for k in UNIT_KEYS)] = u
+                out[tuple(u[k] for k in UNIT_KEYS)] = {
+                    **u, "grid_ids": {g["run_id"] for g in u["grid"]}}
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise SpecError(f"cannot read learning-rate selection {p}: {e}") from None
     return out

@@ -87,6 +87,15 @@ def remove_stale_temps(path: str | Path) -> int:
     return n
 
 
+def foreign_version(rec: dict) -> str | None:
+    """The bench version that wrote `rec` when it is not this one (its numbers mean something
+    else), else None."""
+    from . import __version__
+
+    version = rec.get("bench_version")
+    return None if version == __version__ else str(version)
+
+
 def read_record(path: str | Path) -> dict | None:
     """The record at `path`, or None when it is missing or unreadable (never half-read)."""
     try:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from .spec import RunSpec, SpecError, parse_regulariser, size_of
+from .spec import RunSpec, SpecError, flops_per_sample, parse_regulariser, size_of
 
 
 @dataclass(frozen=True)
@@ -217,8 +217,6 @@ def batches(specs: list[RunSpec], runs_per_job: int, prefix: str = "",
 
 
 def _cost(spec: RunSpec) -> float:
-    from .spec import flops_per_sample
-
     return flops_per_sample(spec.family, spec.size, spec.dataset)
 
 

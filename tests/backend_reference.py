@@ -28,6 +28,21 @@ def fake_data(spec: RunSpec, n: int, seed: int = 0):
     return x, y.astype(np.int64)
 
 
+def check_snapshot_round_trip(B, spec: RunSpec) -> None:
+    """`B.snapshot` then more steps then `B.restore` gives back the same eval outputs, so
+    the weights and the normalisation statistics both came back (one backend module `B`)."""
+    trainer = B.Trainer(B.build(spec), spec)
+    x, y = fake_data(spec, 64)
+    xd, yd = B.to_device(x), B.to_device(y)
+    trainer.step(xd, yd, 1e-2)
+    state, before = B.snapshot(trainer.model), trainer.predict(xd, 32)
+    for _ in range(3):  # moves the weights and the running statistics
+        trainer.step(xd, yd, 1e-2)
+    assert not np.allclose(trainer.predict(xd, 32), before)
+    B.restore(trainer.model, state)
+    np.testing.assert_array_equal(trainer.predict(xd, 32), before)
+
+
 def reference_update(name: str, grads, lrs, p0):
     """The update rules of bench.spec, in numpy: p0 after one step per (gradient, lr)."""
     p, m, v = p0.astype(np.float64), 0.0, 0.0

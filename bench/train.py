@@ -167,7 +167,7 @@ def run(
         flops_per_sample=flops_per_sample(spec.family, spec.size, spec.dataset),
     )
     record["train_flops_per_sample"] = 3 * record["flops_per_sample"]
-    record.update(n_classes=spec.info.n_classes, epochs_cap=spec.epochs,
+    record.update(n_classes=spec.info.n_classes,
                   model_mem_est_mb=memory_estimate_mb(spec.family, spec.size, spec.dataset,
                                                       batch, spec.optimizer, spec.batchnorm))
     status, message = "ok", ""

@@ -93,7 +93,7 @@ def make_record(s: RunSpec, status: str = "ok", seed_noise: float = 0.01, lr_rol
            "n_train": 3600, "n_val": 400, "n_test": 1000, "n_classes": 10,
            "batch_size_effective": BATCH, "batch_regime": "mini-batch",
            "steps_per_epoch": STEPS_PER_EPOCH, "flops_per_sample": 10 * params,
-           "train_flops_per_sample": fps, "epochs_cap": s.epochs,
+           "train_flops_per_sample": fps,
            "model_mem_est_mb": 2e-5 * params, "lr_role": lr_role, "lr_grid_size": grid_size,
            "rss_start_mb": (350.0 if s.framework == "torch" else 600.0) + rng.normal(0, 5),
            "status": status, "message": "", "wall_s": t + 0.5}

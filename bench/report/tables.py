@@ -419,18 +419,6 @@ def _num(v) -> float:
     return f
 
 
-def curve_frame(row) -> pd.DataFrame:
-    """The curve as a numeric table: epoch, elapsed_s, val_acc, val_loss, train_loss."""
-    cols = ["epoch", "elapsed_s", "val_acc", "val_loss", "train_loss"]
-    pts = _points(row)
-    return pd.DataFrame([[_num(p.get(c)) for c in cols] for p in pts], columns=cols,
-                        dtype=float)
-
-
-def best_val(row) -> float:
-    return best_val_of(_points(row), row["best_val_acc"])
-
-
 def best_val_of(points: list[dict], fallback=math.nan) -> float:
     """The best validation accuracy on a curve (else the record's best_val_acc)."""
     accs = [a for a in (_num(p.get("val_acc")) for p in points) if math.isfinite(a)]

@@ -1044,7 +1044,7 @@ def curves_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel
     fig.update_layout(
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 0, "xanchor": "left",
                       "y": 1.13, "yanchor": "top", "showactive": True}],
-        xaxis={"title": {"text": "epoch"}, "dtick": 1},
+        xaxis={"title": {"text": "epoch"}, "tickformat": "d"},  # whole epochs, auto spacing
         yaxis={"title": {"text": "validation accuracy"}},
         legend={"font": {"size": 10}}, margin={"t": 70},
     )

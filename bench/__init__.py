@@ -1,4 +1,5 @@
-"""bench: scale-vs-performance benchmarks of CNN, RNN and Transformer models.
+"""bench: scale-vs-performance benchmarks of CNN, RNN and Transformer models, and of an
+encoder-decoder Transformer that translates.
 
 `python -m bench --help` lists the verbs. Framework-neutral modules (spec, data, init,
 measure, records, train, aggregate, report) import neither torch nor tensorflow.
@@ -9,4 +10,5 @@ measure, records, train, aggregate, report) import neither torch nor tensorflow.
 # 0.2.0: train accuracy on a test-sized subset, shorter inference blocks.
 # 0.3.0: runs stop at a validation plateau and are tested at the best validation epoch's
 #        weights; model memory above the pre-build baseline; warm-up of the runtime first.
-__version__ = "0.3.0"
+# 0.4.0: the seq2seq family (run specs gain label_smoothing, so every run id changes).
+__version__ = "0.4.0"

@@ -18,7 +18,8 @@ from . import spec as S
 
 EXIT_BAD_INPUT = 2
 _WARM: set[str] = set()  # frameworks whose runtime this process has warmed up
-EXTENSIONS = [m for m in ("tune", "report", "speed") if importlib.util.find_spec(f"bench.{m}")]
+EXTENSIONS = [m for m in ("tune", "report", "speed", "fetch", "translate")
+              if importlib.util.find_spec(f"bench.{m}")]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +76,9 @@ def _add_io_options(p: argparse.ArgumentParser) -> None:
                    help="trust imdb.npz's pickled arrays (loading them runs code from the file)")
     p.add_argument("--mem-limit-mb", type=float, default=0.0,
                    help="record status oom when peak memory exceeds this (0: no limit)")
+    p.add_argument("--save-model", action="store_true",
+                   help="keep each finished run's tested weights beside its record "
+                        "(<run_id>.weights.npz, framework-neutral; `translate` reads them)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,13 +135,17 @@ def cmd_list() -> int:
     w("families: " + ", ".join(S.FAMILIES) + "\nframeworks: " + ", ".join(S.FRAMEWORKS) + "\n\n")
     w("datasets:\n")
     for d in S.DATASETS.values():
-        w(f"  {d.name:8s} {d.kind:6s} shape {d.shape} classes {d.n_classes}  {d.description}\n")
-    w("\nsizes (trainable parameters per dataset; xxl is meant for a GPU, seed = article):\n")
+        what = (f"vocabulary {d.vocab}, target length {d.target_len}" if d.kind == "text"
+                else f"classes {d.n_classes}")
+        w(f"  {d.name:13s} {d.kind:6s} shape {d.shape} {what}  {d.description}\n")
+    w("\nsizes (trainable parameters per dataset, - where the family cannot read it; xxl is "
+      "meant for a GPU, seed = article):\n")
     names = list(S.DATASETS)
     for fam in S.FAMILIES:
-        w(f"  {fam}\n    {'size':6s}" + "".join(f"{n:>12s}" for n in names) + "  definition\n")
+        w(f"  {fam}\n    {'size':6s}" + "".join(f"{n:>14s}" for n in names) + "  definition\n")
         for size, arch in S.SIZES[fam].items():
-            counts = "".join(f"{S.param_count(fam, size, n):>12,d}" for n in names)
+            counts = "".join(f"{S.param_count(fam, size, n):>14,d}" if S.reads(fam, n)
+                             else f"{'-':>14s}" for n in names)
             w(f"    {size:6s}{counts}  {arch}\n")
     w("\noptimizers:\n")
     for o in S.OPTIMIZERS.values():
@@ -149,13 +157,14 @@ def cmd_list() -> int:
     return 0
 
 
-def _execute(spec: S.RunSpec, a, data_cache: dict) -> dict:
+def _execute(spec: S.RunSpec, a, data_cache: dict, record_path: Path) -> dict:
     """Run one spec and return its record; status `error` for unexpected exceptions."""
     import traceback
 
     from . import train
     from .backend_api import load_backend
     from .data import load
+    from .weights_file import path_for
 
     try:
         backend = load_backend(spec.framework)
@@ -171,7 +180,9 @@ def _execute(spec: S.RunSpec, a, data_cache: dict) -> dict:
             # the runtime's lazy start-up: kernel libraries, thread pools, first traces.
             train.warm_up(spec, data_cache[spec.dataset], backend)
             _WARM.add(spec.framework)
-        return train.run(spec, data_cache[spec.dataset], backend, mem_limit_mb=a.mem_limit_mb)
+        weights = path_for(record_path) if getattr(a, "save_model", False) else None
+        return train.run(spec, data_cache[spec.dataset], backend, mem_limit_mb=a.mem_limit_mb,
+                         save_weights=weights)
     except S.SpecError:
         raise
     except Exception as e:  # noqa: BLE001 - recorded, so a batch keeps its other runs
@@ -193,7 +204,7 @@ def cmd_train(a) -> int:
         cache = {spec.dataset: load(spec.dataset, a.data_dir, a.allow_pickle)}
     else:
         cache = {}
-    record = _execute(spec, a, cache)
+    record = _execute(spec, a, cache, Path(a.out))
     write_json_atomic(a.out, record)
     print(f"{record['status']}: {spec.run_id} -> {a.out}", file=sys.stderr)
     return 1 if record["status"] == "error" else 0
@@ -245,6 +256,7 @@ def _run_specs(specs: list[S.RunSpec], out_dir: Path, a) -> int:
         remove_stale_temps,
         write_json_atomic,
     )
+    from .weights_file import path_for
 
     cache: dict = {}
     errors = 0
@@ -252,7 +264,9 @@ def _run_specs(specs: list[S.RunSpec], out_dir: Path, a) -> int:
         path = out_dir / f"{spec.run_id}.json"
         old = read_record(path)
         outdated = old is not None and foreign_version(old) is not None
-        if old and old.get("status") in FINAL_STATUSES and not outdated:
+        unsaved = (getattr(a, "save_model", False) and old is not None
+                   and old.get("status") == "ok" and not path_for(path).exists())
+        if old and old.get("status") in FINAL_STATUSES and not outdated and not unsaved:
             print(f"[{i}/{len(specs)}] {spec.run_id}: kept ({old['status']})", file=sys.stderr)
             continue
         stale = remove_stale_temps(path)
@@ -260,10 +274,11 @@ def _run_specs(specs: list[S.RunSpec], out_dir: Path, a) -> int:
               + (" (unreadable record replaced)" if old is None and path.exists() else "")
               + (f" (record of bench {foreign_version(old)} redone: this is "
                  f"{__version__}, which measures differently)" if outdated else
+                 " (redone: --save-model and its weights were not kept)" if unsaved else
                  f" (retrying status {old['status']})" if old else "")
               + (f" ({stale} partial write(s) removed)" if stale else ""),
               file=sys.stderr, flush=True)
-        record = _execute(spec, a, cache)
+        record = _execute(spec, a, cache, path)
         write_json_atomic(path, record)
         errors += record["status"] == "error"
     return errors

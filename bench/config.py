@@ -73,11 +73,13 @@ def check_config(config: dict, schema_path: str | Path) -> dict:
     config = copy.deepcopy(dict(config))
     _fill_defaults(schema, config)
     data_dir = Path(config["data_dir"])
-    for name in config["study"]["datasets"]:
+    cells = [c["dataset"] for c in config["study"].get("cells") or []]
+    for name in dict.fromkeys(config["study"]["datasets"] + cells):
         f = DATASETS[name].file
         if f and not (data_dir / f).is_file():
             raise ConfigError(
-                f"config key study.datasets: {name!r} needs {data_dir / f}, which does not exist"
+                f"config key study.datasets: {name!r} needs {data_dir / f}, which does not "
+                f"exist (python -m bench fetch {name} --data-dir {data_dir})"
             )
         if name == "imdb" and not config["allow_pickle"]:
             raise ConfigError(

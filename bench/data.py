@@ -36,9 +36,15 @@ class Data:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    # Translation data's second test set: longer sentences than any seen in training.
+    x_test_long: np.ndarray | None = None
+    y_test_long: np.ndarray | None = None
 
     def sizes(self) -> dict[str, int]:
-        return {"n_train": len(self.y_train), "n_val": len(self.y_val), "n_test": len(self.y_test)}
+        out = {"n_train": len(self.y_train), "n_val": len(self.y_val), "n_test": len(self.y_test)}
+        if self.y_test_long is not None:
+            out["n_test_long"] = len(self.y_test_long)
+        return out
 
 
 def _split_off(x, y, n_val: int, seed: int):
@@ -171,11 +177,34 @@ def _imdb(data_dir: Path, allow_pickle: bool) -> tuple:
     return x, a["y_train"].astype(np.int64), xt, a["y_test"].astype(np.int64), len(x) // 10
 
 
+def _text_pairs(name: str) -> Data:
+    from . import text_pairs
+
+    info = DATASETS[name]
+    try:
+        splits = text_pairs.build(name, info.shape[0], info.target_len)
+        vocab = len(text_pairs.vocabulary(text_pairs.PAIRS[name]))
+    except ImportError:
+        raise DataError(f"dataset {name} is built with num2words: pip install num2words") \
+            from None
+    except (ValueError, KeyError) as e:  # a num2words whose spelling changed
+        raise DataError(f"dataset {name}: the installed num2words spells differently ({e})") \
+            from None
+    if vocab != info.vocab:
+        raise DataError(f"dataset {name}: the installed num2words gives a vocabulary of "
+                        f"{vocab} words, the registry says {info.vocab}")
+    (x, y, _), (xv, yv, _), (xt, yt, _), (xl, yl, _) = (
+        splits[k] for k in ("train", "val", "test", "test_long"))
+    return Data(name, x, y, xv, yv, xt, yt, xl, yl)
+
+
 def load(name: str, data_dir: str | Path = "data", allow_pickle: bool = False) -> Data:
     """Load a dataset by registry name; raises DataError/SpecError with a one-line message."""
     if name not in DATASETS:
         raise SpecError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
     data_dir = Path(data_dir)
+    if DATASETS[name].kind == "text":
+        return _text_pairs(name)
     if name == "mnist1d":
         x, y, xt, yt, n_val = _mnist1d()
     elif name == "digits":

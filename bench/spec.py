@@ -15,7 +15,9 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
-FAMILIES = ("cnn", "lstm", "gru", "transformer")
+# Classifiers read one input and predict one label; seq2seq reads a sentence and writes one.
+CLASSIFIERS = ("cnn", "lstm", "gru", "transformer")
+FAMILIES = (*CLASSIFIERS, "seq2seq")
 FRAMEWORKS = ("torch", "tf")
 DEVICES = ("auto", "cpu", "cuda")
 LR_SCHEDULES = ("none", "step", "cosine")
@@ -37,7 +39,9 @@ def _choice(kind: str, value, allowed) -> None:
 class DatasetInfo:
     """Shape facts of a dataset, known without loading it.
 
-    kind: ``image`` (H, W, C floats), ``series`` (L, C floats) or ``tokens`` (L ints < vocab).
+    kind: ``image`` (H, W, C floats), ``series`` (L, C floats), ``tokens`` (L ints < vocab)
+    or ``text`` (translation pairs: source ids (L,) -> target ids (target_len,), one joint
+    vocabulary; n_classes is the vocabulary, the output layer's width).
     """
 
     name: str
@@ -47,6 +51,7 @@ class DatasetInfo:
     vocab: int = 0
     file: str = ""  # a user-supplied file, looked up in --data-dir
     description: str = ""
+    target_len: int = 0  # text: target ids per sentence, [BOS] words [EOS] padded
 
     @property
     def n_outputs(self) -> int:
@@ -77,7 +82,30 @@ DATASETS: dict[str, DatasetInfo] = {
         description="user-supplied imdb.npz (Keras layout, pickled arrays: needs --allow-pickle); "
         "first 50 tokens, vocabulary 10000; 22500/2500/25000",
     ),
+    # bench.text_pairs builds it; data.load checks these facts against what it built.
+    "en_fr_numbers": DatasetInfo(
+        "en_fr_numbers", "text", (16,), 62, vocab=62, target_len=21,
+        description="English -> French number phrases (num2words), word tokens; split by "
+        "number: 600/500/1000 below 100,000, test_long 1000 from 100,000-999,999",
+    ),
 }
+
+
+def check_family_reads(family: str, dataset: str) -> None:
+    """Classifiers read images, series and tokens; seq2seq reads translation pairs."""
+    text = DATASETS[dataset].kind == "text"
+    if text != (family == "seq2seq"):
+        want = "a translation dataset (kind text)" if family == "seq2seq" else \
+            "an image, series or token dataset"
+        raise SpecError(f"family {family!r} cannot read dataset {dataset!r}: it needs {want}")
+
+
+def reads(family: str, dataset: str) -> bool:
+    try:
+        check_family_reads(family, dataset)
+    except SpecError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- sizes
@@ -103,6 +131,15 @@ class TransformerSize:
     d_model: int
     heads: int
     layers: int
+    ff: int
+
+
+@dataclass(frozen=True)
+class Seq2SeqSize:
+    d_model: int
+    heads: int
+    enc_layers: int
+    dec_layers: int
     ff: int
 
 
@@ -135,6 +172,17 @@ SIZES: dict[str, dict[str, object]] = {
         "xl": TransformerSize(256, 8, 6, 1024),
         "xxl": TransformerSize(512, 8, 8, 2048),
         "seed": TransformerSize(64, 4, 2, 256),
+    },
+    # `seed` has the shape of the article's Marian model (opus-mt-en-fr): 6+6 layers,
+    # d_model 512, 8 heads, FFN 2048; with this task's 62-word vocabulary, not Marian's
+    # 59,514, it has 44.2M parameters instead of about 75M (the embedding is the difference).
+    "seq2seq": {
+        "xs": Seq2SeqSize(16, 2, 1, 1, 32),
+        "s": Seq2SeqSize(32, 2, 1, 1, 64),
+        "m": Seq2SeqSize(64, 4, 2, 2, 128),
+        "l": Seq2SeqSize(128, 4, 3, 3, 256),
+        "xl": Seq2SeqSize(256, 8, 4, 4, 1024),
+        "seed": Seq2SeqSize(512, 8, 6, 6, 2048),
     },
 }
 SIZES["gru"] = SIZES["lstm"]  # the same family with the cell swapped
@@ -213,8 +261,11 @@ def weight_shapes(
     backends transpose/reorder on the way in and out. LSTM has one bias of 4h per layer: the
     torch backend keeps its second bias at zero and frozen, so counts match exactly.
     """
+    check_family_reads(family, dataset)
     info = DATASETS[dataset]
     s = size_of(family, size)
+    if family == "seq2seq":
+        return _seq2seq_shapes(s, info, size)
     out = info.n_outputs
     w: list[tuple[str, tuple[int, ...]]] = []
     if family == "cnn":
@@ -273,6 +324,37 @@ def weight_shapes(
     return w
 
 
+def _attention(prefix: str, d: int) -> list[tuple[str, tuple[int, ...]]]:
+    return [w for name in "qkvo" for w in ((f"{prefix}{name}.kernel", (d, d)),
+                                            (f"{prefix}{name}.bias", (d,)))]
+
+
+def _norm(name: str, d: int) -> list[tuple[str, tuple[int, ...]]]:
+    return [(f"{name}.gamma", (d,)), (f"{name}.beta", (d,))]
+
+
+def _seq2seq_shapes(s: Seq2SeqSize, info: DatasetInfo, size: str):
+    """Encoder-decoder (Vaswani et al. 2017, pre-LN): one embedding shared by the source,
+    the target and the output layer (as Marian ties them), plus an output bias."""
+    d = s.d_model
+    if d % s.heads:
+        raise SpecError(f"seq2seq size {size!r}: d_model not divisible by heads")
+    w = [("embed", (info.vocab, d))]
+    for i in range(s.enc_layers):
+        b = f"enc{i}."
+        w += _norm(b + "ln1", d) + _attention(b, d) + _norm(b + "ln2", d)
+        w += [(b + "ff1.kernel", (d, s.ff)), (b + "ff1.bias", (s.ff,)),
+              (b + "ff2.kernel", (s.ff, d)), (b + "ff2.bias", (d,))]
+    w += _norm("enc_ln", d)
+    for i in range(s.dec_layers):
+        b = f"dec{i}."
+        w += _norm(b + "ln1", d) + _attention(b, d) + _norm(b + "ln2", d)
+        w += _attention(b + "x", d) + _norm(b + "ln3", d)
+        w += [(b + "ff1.kernel", (d, s.ff)), (b + "ff1.bias", (s.ff,)),
+              (b + "ff2.kernel", (s.ff, d)), (b + "ff2.bias", (d,))]
+    return w + _norm("dec_ln", d) + [("head.bias", (info.vocab,))]
+
+
 def param_count(family: str, size: str, dataset: str, batchnorm: bool = False) -> int:
     """Trainable parameters of a model, as both backends build it."""
     return sum(_prod(shape) for _, shape in weight_shapes(family, size, dataset, batchnorm))
@@ -283,9 +365,18 @@ def flops_per_sample(family: str, size: str, dataset: str) -> int:
 
     Activations, pooling, normalisation and softmax are left out; training counts 3x this.
     """
+    check_family_reads(family, dataset)
     info = DATASETS[dataset]
     s = size_of(family, size)
     out = info.n_outputs
+    if family == "seq2seq":
+        # per padded sentence: the encoder over the source, the decoder (self-attention,
+        # cross-attention, FFN) over the target positions, and the tied output layer
+        d, ls, lt = s.d_model, info.shape[0], info.target_len - 1
+        enc = 4 * ls * d * d + 2 * ls * ls * d + 2 * ls * d * s.ff
+        dec = (4 * lt * d * d + 2 * lt * lt * d + 2 * lt * d * d + 2 * ls * d * d
+               + 2 * lt * ls * d + 2 * lt * d * s.ff)
+        return 2 * (s.enc_layers * enc + s.dec_layers * dec + lt * d * out)
     if family == "cnn":
         shape = info.shape if info.kind != "tokens" else (info.shape[0], s.embed)
         cin = shape[-1]
@@ -321,8 +412,14 @@ def activations_per_sample(family: str, size: str, dataset: str) -> int:
     (conv, dense), the gates and states of every recurrent step, and per attention block its
     projections, scores and softmax; inputs, masks and framework workspaces are left out.
     """
+    check_family_reads(family, dataset)
     info = DATASETS[dataset]
     s = size_of(family, size)
+    if family == "seq2seq":
+        d, ls, lt = s.d_model, info.shape[0], info.target_len - 1
+        enc = ls * (8 * d + 2 * s.ff) + 2 * s.heads * ls * ls
+        dec = lt * (12 * d + 2 * s.ff) + 2 * s.heads * (lt * lt + lt * ls)
+        return ls * d + s.enc_layers * enc + lt * d + s.dec_layers * dec + 2 * lt * info.vocab
     if family == "cnn":
         shape = info.shape if info.kind != "tokens" else (info.shape[0], s.embed)
         conv1, pool1, conv2, pool2 = (_prod(d) for d in zip(*cnn_geometry(shape)[1],
@@ -425,12 +522,25 @@ REGULARISERS: dict[str, RegulariserInfo] = {
     "lr_step": RegulariserInfo(
         "lr_step", "step decay: lr x0.1 at 50% and at 75% of the steps", {"lr_schedule": "step"}
     ),
+    "label_smoothing": RegulariserInfo(
+        "label_smoothing", "seq2seq: label smoothing 0.1 (Vaswani et al.), each target token "
+        "gives 0.1 of its probability evenly to the whole vocabulary", {"label_smoothing": 0.1},
+    ),
     "early_stop": RegulariserInfo(
         "early_stop", "stop when the smoothed validation accuracy has not improved for "
         "`patience` epochs (the study default sets a patience for every run)",
         {"patience": 3},
     ),
 }
+
+
+def regulariser_applies(family: str, label: str) -> bool:
+    """Whether `family` has what regulariser `label` acts on: seq2seq has no batch norm
+    (its blocks use LayerNorm) and label smoothing is for seq2seq alone."""
+    settings = parse_regulariser(label)[1]
+    if family == "seq2seq":
+        return not settings.get("batchnorm")
+    return not settings.get("label_smoothing")
 
 
 def parse_regulariser(label: str) -> tuple[str, dict]:
@@ -496,6 +606,7 @@ class RunSpec:
     weight_decay: float = 0.0
     dropout: float = 0.0
     batchnorm: bool = False
+    label_smoothing: float = 0.0  # seq2seq: the share of each target's mass spread evenly
     lr_schedule: str = "none"
     # Budget by convergence: train until the smoothed validation accuracy has not improved
     # for `patience` epochs (0: never stop early), but at least `min_epochs` and at most
@@ -516,6 +627,7 @@ class RunSpec:
         _choice("framework", self.framework, FRAMEWORKS)
         _choice("dataset", self.dataset, tuple(DATASETS))
         size_of(self.family, self.size)
+        check_family_reads(self.family, self.dataset)
         _choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
         _choice("device", self.device, DEVICES)
         _choice("lr schedule", self.lr_schedule, LR_SCHEDULES)
@@ -528,6 +640,7 @@ class RunSpec:
             ("l2", self.l2 >= 0),
             ("weight_decay", self.weight_decay >= 0),
             ("dropout", 0 <= self.dropout < 1),
+            ("label_smoothing", 0 <= self.label_smoothing < 1),
             ("patience", self.patience >= 0),
             ("min_epochs", 1 <= self.min_epochs <= self.epochs),
             ("lr_warmup", self.lr_warmup >= 0),
@@ -539,6 +652,10 @@ class RunSpec:
         for name, ok in checks:
             if not ok:
                 raise SpecError(f"bad value {name}={getattr(self, name)!r}")
+        if self.family == "seq2seq" and self.batchnorm:
+            raise SpecError("seq2seq takes no batch norm (its blocks use LayerNorm)")
+        if self.family != "seq2seq" and self.label_smoothing:
+            raise SpecError(f"label smoothing is for seq2seq; {self.family} uses none")
 
     @classmethod
     def create(cls, regulariser: str = "none", **kw) -> RunSpec:

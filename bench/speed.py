@@ -1,7 +1,8 @@
 """`python -m bench speed`: training throughput of reference models in both frameworks.
 
 The seed CNN (the article's, on 28x28x1 inputs: random data of MNIST's shape, so no file
-is needed) and size `m` of every family on MNIST-1D, batch 64, Adam. Each framework runs in
+is needed) and size `m` of every classifier on MNIST-1D and of seq2seq on en_fr_numbers
+(random full-length sentences), batch 64, Adam. Each framework runs in
 its own process; the frameworks alternate `--rounds` times so that a change in machine load
 hits both alike, and the table reports the median of the rounds per model. Compare ratios
 from one invocation, not absolute figures across machines or days.
@@ -18,9 +19,10 @@ import sys
 
 import numpy as np
 
-from .spec import FAMILIES, FRAMEWORKS, RunSpec
+from .spec import CLASSIFIERS, FRAMEWORKS, RunSpec
 
-MODELS = [("cnn", "seed", "mnist")] + [(f, "m", "mnist1d") for f in FAMILIES]
+MODELS = [("cnn", "seed", "mnist")] + [(f, "m", "mnist1d") for f in CLASSIFIERS]
+MODELS += [("seq2seq", "m", "en_fr_numbers")]
 
 
 def add_parsers(sub) -> None:
@@ -42,6 +44,11 @@ def _synthetic(dataset: str, n: int):
 
     info = DATASETS[dataset]
     rng = np.random.default_rng(0)
+    if info.kind == "text":  # full-length sentences: the padded shape the model computes
+        x = rng.integers(3, info.vocab, size=(n, *info.shape))
+        y = rng.integers(3, info.vocab, size=(n, info.target_len))
+        y[:, 0] = 1
+        return Data(dataset, x, y, x[:256], y[:256], x[:256], y[:256])
     if info.kind == "tokens":
         x = rng.integers(0, info.vocab, size=(n, *info.shape))
     else:

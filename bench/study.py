@@ -7,6 +7,9 @@ Designs:
 - ``grid``: every family x framework x dataset x size x optimizer x regulariser x seed.
 - ``centre``: the scale sweep (every size) at the centre optimizer/regulariser, plus the
   optimizer x regulariser sweep at the centre size; far fewer runs for the same questions.
+Each family trains on the study's datasets it can read, with the regularisers it has (no
+batch norm for seq2seq, label smoothing for seq2seq only). ``cells`` adds runs beyond the
+design (e.g. the article's seed models on their own data) at every framework and seed.
 
 Learning rates (``lr_grid``): every (family, dataset, size, optimizer) is a *unit* whose
 learning rate is chosen on validation before its seeds run. `lr_grid_runs` lists the grid
@@ -27,7 +30,16 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from .spec import RunSpec, SpecError, flops_per_sample, parse_regulariser, size_of
+from .spec import (
+    RunSpec,
+    SpecError,
+    check_family_reads,
+    flops_per_sample,
+    parse_regulariser,
+    reads,
+    regulariser_applies,
+    size_of,
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,14 @@ def _common(config: dict, family: str) -> dict:
     }
     common.update((st.get("family_settings") or {}).get(family) or {})
     common["min_epochs"] = min(common["min_epochs"], common["epochs"])
+    common.pop("lr_scale", None)  # scales the optimizers' rates (base_lr), not a run field
     return common
+
+
+def base_lr(study: dict, family: str, optimizer: str) -> float:
+    """The optimizer's configured rate times the family's `lr_scale` (default 1)."""
+    scale = ((study.get("family_settings") or {}).get(family) or {}).get("lr_scale", 1.0)
+    return grid_lr(_optimizer_settings(study, optimizer)["lr"], scale)
 
 
 def _spec(config: dict, family, framework, dataset, size, optimizer, regulariser, seed,
@@ -89,7 +108,8 @@ def _spec(config: dict, family, framework, dataset, size, optimizer, regulariser
         size_of(family, size)
     except SpecError as e:
         raise SpecError(f"study.sizes: {e}") from None
-    settings = {**_common(config, family), **_optimizer_settings(st, optimizer), **over}
+    settings = {**_common(config, family), **_optimizer_settings(st, optimizer),
+                "lr": base_lr(st, family, optimizer), **over}
     preset = parse_regulariser(regulariser)[1]
     if "patience" in preset:
         settings.pop("patience")  # early_stop's own patience wins over the study's
@@ -113,12 +133,20 @@ def plan(config: dict) -> list[RunSpec]:
     if st["design"] == "centre":
         _optimizer_settings(st, st["centre"]["optimizer"])
     sweep = st.get("sweep_families") or st["families"]
-    for f, (k, fw), d in itertools.product(st["families"], enumerate(st["frameworks"]),
-                                           st["datasets"]):
+    for f in st["families"]:
+        if not any(reads(f, d) for d in st["datasets"]):
+            raise SpecError(f"study.families: {f!r} reads none of study.datasets "
+                            f"({', '.join(st['datasets'])}); seq2seq reads translation "
+                            "pairs (en_fr_numbers), the others the rest")
+    # Each family trains on the datasets it can read: classifiers on images, series and
+    # tokens, seq2seq on translation pairs.
+    pairs = [(f, d) for f in st["families"] for d in st["datasets"] if reads(f, d)]
+    for (f, d), (k, fw) in itertools.product(pairs, enumerate(st["frameworks"])):
         seeds = [s + k * stride for s in st["seeds"]]
+        regs = [r for r in st["regularisers"] if regulariser_applies(f, r)]
         if st["design"] == "grid":
             for size, opt, reg, seed in itertools.product(
-                sizes_of(st, f), st["optimizers"], st["regularisers"], seeds
+                sizes_of(st, f), st["optimizers"], regs, seeds
             ):
                 cells.append((f, fw, d, size, opt, reg, seed))
             continue
@@ -126,10 +154,17 @@ def plan(config: dict) -> list[RunSpec]:
         for size, seed in itertools.product(sizes_of(st, f), seeds):
             cells.append((f, fw, d, size, c["optimizer"], c["regulariser"], seed))
         if f in sweep:
-            for opt, reg, seed in itertools.product(
-                st["optimizers"], st["regularisers"], seeds
-            ):
+            for opt, reg, seed in itertools.product(st["optimizers"], regs, seeds):
                 cells.append((f, fw, d, c["size"], opt, reg, seed))
+    for extra in st.get("cells") or []:
+        opt = extra.get("optimizer") or (st["centre"]["optimizer"] if st["design"] == "centre"
+                                         else next(iter(st["optimizers"])))
+        _optimizer_settings(st, opt)
+        check_family_reads(extra["family"], extra["dataset"])
+        for (k, fw), size, seed in itertools.product(enumerate(st["frameworks"]),
+                                                     extra["sizes"], st["seeds"]):
+            cells.append((extra["family"], fw, extra["dataset"], size, opt,
+                          extra.get("regulariser", "none"), seed + k * stride))
     specs: dict[str, RunSpec] = {}
     for cell in cells:
         s = _spec(config, *cell)
@@ -162,7 +197,7 @@ def lr_grid_runs(config: dict, specs: list[RunSpec]) -> list[RunSpec]:
     units = dict.fromkeys(unit_of(s) for s in specs)
     out: dict[str, RunSpec] = {}
     for family, dataset, size, optimizer in units:
-        base = _optimizer_settings(st, optimizer)["lr"]
+        base = base_lr(st, family, optimizer)
         for m in lr_multipliers(config):
             over = {"lr": grid_lr(base, m)}
             if race:  # a race: every rate for `race` epochs, the winner then trains in full

@@ -1,9 +1,11 @@
 """TensorFlow 2 / Keras 3 backend: the contract of `bench.backend_api`.
 
 Models are Keras functional models built from stock layers (plus a small pre-LN encoder
-block); training is a hand-written `tf.GradientTape` step inside one `tf.function` (XLA
-only when `spec.compile`), so the L2 penalty, the decoupled weight decay and the learning
-rate given per step all mean exactly what they mean in the torch backend.
+block); seq2seq is a subclassed Keras model, as its output layer reuses the embedding and
+decoding calls its encoder and decoder apart. Training is a hand-written
+`tf.GradientTape` step inside one `tf.function` (XLA only when `spec.compile`), so the L2
+penalty, the decoupled weight decay and the learning rate given per step all mean exactly
+what they mean in the torch backend.
 
 Keras's own optimizers disagree with torch in three places, so the update rules of the
 Keras optimizers used here are overridden to follow the one meaning in `bench.spec`:
@@ -16,6 +18,7 @@ folds lr into v, which differs as soon as the lr changes, i.e. under a schedule)
 from __future__ import annotations
 
 import itertools
+import math
 import os
 
 # Hide TF's INFO banner (oneDNN, CPU features); warnings and errors still show.
@@ -42,6 +45,7 @@ from .spec import (  # noqa: E402
     transformer_tokens,
     weight_shapes,
 )
+from .text_pairs import PAD  # noqa: E402
 
 NAME = "tf"
 
@@ -240,6 +244,170 @@ def _transformer(spec: RunSpec, x, drop):
     return drop(x)
 
 
+# ---------------------------------------------------------------------------- seq2seq
+
+
+def _sinusoid(length: int, d: int) -> np.ndarray:
+    """torch_backend._positions' table, in its float64 arithmetic, cast once."""
+    pos = np.arange(length, dtype=np.float64)[:, None]
+    rate = np.exp(-math.log(10000.0) * np.arange(0, d, 2, dtype=np.float64) / d)
+    pe = np.zeros((length, d))
+    pe[:, 0::2] = np.sin(pos * rate)
+    pe[:, 1::2] = np.cos(pos * rate)[:, : d // 2]
+    return pe.astype(np.float32)
+
+
+# Masked keys get -inf as in torch's SDPA with a boolean mask: softmax gives them exactly 0
+# and their gradient is 0 (a fully masked row would be NaN in both; no sentence is empty).
+def _key_bias(src):
+    """Additive score bias (n, 1, 1, L): -inf at PAD source keys, 0 at real ones."""
+    return tf.where(tf.equal(src, PAD), -np.inf, 0.0)[:, None, None, :]
+
+
+def _causal_bias(length):
+    """(L, L): query t sees keys <= t."""
+    keep = tf.linalg.band_part(tf.ones((length, length)), -1, 0)
+    return tf.where(keep > 0, 0.0, -np.inf)
+
+
+class Seq2SeqBlock(layers.Layer):
+    """Pre-LN encoder layer, or with `cross` a decoder layer (causal self-attention, then
+    cross-attention over the encoder output as xq/xk/xv/xo, then FF under ln3).
+
+    Works on flat (n * L, d) activations so that every projection is one 2-D matmul
+    (Keras's Dense on 3-D input goes through tensordot's reshapes); only attention sees
+    (n, heads, L, d/heads).
+    """
+
+    def __init__(self, d, heads, ff, dropout, seed, cross=False, **kw):
+        super().__init__(**kw)
+        self.d, self.heads, self.cross = d, heads, cross
+        self.scale = 1.0 / math.sqrt(d // heads)
+        self.ln1 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln1")
+        self.q, self.k, self.v, self.o = (layers.Dense(d, name=n) for n in "qkvo")
+        self.ln2 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln2")
+        norms, linears = [self.ln1, self.ln2], [self.q, self.k, self.v, self.o]
+        if cross:
+            self.xq, self.xk, self.xv, self.xo = (layers.Dense(d, name="x" + n) for n in "qkvo")
+            self.ln3 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln3")
+            norms.append(self.ln3)
+            linears += [self.xq, self.xk, self.xv, self.xo]
+        self.ff1 = layers.Dense(ff, activation="relu", name="ff1")
+        self.ff2 = layers.Dense(d, name="ff2")
+        self.drop = layers.Dropout(dropout, seed=seed) if dropout > 0 else None
+        for layer in norms + linears + [self.ff1]:
+            layer.build((None, d))
+        self.ff2.build((None, ff))
+        self.built = True
+
+    def _attend(self, prefix, y, kv, n, lq, lk, bias):
+        """Heads of queries y (n*lq, d) over keys/values from kv (n*lk, d)."""
+        q, k, v, o = (getattr(self, prefix + c) for c in "qkvo")
+        dh = self.d // self.heads
+
+        def split(t, length):
+            return tf.transpose(tf.reshape(t, (n, length, self.heads, dh)), (0, 2, 1, 3))
+
+        scores = tf.matmul(split(q(y) * self.scale, lq), split(k(kv), lk), transpose_b=True)
+        p = tf.nn.softmax(scores + bias, axis=-1)
+        a = tf.matmul(p, split(v(kv), lk))
+        return o(tf.reshape(tf.transpose(a, (0, 2, 1, 3)), (n * lq, self.d)))
+
+    def _dropped(self, t, training):
+        return self.drop(t, training=training) if self.drop is not None else t
+
+    def forward(self, x, n, length, bias, memory=None, mem_len=None, mem_bias=None,
+                training=False):
+        """x (n*length, d); decoder layers also take the flat memory (n*mem_len, d)."""
+        h = self.ln1(x)
+        x = x + self._dropped(self._attend("", h, h, n, length, length, bias), training)
+        last = self.ln2
+        if self.cross:
+            h = self._attend("x", self.ln2(x), memory, n, length, mem_len, mem_bias)
+            x = x + self._dropped(h, training)
+            last = self.ln3
+        return x + self._dropped(self.ff2(self.ff1(last(x))), training)
+
+
+class TiedOutput(layers.Layer):
+    """Logits h @ E^T + bias, E the embedding shared with the inputs (its only weight is
+    the bias: E stays the Embedding layer's)."""
+
+    def __init__(self, vocab: int, **kw):
+        super().__init__(**kw)
+        self.bias = self.add_weight(shape=(vocab,), initializer="zeros", name="bias")
+        self.built = True
+
+    def call(self, h, table):
+        return tf.matmul(h, table, transpose_b=True) + self.bias
+
+
+class Seq2SeqNet(keras.Model):
+    """Encoder-decoder Transformer, the torch backend's Seq2Seq: one embedding for source,
+    target and output, scaled by sqrt(d) before the sinusoidal positions; source padding
+    masked in the encoder and in cross-attention; causal decoder self-attention."""
+
+    def __init__(self, spec: RunSpec):
+        super().__init__(name=f"seq2seq_{spec.size}")
+        info, a = spec.info, spec.arch
+        d, base = a.d_model, spec.seed * 1000
+        self.d, self.vocab = d, info.vocab
+        self.embed_scale = math.sqrt(d)
+        self.embed = layers.Embedding(info.vocab, d, name="embed")
+        self.embed.build((None,))
+        # torch extends its table past max(source, target)+1 on demand; a graph cannot, so
+        # the table is long enough for any sentence this benchmark decodes.
+        self.pe = tf.constant(_sinusoid(max(512, info.shape[0] + 1, info.target_len + 1), d))
+        self.enc = [Seq2SeqBlock(d, a.heads, a.ff, spec.dropout, base + 500 + i,
+                                 name=f"enc{i}") for i in range(a.enc_layers)]
+        self.enc_ln = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="enc_ln")
+        self.dec = [Seq2SeqBlock(d, a.heads, a.ff, spec.dropout, base + 700 + i, cross=True,
+                                 name=f"dec{i}") for i in range(a.dec_layers)]
+        self.dec_ln = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="dec_ln")
+        for ln in (self.enc_ln, self.dec_ln):
+            ln.build((None, d))
+        self.head = TiedOutput(info.vocab, name="head")
+        self.drops = [layers.Dropout(spec.dropout, seed=base + k) if spec.dropout > 0 else None
+                      for k in (1, 2)]  # source, target embeddings
+        self.built = True
+
+    def _embed(self, ids, which, training):
+        n, length = tf.shape(ids)[0], tf.shape(ids)[1]
+        x = tf.gather(self.embed.embeddings, ids) * self.embed_scale + self.pe[:length]
+        x = tf.reshape(x, (n * length, self.d))
+        drop = self.drops[which]
+        return (drop(x, training=training) if drop is not None else x), n, length
+
+    def encode(self, src, training=False):
+        """(encoder output (n, L, d), key bias (n, 1, 1, L))."""
+        bias = _key_bias(src)
+        x, n, length = self._embed(src, 0, training)
+        for block in self.enc:
+            x = block.forward(x, n, length, bias, training=training)
+        return tf.reshape(self.enc_ln(x), (n, length, self.d)), bias
+
+    def decode(self, tgt_in, memory, mem_bias, training=False, last_only=False):
+        """Flat logits (n * T, vocab) of every target position, teacher-forced on tgt_in;
+        with `last_only`, (n, vocab) of the last position (decoding needs no other)."""
+        x, n, length = self._embed(tgt_in, 1, training)
+        mem_len = tf.shape(memory)[1]
+        flat = tf.reshape(memory, (-1, self.d))
+        causal = _causal_bias(length)
+        for block in self.dec:
+            x = block.forward(x, n, length, causal, flat, mem_len, mem_bias, training=training)
+        if last_only:
+            x = tf.reshape(x, (n, length, self.d))[:, -1]
+        return self.head(self.dec_ln(x), self.embed.embeddings)
+
+    def logits(self, src, tgt_in, training=False):
+        return self.decode(tgt_in, *self.encode(src, training), training=training)
+
+    def call(self, inputs, training=False):
+        src, tgt_in = inputs
+        out = self.logits(src, tgt_in, training)
+        return tf.reshape(out, (tf.shape(tgt_in)[0], tf.shape(tgt_in)[1], self.vocab))
+
+
 _BODIES = {"cnn": _cnn, "lstm": _rnn, "gru": _rnn, "transformer": _transformer}
 _LEAVES = {"embed": "embeddings"}  # canonical leaf name -> Keras attribute
 
@@ -266,17 +434,20 @@ class Model:
 
 
 def _input_dtype(spec: RunSpec):
-    return tf.int64 if spec.info.kind == "tokens" else tf.float32
+    return tf.int64 if spec.info.kind in ("tokens", "text") else tf.float32
 
 
 def build(spec: RunSpec) -> Model:
     """The Keras model for `spec`, initialised from bench.init.init_weights(spec)."""
     info = spec.info
     with tf.device(_STATE["tf_device"]):
-        inputs = keras.Input(shape=info.shape, dtype=_input_dtype(spec).name)
-        x = _BODIES[spec.family](spec, inputs, _dropper(spec))
-        logits = layers.Dense(info.n_outputs, name="head")(x)
-        net = keras.Model(inputs, logits, name=f"{spec.family}_{spec.size}")
+        if spec.family == "seq2seq":
+            net = Seq2SeqNet(spec)
+        else:
+            inputs = keras.Input(shape=info.shape, dtype=_input_dtype(spec).name)
+            x = _BODIES[spec.family](spec, inputs, _dropper(spec))
+            logits = layers.Dense(info.n_outputs, name="head")(x)
+            net = keras.Model(inputs, logits, name=f"{spec.family}_{spec.size}")
     model = Model(spec, net)
     set_weights(model, init_weights(spec))
     return model
@@ -443,11 +614,13 @@ class Trainer:
         # Kernels, recurrent kernels and embeddings: the weights L2 and weight decay touch.
         self._decayed = [v for v in self._vars if len(v.shape) >= 2]
         self._binary = spec.info.n_outputs == 1
+        self._seq2seq = spec.family == "seq2seq"
         with tf.device(_STATE["tf_device"]):
             self.optimizer = _optimizer(spec)
             self.optimizer.build(self._vars)
         x_sig = tf.TensorSpec((None, *spec.info.shape), _input_dtype(spec))
-        y_sig = tf.TensorSpec((None,), tf.int64)
+        y_shape = (None, spec.info.target_len) if self._seq2seq else (None,)
+        y_sig = tf.TensorSpec(y_shape, tf.int64)
         jit = bool(spec.compile)
         # A None batch dimension: every batch size (full batch, partial last batch) shares a trace.
         self._step = tf.function(
@@ -455,18 +628,34 @@ class Trainer:
             input_signature=[x_sig, y_sig, tf.TensorSpec((), tf.float32)],
             jit_compile=jit,
         )
-        # One graph-mode forward trace serves evaluation, prediction and (without XLA) the
-        # inference timing: a Keras trace costs up to half a second per run, and evaluation
-        # in XLA would compile once per distinct batch shape (full and last partial batch).
-        self._predict = tf.function(self._forward, input_signature=[x_sig])
-        self._infer = (
-            tf.function(self._forward, input_signature=[x_sig], jit_compile=True)
-            if jit else self._predict
-        )
-        for fn in (self._step, self._infer, self._predict):
+        if self._seq2seq:
+            fns = [self._step, *self._seq2seq_functions(x_sig, y_sig)]
+        else:
+            # One graph-mode forward trace serves evaluation, prediction and (without XLA)
+            # the inference timing: a Keras trace costs up to half a second per run, and
+            # evaluation in XLA would compile once per distinct batch shape (full and last
+            # partial batch).
+            self._predict = tf.function(self._forward, input_signature=[x_sig])
+            self._infer = (
+                tf.function(self._forward, input_signature=[x_sig], jit_compile=True)
+                if jit else self._predict
+            )
+            fns = [self._step, self._infer, self._predict]
+        for fn in fns:
             # Each Trainer traces its functions once (its variables are new); TF's warning
             # about frequent retracing, keyed by source code, would fire on every fifth.
             fn._omit_frequent_tracing_warning = True
+
+    def _seq2seq_functions(self, x_sig, y_sig):
+        # Decoding grows the prefix by one token a call: None lengths keep it to one trace.
+        ids = tf.TensorSpec((None, None), tf.int64)
+        memory = tf.TensorSpec((None, None, self.spec.arch.d_model), tf.float32)
+        bias = tf.TensorSpec((None, 1, 1, None), tf.float32)
+        self._logits = tf.function(self._teacher_forced, input_signature=[x_sig, y_sig])
+        self._eval_s2s = tf.function(self._seq2seq_eval_batch, input_signature=[x_sig, y_sig])
+        self._encode = tf.function(self.net.encode, input_signature=[ids])
+        self._next = tf.function(self._next_logprobs, input_signature=[memory, bias, ids])
+        return self._logits, self._eval_s2s, self._encode, self._next
 
     def _data_loss(self, y, logits, reduce=tf.reduce_mean):
         if self._binary:
@@ -477,10 +666,35 @@ class Trainer:
             per = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
         return reduce(per)
 
+    @staticmethod
+    def _token_loss(labels, logits, smoothing: float = 0.0):
+        """(summed cross-entropy, count) over the non-PAD labels; logits flat (n*T, vocab).
+
+        Smoothing as torch's label_smoothing: the target is (1 - eps) one-hot + eps / vocab
+        on every entry, PAD included, so with -log p_j = lse - z_j the loss is
+        lse - (1 - eps) z_label - eps mean_j z_j. PAD labels count in neither sum.
+        """
+        labels = tf.reshape(labels, (-1,))
+        real = tf.cast(tf.not_equal(labels, PAD), logits.dtype)
+        # 2x faster than sparse_softmax_cross_entropy_with_logits's CPU kernel, forward
+        # and backward, at this task's (n*T, 62) logits
+        picked = tf.gather(logits, labels, batch_dims=1)
+        per = tf.reduce_logsumexp(logits, axis=-1)
+        if smoothing:
+            per -= (1.0 - smoothing) * picked + smoothing * tf.reduce_mean(logits, axis=-1)
+        else:
+            per -= picked
+        return tf.reduce_sum(per * real), tf.reduce_sum(real)
+
     def _train_step(self, x, y, lr):
         self.optimizer.learning_rate.assign(lr)
         with tf.GradientTape() as tape:
-            loss = self._data_loss(y, self.net(x, training=True))
+            if self._seq2seq:  # teacher forcing: predict y[:, 1:] from y[:, :-1]
+                logits = self.net.logits(x, y[:, :-1], training=True)
+                total, count = self._token_loss(y[:, 1:], logits, self.spec.label_smoothing)
+                loss = total / count
+            else:
+                loss = self._data_loss(y, self.net(x, training=True))
             if self.spec.l2 > 0:
                 penalty = tf.add_n([tf.reduce_sum(tf.square(w)) for w in self._decayed])
                 loss = loss + self.spec.l2 * penalty
@@ -505,29 +719,86 @@ class Trainer:
         correct = tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.float32))
         return self._data_loss(y, logits, tf.reduce_sum), correct
 
+    def _teacher_forced(self, x, y):
+        logits = self.net.logits(x, y[:, :-1])
+        return tf.reshape(logits, (tf.shape(y)[0], tf.shape(y)[1] - 1, self.spec.info.vocab))
+
+    def _seq2seq_eval_batch(self, x, y):
+        """(summed token loss, tokens, exactly matched sentences) of one batch. A sentence
+        matches when every label is the argmax after the true prefix: greedy decoding then
+        reproduces it, so this is greedy's exact match at the cost of one forward."""
+        labels = y[:, 1:]
+        logits = self.net.logits(x, y[:, :-1])
+        total, count = self._token_loss(labels, logits)
+        pred = tf.reshape(tf.argmax(logits, axis=-1, output_type=tf.int64), tf.shape(labels))
+        hit = tf.reduce_all(tf.equal(pred, labels) | tf.equal(labels, PAD), axis=1)
+        return (tf.cast(total, tf.float64), tf.cast(count, tf.int64),
+                tf.reduce_sum(tf.cast(hit, tf.int64)))
+
+    def _next_logprobs(self, memory, bias, prefix):
+        return tf.nn.log_softmax(self.net.decode(prefix, memory, bias, last_only=True), axis=-1)
+
     def step(self, xb, yb, lr: float) -> tf.Tensor:
         """One optimizer step at learning rate `lr`; the loss (data + L2) as a device scalar."""
         return self._step(xb, yb, tf.constant(lr, tf.float32))
 
     def evaluate(self, x, y, batch: int) -> tuple[float, float]:
-        """Mean data loss and accuracy over (x, y) in eval mode, as python floats."""
+        """Mean data loss and accuracy over (x, y) in eval mode, as python floats.
+
+        seq2seq: cross-entropy per non-PAD target token and the share of sentences
+        whose every token is the argmax given the true prefix (greedy's exact match).
+        """
         x, y = _on_device(x), _on_device(y)
         n = int(x.shape[0])
+        if n == 0:
+            return float("nan"), float("nan")
+        if self._seq2seq:
+            parts = [self._eval_s2s(x[i : i + batch], y[i : i + batch])
+                     for i in range(0, n, batch)]
+            loss, tokens, exact = (scalar(tf.add_n(list(p))) for p in zip(*parts, strict=True))
+            return loss / max(tokens, 1), exact / n
         loss = correct = 0.0
         for i in range(0, n, batch):
             bl, bc = self._eval_batch(x[i : i + batch], y[i : i + batch])
             loss, correct = loss + bl, correct + bc  # summed on the device, read once
         return scalar(loss) / n, scalar(correct) / n
 
-    def predict(self, x, batch: int) -> np.ndarray:
-        """Eval-mode logits for all of x."""
+    def predict(self, x, batch: int, y=None) -> np.ndarray:
+        """Eval-mode logits for all of x; a seq2seq model's (N, T-1, vocab) for every
+        target position, teacher-forced on `y`."""
         x = _on_device(x)
-        outs = [self._predict(x[i : i + batch]).numpy() for i in range(0, int(x.shape[0]), batch)]
+        n = int(x.shape[0])
+        if self._seq2seq:
+            if y is None:
+                raise ValueError("seq2seq predict() needs the targets y to teacher-force on")
+            y = _on_device(y)
+            outs = [self._logits(x[i : i + batch], y[i : i + batch]).numpy()
+                    for i in range(0, n, batch)]
+        else:
+            outs = [self._predict(x[i : i + batch]).numpy() for i in range(0, n, batch)]
         return np.concatenate(outs)
 
     def infer(self, xb) -> tf.Tensor:
-        """One eval-mode forward pass (timing)."""
+        """One eval-mode forward pass (timing); classifiers only."""
+        if self._seq2seq:
+            raise SpecError("infer() times classifiers; seq2seq decodes through "
+                            "encode() and next_logprobs()")
         return self._infer(xb)
+
+    # Generation: bench.generate drives these, one decoder pass over the whole prefix per
+    # new token (no key/value cache), as in the torch backend.
+    def encode(self, src):
+        """(encoder output, source key bias) on the device."""
+        return self._encode(_on_device(src))
+
+    @staticmethod
+    def tile(state, idx: np.ndarray):
+        return tuple(take(t, idx) for t in state)
+
+    def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
+        """Log-probabilities (M, vocab) of the token after each prefix row."""
+        memory, bias = state
+        return self._next(memory, bias, _on_device(prefix)).numpy()
 
 
 def _on_device(a):

@@ -71,6 +71,7 @@ from .spec import (  # noqa: E402
     transformer_tokens,
     weight_shapes,
 )
+from .text_pairs import PAD  # noqa: E402
 
 NAME = "torch"
 
@@ -385,6 +386,23 @@ class RNN(_Model):
         return _Slot(name, [b_ih, b_hh], put, get)
 
 
+def _attend(layer, y, memory=None, mask=None, causal=False, prefix=""):
+    """Multi-head scaled dot-product attention of `y` over `memory` (itself if None) with
+    `layer`'s {prefix}q/k/v/o projections; `mask` (N, 1, 1, keys) is True where a key may
+    be attended to."""
+    q, k, v, o = (getattr(layer, prefix + name) for name in "qkvo")
+    src = y if memory is None else memory
+    n, lq, d = y.shape
+    heads = layer.heads
+
+    def split(t):
+        return t.view(n, t.shape[1], heads, d // heads).transpose(1, 2)
+
+    a = F.scaled_dot_product_attention(split(q(y)), split(k(src)), split(v(src)),
+                                       attn_mask=mask, is_causal=causal)
+    return o(a.transpose(1, 2).reshape(n, lq, d))
+
+
 class Block(nn.Module):
     def __init__(self, d: int, heads: int, ff: int, dropout: float):
         super().__init__()
@@ -395,15 +413,8 @@ class Block(nn.Module):
         self.ff1, self.ff2 = nn.Linear(d, ff), nn.Linear(ff, d)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x):
-        n, length, d = x.shape
-        y = self.ln1(x)
-
-        def split(t):
-            return t.view(n, length, self.heads, d // self.heads).transpose(1, 2)
-
-        a = F.scaled_dot_product_attention(split(self.q(y)), split(self.k(y)), split(self.v(y)))
-        x = x + self.drop(self.o(a.transpose(1, 2).reshape(n, length, d)))
+    def forward(self, x, mask=None):
+        x = x + self.drop(_attend(self, self.ln1(x), mask=mask))
         return x + self.drop(self.ff2(F.relu(self.ff1(self.ln2(x)))))
 
     def slots(self, prefix: str) -> list[_Slot]:
@@ -460,7 +471,100 @@ class Transformer(_Model):
         return out + _linear_slots("head", self.head)
 
 
-FAMILY_MODELS = {"cnn": CNN, "lstm": RNN, "gru": RNN, "transformer": Transformer}
+class DecoderBlock(nn.Module):
+    """Pre-LN decoder layer: causal self-attention, cross-attention over the encoder's
+    output, feed-forward, each a residual branch."""
+
+    def __init__(self, d: int, heads: int, ff: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2, self.ln3 = (nn.LayerNorm(d, eps=LAYERNORM_EPS) for _ in range(3))
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.xq, self.xk, self.xv, self.xo = (nn.Linear(d, d) for _ in range(4))
+        self.ff1, self.ff2 = nn.Linear(d, ff), nn.Linear(ff, d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, memory, memory_mask):
+        x = x + self.drop(_attend(self, self.ln1(x), causal=True))
+        x = x + self.drop(_attend(self, self.ln2(x), memory, memory_mask, prefix="x"))
+        return x + self.drop(self.ff2(F.relu(self.ff1(self.ln3(x)))))
+
+    def slots(self, prefix: str) -> list[_Slot]:
+        out = _norm_slots(prefix + "ln1", self.ln1)
+        for name in "qkvo":
+            out += _linear_slots(prefix + name, getattr(self, name))
+        out += _norm_slots(prefix + "ln2", self.ln2)
+        for name in "qkvo":
+            out += _linear_slots(prefix + "x" + name, getattr(self, "x" + name))
+        out += _norm_slots(prefix + "ln3", self.ln3)
+        out += _linear_slots(prefix + "ff1", self.ff1)
+        return out + _linear_slots(prefix + "ff2", self.ff2)
+
+
+class Seq2Seq(_Model):
+    """Encoder-decoder Transformer (Vaswani et al. 2017) with pre-LN blocks.
+
+    One embedding serves the source, the target and (transposed) the output layer, as in
+    Marian; embeddings are scaled by sqrt(d_model) before the sinusoidal positions are
+    added. Source padding is masked in the encoder and in cross-attention; the decoder's
+    self-attention is causal, so target padding (always after EOS) is never attended to.
+    """
+
+    def __init__(self, spec: RunSpec):
+        super().__init__()
+        info, s = spec.info, spec.arch
+        self.d = s.d_model
+        self.embed = nn.Embedding(info.vocab, s.d_model)
+        length = max(info.shape[0], info.target_len) + 1
+        self.register_buffer("pe", _positions(length, s.d_model), persistent=False)
+        self.enc = nn.ModuleList(Block(s.d_model, s.heads, s.ff, spec.dropout)
+                                 for _ in range(s.enc_layers))
+        self.enc_ln = nn.LayerNorm(s.d_model, eps=LAYERNORM_EPS)
+        self.dec = nn.ModuleList(DecoderBlock(s.d_model, s.heads, s.ff, spec.dropout)
+                                 for _ in range(s.dec_layers))
+        self.dec_ln = nn.LayerNorm(s.d_model, eps=LAYERNORM_EPS)
+        self.head_bias = nn.Parameter(torch.zeros(info.vocab))
+        self.drop = nn.Dropout(spec.dropout)
+
+    def _embed(self, ids):
+        length = ids.shape[1]
+        if length > len(self.pe):  # longer than any dataset sentence: extend the table
+            self.pe = _positions(length, self.d).to(self.pe.device)
+        return self.drop(self.embed(ids) * math.sqrt(self.d) + self.pe[:length])
+
+    def encode(self, src):
+        """(encoder output, source mask (N, 1, 1, L): True at real tokens)."""
+        mask = (src != PAD)[:, None, None, :]
+        x = self._embed(src)
+        for block in self.enc:
+            x = block(x, mask)
+        return self.enc_ln(x), mask
+
+    def decode(self, tgt_in, memory, mask, last_only: bool = False):
+        """Logits (N, T, vocab) for every target position, teacher-forced on `tgt_in`;
+        with `last_only`, (N, vocab) of the last position (decoding needs no other)."""
+        x = self._embed(tgt_in)
+        for block in self.dec:
+            x = block(x, memory, mask)
+        if last_only:
+            x = x[:, -1]
+        return self.dec_ln(x) @ self.embed.weight.T + self.head_bias
+
+    def forward(self, src, tgt_in):
+        return self.decode(tgt_in, *self.encode(src))
+
+    def slots(self):
+        out = [_plain("embed", self.embed.weight)]
+        for i, block in enumerate(self.enc):
+            out += block.slots(f"enc{i}.")
+        out += _norm_slots("enc_ln", self.enc_ln)
+        for i, block in enumerate(self.dec):
+            out += block.slots(f"dec{i}.")
+        return out + _norm_slots("dec_ln", self.dec_ln) + [_plain("head.bias", self.head_bias)]
+
+
+FAMILY_MODELS = {"cnn": CNN, "lstm": RNN, "gru": RNN, "transformer": Transformer,
+                 "seq2seq": Seq2Seq}
 
 
 def build(spec: RunSpec) -> _Model:
@@ -547,6 +651,8 @@ class Trainer:
     def __init__(self, model: _Model, spec: RunSpec):
         self.model, self.spec = model, spec
         self.binary = spec.info.n_outputs == 1
+        self.seq2seq = spec.family == "seq2seq"
+        self.smoothing = spec.label_smoothing
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.decayed = decayed(model)
         self.opt = _optimizer(spec.optimizer, self.params, spec.lr)
@@ -557,13 +663,17 @@ class Trainer:
             self.model.train(train)
 
     def _loss(self, out, y):
+        if self.seq2seq:  # out: logits of the target positions, y: the whole target
+            return F.cross_entropy(out.flatten(0, 1), y[:, 1:].flatten(), ignore_index=PAD,
+                                   label_smoothing=self.smoothing)
         if self.binary:
             return F.binary_cross_entropy_with_logits(out[:, 0], y.to(out.dtype))
         return F.cross_entropy(out, y)
 
     def step(self, xb, yb, lr: float) -> torch.Tensor:
         self._mode(True)
-        loss = self._loss(self.forward(xb), yb)
+        out = self.forward(xb, yb[:, :-1]) if self.seq2seq else self.forward(xb)
+        loss = self._loss(out, yb)
         if self.spec.l2:
             loss = loss + self.spec.l2 * sum(p.square().sum() for p in self.decayed)
         self.opt.zero_grad(set_to_none=True)
@@ -587,14 +697,23 @@ class Trainer:
         for i in range(0, n, max(size, 1)):
             yield slice(i, i + size)
 
-    def predict(self, x, batch) -> np.ndarray:
+    def predict(self, x, batch, y=None) -> np.ndarray:
+        """Logits; a seq2seq model's for every target position, teacher-forced on `y`."""
         x = _as_tensor(x)
+        if self.seq2seq:
+            y = _as_tensor(y)
+            self._mode(False)
+            with torch.no_grad():
+                out = [self.forward(x[s], y[s][:, :-1]) for s in self._batches(x, batch)]
+            return torch.cat(out).cpu().numpy()
         return torch.cat([self.infer(x[s]) for s in self._batches(x, batch)]).cpu().numpy()
 
     def evaluate(self, x, y, batch) -> tuple[float, float]:
         x, y = _as_tensor(x), _as_tensor(y)
         if len(x) == 0:
             return float("nan"), float("nan")
+        if self.seq2seq:
+            return self._evaluate_seq2seq(x, y, batch)
         total = torch.zeros((), dtype=torch.float64, device=x.device)
         correct = torch.zeros((), dtype=torch.int64, device=x.device)
         with torch.no_grad():
@@ -604,6 +723,43 @@ class Trainer:
                 pred = (out[:, 0] > 0).long() if self.binary else out.argmax(1)
                 correct += (pred == yb).sum()
         return total.item() / len(x), correct.item() / len(x)
+
+    @torch.no_grad()
+    def _evaluate_seq2seq(self, x, y, batch) -> tuple[float, float]:
+        """(cross-entropy per target token, share of sentences whose every token is the
+        argmax given the true prefix). That share is greedy decoding's exact match: greedy
+        decoding reproduces a target exactly iff each of its tokens is the argmax after the
+        true prefix, so validation gets the decoding metric at the cost of one forward."""
+        self._mode(False)
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        tokens = torch.zeros((), dtype=torch.int64, device=x.device)
+        exact = torch.zeros((), dtype=torch.int64, device=x.device)
+        for s in self._batches(x, batch):
+            yb = y[s]
+            out, labels = self.forward(x[s], yb[:, :-1]), yb[:, 1:]
+            real = labels != PAD
+            total += F.cross_entropy(out.flatten(0, 1), labels.flatten(), ignore_index=PAD,
+                                     reduction="sum").double()
+            tokens += real.sum()
+            exact += ((out.argmax(-1) == labels) | ~real).all(1).sum()
+        return total.item() / max(tokens.item(), 1), exact.item() / len(x)
+
+    # Generation (bench.generate drives these; one decoder pass per new token, no cache).
+    @torch.no_grad()
+    def encode(self, src):
+        self._mode(False)
+        return self.model.encode(_as_tensor(src))
+
+    @staticmethod
+    def tile(state, idx: np.ndarray):
+        return tuple(take(t, idx) for t in state)
+
+    @torch.no_grad()
+    def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
+        """Log-probabilities (M, vocab) of the token after each prefix row."""
+        memory, mask = state
+        out = self.model.decode(_as_tensor(prefix), memory, mask, last_only=True)
+        return F.log_softmax(out.float(), -1).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------- device

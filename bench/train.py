@@ -11,6 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -65,21 +66,28 @@ class Plateau:
     that has not risen by MIN_DELTA for `patience` epochs and the best raw epoch (whose
     weights are kept for testing) is at least min(SMOOTH_EPOCHS, patience) epochs old, and
     not before `min_epochs`.
+
+    With `watch_loss`, a new lowest validation loss also counts as progress. Exact match,
+    a translation's accuracy, stays at 0 for many epochs while the model learns words
+    before it gets whole sentences right: flat accuracy alone is not a plateau there.
     """
 
-    def __init__(self, patience: int, min_epochs: int):
-        self.patience, self.min_epochs = patience, min_epochs
+    def __init__(self, patience: int, min_epochs: int, watch_loss: bool = False):
+        self.patience, self.min_epochs, self.watch_loss = patience, min_epochs, watch_loss
         self.history: list[float] = []
-        self.best_smooth, self.best_smooth_epoch = -math.inf, 0
+        self.best_smooth, self.progress_epoch = -math.inf, 0
         self.best_acc, self.best_epoch = -1.0, 0
+        self.best_loss = math.inf
 
-    def update(self, val_acc: float) -> bool:
+    def update(self, val_acc: float, val_loss: float = math.nan) -> bool:
         """Record one epoch; True when this epoch is the best so far (keep its weights)."""
         self.history.append(val_acc)
         epoch = len(self.history)
         smooth = float(np.mean(self.history[-SMOOTH_EPOCHS:]))
         if smooth > self.best_smooth + MIN_DELTA:
-            self.best_smooth, self.best_smooth_epoch = smooth, epoch
+            self.best_smooth, self.progress_epoch = smooth, epoch
+        if self.watch_loss and val_loss < self.best_loss * (1 - MIN_DELTA):
+            self.best_loss, self.progress_epoch = val_loss, epoch
         if val_acc > self.best_acc:
             self.best_acc, self.best_epoch = val_acc, epoch
             return True
@@ -89,7 +97,7 @@ class Plateau:
     def converged(self) -> bool:
         epoch = len(self.history)
         return bool(self.patience) and epoch >= self.min_epochs and (
-            epoch - self.best_smooth_epoch >= self.patience) and (
+            epoch - self.progress_epoch >= self.patience) and (
             epoch - self.best_epoch >= min(SMOOTH_EPOCHS, self.patience))
 
 
@@ -144,10 +152,13 @@ def run(
     backend,
     on_epoch: Callable[[int, dict], bool] | None = None,
     mem_limit_mb: float = 0.0,
+    save_weights: str | Path | None = None,
 ) -> dict:
     """Train and measure one run; returns the record (status ok/diverged/oom/pruned).
 
     `on_epoch(epoch, metrics)` returning True stops the run as `pruned` (Optuna uses it).
+    With `save_weights`, a finished run writes the weights it was tested with there
+    (bench.weights_file) and names the file in the record as `weights_file`.
     Exceptions other than divergence and out-of-memory propagate to the caller.
     """
     wall = Stopwatch()
@@ -185,7 +196,7 @@ def run(
     backend.reset_peak_memory()
     device_base_mb = _device_mb(backend) or 0.0  # the data, already on the device
     build_t = Stopwatch()
-    stop = Plateau(spec.patience, spec.min_epochs)
+    stop = Plateau(spec.patience, spec.min_epochs, watch_loss=spec.family == "seq2seq")
     try:
         model = backend.build(spec)
         record["params"] = backend.n_params(model)
@@ -228,7 +239,7 @@ def run(
                     f"peak memory {_mem_used_mb(backend):.0f} MB exceeded the limit of "
                     f"{mem_limit_mb:.0f} MB"
                 )
-            if stop.update(val_acc):
+            if stop.update(val_acc, val_loss):
                 best_state = None  # one copy at a time: the old one goes before the new
                 best_state = (backend.snapshot(model), val_loss, val_acc)
             if on_epoch is not None and on_epoch(epoch, point):
@@ -258,7 +269,16 @@ def run(
             record["train_loss"], record["train_acc"] = trainer.evaluate(x_sub, y_sub, EVAL_BATCH)
             record["train_eval_samples"] = len(y_sub)
             x_test = splits["test"][0]
-            record.update(_infer_throughput(backend, trainer, x_test, len(data.y_test), spec))
+            if save_weights:
+                from .weights_file import save
+
+                record["weights_file"] = save(save_weights, spec,
+                                              backend.get_weights(model)).name
+            if spec.family == "seq2seq":
+                record.update(_translation(backend, trainer, data, splits, spec))
+            else:
+                record.update(_infer_throughput(backend, trainer, x_test, len(data.y_test),
+                                                spec))
     except Diverged as e:
         status, message = "diverged", str(e)
     except MemoryLimit as e:
@@ -272,6 +292,9 @@ def run(
         record["train_flops_per_s"] = (
             record["train_flops_per_sample"] * (record["train_samples_per_s"] or 0)
         )
+        if spec.family == "seq2seq":  # target tokens the loss is taken over, EOS included
+            per = float((np.asarray(data.y_train)[:, 1:] != 0).sum(1).mean())
+            record["train_tokens_per_s"] = per * (record["train_samples_per_s"] or 0)
     record.update(
         status=status,
         message=message,
@@ -283,6 +306,17 @@ def run(
     if status != "ok":
         _log(spec, f"{status}: {message}")
     return record
+
+
+def _translation(backend, trainer, data: Data, splits: dict, spec: RunSpec) -> dict:
+    from . import seq2seq_eval, text_pairs
+
+    tests = {"": (splits["test"][0], data.x_test, data.y_test)}
+    if data.y_test_long is not None:
+        tests["_long"] = (backend.to_device(data.x_test_long), data.x_test_long,
+                          data.y_test_long)
+    vocab = text_pairs.vocabulary(text_pairs.PAIRS[spec.dataset])
+    return seq2seq_eval.evaluate(trainer, tests, spec, vocab)
 
 
 def warm_up(spec: RunSpec, data: Data, backend) -> None:

@@ -63,7 +63,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .spec import DATASETS, FRAMEWORKS, RunSpec, SpecError, size_of
+from .spec import DATASETS, FRAMEWORKS, RunSpec, SpecError, check_family_reads, size_of
 
 # ---------------------------------------------------------------------------- vocabulary
 
@@ -93,6 +93,7 @@ TUNABLE: dict[str, tuple[str, ...]] = {
     "batchnorm": ("categorical",),
     "batch_size": ("categorical", "int"),
     "patience": ("int", "categorical"),
+    "label_smoothing": ("float",),
 }
 
 # Defaults for a definition built outside the workflow; the config schema holds the same.
@@ -320,6 +321,10 @@ def make_definition(tune: dict, cell: dict, config: dict | None = None,
         raise SpecError(f"{where}.studies: unknown framework {cell['framework']!r}")
     if cell["dataset"] not in DATASETS:
         raise SpecError(f"{where}.studies: unknown dataset {cell['dataset']!r}")
+    try:
+        check_family_reads(cell["family"], cell["dataset"])
+    except SpecError as e:
+        raise SpecError(f"{where}.studies: {e}") from None
     objective = cell.get("objective") or t["objective"]
     if objective not in OBJECTIVES:
         raise SpecError(f"{where}.objective: unknown objective {objective!r}; "
@@ -1113,8 +1118,9 @@ def final_specs(study_dir: str | Path, seeds: list[int]) -> list[RunSpec]:
 
 
 def run_final(study_dir: str | Path, seeds: list[int], out_dir: str | Path,
-              done: str | None = None) -> int:
-    """Run the final specs (skipping those whose record exists); write the done list."""
+              done: str | None = None, save_model: bool = False) -> int:
+    """Run the final specs (skipping those whose record exists); write the done list.
+    With `save_model`, each run keeps its tested weights beside its record."""
     from .cli import _run_specs
     from .records import write_json_atomic
     from .slots import measuring_slots, visible_gpus
@@ -1122,7 +1128,7 @@ def run_final(study_dir: str | Path, seeds: list[int], out_dir: str | Path,
     defn = read_definition(study_dir)
     specs = final_specs(study_dir, seeds)
     a = argparse.Namespace(data_dir=defn["data_dir"], allow_pickle=defn["allow_pickle"],
-                           mem_limit_mb=defn.get("mem_limit_mb", 0))
+                           mem_limit_mb=defn.get("mem_limit_mb", 0), save_model=save_model)
     gpu = specs[0].device in ("cuda", "auto") and visible_gpus() > 0
     with measuring_slots(specs[0].threads, gpu):
         errors = _run_specs(specs, Path(out_dir), a)
@@ -1178,7 +1184,7 @@ def _cmd_export(a) -> int:
 
 
 def _cmd_final(a) -> int:
-    return run_final(a.study_dir, _seeds(a.seeds), a.out_dir, a.done)
+    return run_final(a.study_dir, _seeds(a.seeds), a.out_dir, a.done, a.save_model)
 
 
 def _cmd_status(a) -> int:
@@ -1218,6 +1224,8 @@ def add_parsers(sub) -> None:
     f.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     f.add_argument("--out-dir", default="results/runs")
     f.add_argument("--done", help="write this JSON list of run ids when the runs are through")
+    f.add_argument("--save-model", action="store_true",
+                   help="keep each run's tested weights beside its record (for translate)")
     f.set_defaults(func=_cmd_final)
     s = sub.add_parser("tune-status", help="a study's progress as one JSON line")
     s.add_argument("--study-dir", required=True)

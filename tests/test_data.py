@@ -37,8 +37,40 @@ def _check_layout(d: D.Data):
 
 
 def test_builtin_registry_is_covered():
-    # A new built-in dataset needs its split sizes documented here.
-    assert set(BUILTIN) == {n for n, i in DATASETS.items() if not i.file}
+    # A new built-in dataset needs its split sizes documented here (translation pairs are
+    # tested in test_text_pairs.py).
+    assert set(BUILTIN) == {n for n, i in DATASETS.items() if not i.file and i.kind != "text"}
+
+
+def test_translation_pairs_load_with_both_test_sets():
+    d = D.load("en_fr_numbers")
+    info = DATASETS["en_fr_numbers"]
+    assert d.sizes() == {"n_train": 600, "n_val": 500, "n_test": 1000, "n_test_long": 1000}
+    for x, y in ((d.x_train, d.y_train), (d.x_val, d.y_val), (d.x_test, d.y_test),
+                 (d.x_test_long, d.y_test_long)):
+        assert x.shape[1:] == info.shape and y.shape[1:] == (info.target_len,)
+        assert x.dtype == y.dtype == np.int64
+        assert x.max() < info.vocab and y.max() < info.vocab
+        assert (y[:, 0] == 1).all()  # every target starts with BOS
+
+
+def test_translation_pairs_need_num2words(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_num2words(name, *a, **kw):
+        if name == "num2words":
+            raise ImportError(name="num2words")
+        return real(name, *a, **kw)
+
+    from bench import text_pairs
+
+    text_pairs.vocabulary.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_num2words)
+    with pytest.raises(D.DataError, match="pip install num2words"):
+        D.load("en_fr_numbers")
+    text_pairs.vocabulary.cache_clear()
 
 
 @pytest.mark.parametrize("name", list(BUILTIN))

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from bench import spec as S
-from bench.config import check_config
+from bench.config import ConfigError, check_config
 from bench.spec import RunSpec, SpecError
 from bench.study import batches, jobs, lr_grid_runs, plan, sizes_of, unit_of
 
@@ -33,13 +33,13 @@ def _canon(reg):
 
 def expected_count(config):
     st = config["study"]
-    per_family = len(st["frameworks"]) * len(st["datasets"])
     seeds = len(st["seeds"])
-    regs = {_canon(r) for r in st["regularisers"]}
     opts = st["optimizers"]
     sweep = st.get("sweep_families") or st["families"]
     total = 0
     for f in st["families"]:
+        per_family = len(st["frameworks"]) * sum(S.reads(f, d) for d in st["datasets"])
+        regs = {_canon(r) for r in st["regularisers"] if S.regulariser_applies(f, r)}
         sizes = sizes_of(st, f)
         if st["design"] == "grid":
             total += per_family * len(sizes) * len(opts) * len(regs) * seeds
@@ -51,6 +51,8 @@ def expected_count(config):
                        and _canon(c["regulariser"]) in regs)
             n += len(opts) * len(regs) * seeds - overlap * seeds
         total += per_family * n
+    for cell in st.get("cells") or []:
+        total += len(st["frameworks"]) * len(cell["sizes"]) * seeds
     return total
 
 
@@ -71,10 +73,11 @@ def test_centre_plan_count_and_uniqueness(shipped, name):
 
 
 def test_smoke_count_by_hand(shipped):
-    # 2 families x 2 frameworks x 1 dataset x (2 sizes x 2 seeds + 2 opt x 2 reg x 2 seeds - 2)
-    assert len(plan(shipped["smoke.yaml"])) == 40
-    # lr grid: 2 families x units (xs adam, s adam, xs sgd) x 2 multipliers
-    assert len(lr_grid_runs(shipped["smoke.yaml"], plan(shipped["smoke.yaml"]))) == 12
+    # 2 classifiers x 2 frameworks x 1 dataset x (2 sizes x 2 seeds + 2 opt x 2 reg x 2 seeds
+    # - 2), plus seq2seq (no sweep) on its own dataset: 2 frameworks x 2 sizes x 2 seeds
+    assert len(plan(shipped["smoke.yaml"])) == 40 + 8
+    # lr grid: 2 classifiers x units (xs adam, s adam, xs sgd) x 2 multipliers + seq2seq 2 x 2
+    assert len(lr_grid_runs(shipped["smoke.yaml"], plan(shipped["smoke.yaml"]))) == 12 + 4
 
 
 @pytest.mark.parametrize("name", ["smoke.yaml", "config.yaml"])
@@ -84,8 +87,9 @@ def test_centre_plan_contents(shipped, name):
     specs = plan(config)
     cells = {(s.family, s.framework, s.dataset, s.size, s.optimizer, s.regulariser, s.seed)
              for s in specs}
-    for f, fw, d, seed in itertools.product(st["families"], st["frameworks"], st["datasets"],
-                                            st["seeds"]):
+    pairs = [(f, d) for f in st["families"] for d in st["datasets"] if S.reads(f, d)]
+    assert {(s.family, s.dataset) for s in specs} == set(pairs)
+    for (f, d), fw, seed in itertools.product(pairs, st["frameworks"], st["seeds"]):
         seed += st["frameworks"].index(fw) * st["framework_seed_stride"]
         for size in sizes_of(st, f):
             assert (f, fw, d, size, c["optimizer"], _canon(c["regulariser"]), seed) in cells
@@ -102,7 +106,8 @@ def test_plan_carries_config_settings(shipped):
         assert s.lr == st["optimizers"][s.optimizer]["lr"]
         assert s.epochs == st["epochs"] and s.max_steps == st["max_steps"]
         assert s.patience == st["patience"] and s.min_epochs == st["min_epochs"]
-        assert s.batch_size == st["batch_size"]
+        own = st["family_settings"].get(s.family, {})
+        assert s.batch_size == own.get("batch_size", st["batch_size"])
         assert s.threads == config["threads"] and s.device == config["device"]
         assert s.warmup_steps == config["measure"]["warmup_steps"]
         assert s.block_steps == config["measure"]["block_steps"]
@@ -129,6 +134,8 @@ def test_plan_is_stable(shipped):
 def test_grid_count_is_product(load):
     def edit(raw):
         raw["study"]["design"] = "grid"
+        raw["study"]["families"] = ["cnn", "gru"]
+        raw["study"]["datasets"] = ["mnist1d"]
         raw["study"]["regularisers"] = ["none", "dropout+l2", "l2+dropout", "batchnorm"]
 
     config = load("smoke.yaml", edit)
@@ -141,17 +148,69 @@ def test_grid_count_is_product(load):
     assert len({s.run_id for s in specs}) == len(specs)
 
 
-def test_full_grid_count(load):
+def test_a_grid_gives_each_family_its_own_data_and_regularisers(load):
+    def edit(raw):
+        raw["study"]["design"] = "grid"
+        raw["study"]["regularisers"] = ["none", "batchnorm", "label_smoothing"]
+
+    config = load("smoke.yaml", edit)
+    specs = plan(config)
+    assert len(specs) == expected_count(config)
+    seq = [s for s in specs if s.family == "seq2seq"]
+    assert {s.dataset for s in seq} == {"en_fr_numbers"}
+    assert {s.regulariser for s in seq} == {"none", "label_smoothing"}
+    assert {s.regulariser for s in specs if s.family == "cnn"} == {"none", "batchnorm"}
+    assert {s.dataset for s in specs if s.family == "cnn"} == {"mnist1d"}
+
+
+def test_a_family_without_a_dataset_it_reads_is_one_clear_error(load):
+    def edit(raw):
+        raw["study"]["datasets"] = ["mnist1d"]
+
+    with pytest.raises(SpecError, match="'seq2seq' reads none of study.datasets"):
+        plan(load("smoke.yaml", edit))
+
+
+def test_cells_add_runs_at_every_framework_and_seed_and_lr_scale_scales_rates(load):
+    def edit(raw):
+        raw["study"]["cells"] = [{"family": "lstm", "dataset": "tokens", "sizes": ["seed"]}]
+        raw["study"]["family_settings"]["seq2seq"]["lr_scale"] = 0.5
+
+    config = load("smoke.yaml", edit)
+    specs = plan(config)
+    assert len(specs) == expected_count(config)
+    extra = [s for s in specs if s.family == "lstm"]
+    assert {(s.framework, s.seed) for s in extra} == {("torch", 0), ("torch", 1),
+                                                      ("tf", 1000), ("tf", 1001)}
+    assert {(s.dataset, s.size, s.optimizer, s.regulariser) for s in extra} == {
+        ("tokens", "seed", "adam", "none")}
+    base = config["study"]["optimizers"]["adam"]["lr"]
+    assert {s.lr for s in specs if s.family == "seq2seq"} == {base * 0.5}
+    grid = lr_grid_runs(config, specs)
+    assert {s.lr for s in grid if s.family == "seq2seq"} == {
+        base * 0.5 * m for m in config["study"]["lr_grid"]}
+    assert any(s.family == "lstm" for s in grid)  # cells choose their rate like the rest
+
+
+def test_full_grid_count(load, tmp_path):
     # every family, size, optimizer, regulariser and dataset of the GPU grid; one framework
     # and one seed keep the expansion quick (they multiply the count, tested above)
     def edit(raw):
         raw["study"]["frameworks"] = raw["study"]["frameworks"][:1]
         raw["study"]["seeds"] = raw["study"]["seeds"][:1]
+        raw["data_dir"] = str(tmp_path)
 
+    with pytest.raises(ConfigError, match="bench fetch mnist"):
+        load("full.yaml", edit)  # the article's own data: fetched first
+    for name in ("mnist.npz", "imdb.npz"):
+        (tmp_path / name).write_bytes(b"")
     config = load("full.yaml", edit)
     specs = plan(config)
     assert len(specs) == expected_count(config)
     assert len({s.run_id for s in specs}) == len(specs)
+    seeds = {(s.family, s.dataset, s.size) for s in specs if s.size == "seed"}
+    assert {("cnn", "mnist", "seed"), ("lstm", "imdb", "seed")} <= seeds
+    assert ("seq2seq", "en_fr_numbers", "seed") in seeds
 
 
 def test_centre_optimizer_must_be_in_sweep(load):
@@ -194,9 +253,12 @@ def test_default_study_covers_the_questions(shipped):
     specs = plan(shipped["config.yaml"])
     assert {s.family for s in specs} == set(S.FAMILIES)
     assert {s.framework for s in specs} == set(S.FRAMEWORKS)
-    for f in st["families"]:  # at least 3 sizes spanning 1.5 orders of magnitude
+    for f in S.CLASSIFIERS:  # at least 3 sizes spanning 1.5 orders of magnitude
         counts = [S.param_count(f, z, "mnist1d") for z in sizes_of(st, f)]
         assert len(counts) >= 3 and max(counts) / min(counts) >= 10**1.5, (f, counts)
+    # the translation model at 3 sizes spanning 1.4 orders, both frameworks
+    counts = [S.param_count("seq2seq", z, "en_fr_numbers") for z in sizes_of(st, "seq2seq")]
+    assert len(counts) >= 3 and max(counts) / min(counts) >= 10**1.4, counts
     # at least 3 independent seeds per point: the frameworks' seeds are disjoint
     seeds = {(s.family, s.size, s.optimizer, s.regulariser, s.seed) for s in specs}
     per_point = Counter(k[:4] for k in seeds)
@@ -216,7 +278,8 @@ def test_lr_grid_one_seed_one_framework_every_unit(shipped):
     assert set(by_unit) == {unit_of(s) for s in specs}
     assert set(by_unit.values()) == {len(st["lr_grid"])}
     for s in grid:
-        base = st["optimizers"][s.optimizer]["lr"]
+        scale = st["family_settings"].get(s.family, {}).get("lr_scale", 1)
+        base = st["optimizers"][s.optimizer]["lr"] * scale
         assert any(s.lr == pytest.approx(base * m) for m in st["lr_grid"])
     # the grid run at the base rate is one of the study's own runs: reused, not repeated
     assert len({g.run_id for g in grid} & {s.run_id for s in specs}) == len(by_unit)

@@ -11,6 +11,7 @@ import threadpoolctl
 
 tf = pytest.importorskip("tensorflow")
 
+import seq2seq_reference  # noqa: E402
 from backend_reference import (  # noqa: E402
     check_snapshot_round_trip,
     fake_data,
@@ -18,19 +19,23 @@ from backend_reference import (  # noqa: E402
 )
 
 from bench import tf_backend as B  # noqa: E402
+from bench.data import load  # noqa: E402
+from bench.generate import beam_search, greedy  # noqa: E402
 from bench.init import init_weights  # noqa: E402
 from bench.spec import (  # noqa: E402
-    FAMILIES,
+    CLASSIFIERS,
     OPTIMIZERS,
     RunSpec,
     SpecError,
     param_count,
     weight_shapes,
 )
+from bench.text_pairs import BOS, EOS, PAD  # noqa: E402
 
-# Every family on every input kind at the smallest size, plus the article's seed models.
-CASES = [(f, d, "xs") for f in FAMILIES for d in ("mnist1d", "digits", "tokens")]
-CASES += [(f, d, "seed") for f in FAMILIES for d in ("mnist", "tokens")]
+# Every classifier on every input kind at the smallest size, plus the article's seed models
+# (seq2seq has tests of its own below).
+CASES = [(f, d, "xs") for f in CLASSIFIERS for d in ("mnist1d", "digits", "tokens")]
+CASES += [(f, d, "seed") for f in CLASSIFIERS for d in ("mnist", "tokens")]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -88,7 +93,7 @@ LEARNABLE = {
 }
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CLASSIFIERS)
 def test_training_learns(family):
     dataset, lr = LEARNABLE.get(family, ("digits", 1e-2))
     spec = make_spec(family, dataset, lr=lr)
@@ -241,6 +246,213 @@ def test_is_oom():
     assert not B.is_oom(ValueError("out of memory"))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CLASSIFIERS)
 def test_snapshot_restores_weights_and_batchnorm_statistics(family):
     check_snapshot_round_trip(B, make_spec(family, "digits", batchnorm=True))
+
+
+# ---------------------------------------------------------------------------- seq2seq
+
+S2S = "en_fr_numbers"
+
+
+def s2s_spec(size="xs", **kw) -> RunSpec:
+    return make_spec("seq2seq", S2S, size, **kw)
+
+
+def random_weights(spec: RunSpec, seed: int = 5) -> list[np.ndarray]:
+    """Weights of unit scale in every part (random LayerNorm gains and biases too), so
+    that a wrong name, layout or mask shows in the logits."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, shape in weight_shapes("seq2seq", spec.size, S2S):
+        scale = 1 / np.sqrt(shape[0]) if len(shape) > 1 else 0.3
+        w = rng.standard_normal(shape) * scale + (name.endswith(".gamma"))
+        out.append(w.astype(np.float32))
+    return out
+
+
+@pytest.fixture(scope="module")
+def s2s_data():
+    return load(S2S)
+
+
+@pytest.fixture(scope="module")
+def trained(s2s_data):
+    """An xs model after 300 Adam steps: right on some sentences, wrong on others."""
+    spec = s2s_spec(optimizer="adam", lr=3e-3)
+    trainer = B.Trainer(B.build(spec), spec)
+    x, y = B.to_device(s2s_data.x_train), B.to_device(s2s_data.y_train)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        idx = rng.integers(0, len(s2s_data.y_train), 64)
+        trainer.step(B.take(x, idx), B.take(y, idx), spec.lr)
+    return trainer
+
+
+@pytest.mark.parametrize("size", ["xs", "s"])
+def test_seq2seq_weights_match_spec(size):
+    spec = s2s_spec(size)
+    model = B.build(spec)
+    assert B.n_params(model) == param_count("seq2seq", size, S2S)
+    shapes = weight_shapes("seq2seq", size, S2S)
+    weights = B.get_weights(model)
+    assert [w.shape for w in weights] == [s for _, s in shapes]
+    for got, want in zip(weights, init_weights(spec), strict=True):
+        np.testing.assert_array_equal(got, want)
+    new = random_weights(spec)
+    B.set_weights(model, new)
+    for got, want in zip(B.get_weights(model), new, strict=True):
+        np.testing.assert_array_equal(got, want)
+    # L2 and weight decay act on the embedding and the kernels, nothing else
+    trainer = B.Trainer(model, spec)
+    decayed = {id(v) for (name, _), v in zip(shapes, model.variables, strict=True)
+               if name == "embed" or name.endswith(".kernel")}
+    assert {id(v) for v in trainer._decayed} == decayed
+
+
+@pytest.mark.parametrize("size", ["xs", "s"])
+def test_seq2seq_forward_matches_numpy_reference(size, s2s_data):
+    spec = s2s_spec(size)
+    model = B.build(spec)
+    weights = random_weights(spec)
+    B.set_weights(model, weights)
+    x, y = s2s_data.x_train[:8], s2s_data.y_train[:8]
+    got = B.Trainer(model, spec).predict(x, 5, y)  # a partial batch too
+    want = seq2seq_reference.forward(spec, weights, x, y[:, :-1])
+    assert got.shape == (8, 20, spec.info.vocab)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_seq2seq_source_padding_is_masked(s2s_data):
+    spec = s2s_spec()
+    model = B.build(spec)
+    B.set_weights(model, random_weights(spec))
+    trainer = B.Trainer(model, spec)
+    x, y = s2s_data.x_train[:8], s2s_data.y_train[:8, :-1]
+    assert (x == 0).any()
+    base = trainer.next_logprobs(trainer.encode(x), y)
+    # more padding, and padding trimmed to the longest sentence: the same distributions
+    longest = int((x != 0).sum(1).max())
+    for src in (np.pad(x, ((0, 0), (0, 7))), x[:, :longest]):
+        np.testing.assert_allclose(trainer.next_logprobs(trainer.encode(src), y), base,
+                                   atol=1e-5)
+    # cross-attention never reads the encoder output at PAD positions
+    memory, bias = trainer.encode(x)
+    noise = np.random.default_rng(0).standard_normal(memory.shape).astype(np.float32)
+    noisy = memory + noise * (x == 0)[:, :, None]
+    np.testing.assert_allclose(trainer.next_logprobs((noisy, bias), y), base, atol=1e-5)
+    # (and real positions do matter)
+    assert not np.allclose(trainer.next_logprobs((memory + noise, bias), y), base, atol=1e-3)
+
+
+def test_seq2seq_decoder_is_causal(s2s_data):
+    spec = s2s_spec()
+    model = B.build(spec)
+    B.set_weights(model, random_weights(spec))
+    trainer = B.Trainer(model, spec)
+    x, y = s2s_data.x_train[:4], s2s_data.y_train[:4].copy()
+    base = trainer.predict(x, 4, y)
+    j = 6
+    y[:, j] = (y[:, j] + 7) % spec.info.vocab
+    changed = trainer.predict(x, 4, y)
+    np.testing.assert_array_equal(changed[:, :j], base[:, :j])  # y[:, j] is input j only
+    assert not np.allclose(changed[:, j:], base[:, j:], atol=1e-3)
+
+
+def _trim(row) -> list[int]:
+    row = list(row)
+    return row[: row.index(EOS) + 1] if EOS in row else [t for t in row if t != PAD]
+
+
+def test_seq2seq_exact_match_is_greedy_exact_match(trained, s2s_data):
+    x, y = s2s_data.x_val[:96], s2s_data.y_val[:96].copy()
+    rows = greedy(trained, x, 20, 32)
+    # A third of the targets become the model's own greedy output, so that exact match is
+    # neither 0 nor 1 whatever the model learned.
+    for i in range(0, len(y), 3):
+        assert PAD not in rows[i]
+        y[i] = PAD
+        y[i, : len(rows[i]) + 1] = [BOS, *rows[i]]
+    want = np.mean([r == _trim(t) for r, t in zip(rows, y[:, 1:], strict=True)])
+    assert 1 / 3 <= want < 1
+    loss, acc = trained.evaluate(x, y, 40)
+    assert acc == pytest.approx(want)
+    logits = trained.predict(x, 40, y)
+    labels = y[:, 1:]
+    assert loss == pytest.approx(seq2seq_reference.smoothed_loss(logits, labels, 0.0), rel=1e-5)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_seq2seq_label_smoothing_loss(eps, s2s_data):
+    spec = s2s_spec(optimizer="sgd", label_smoothing=eps)
+    model = B.build(spec)
+    B.set_weights(model, random_weights(spec))
+    trainer = B.Trainer(model, spec)
+    x, y = s2s_data.x_train[:16], s2s_data.y_train[:16]
+    want = seq2seq_reference.smoothed_loss(trainer.predict(x, 16, y), y[:, 1:], eps)
+    loss = B.scalar(trainer.step(B.to_device(x), B.to_device(y), 0.0))  # lr 0: a pure loss
+    assert loss == pytest.approx(want, rel=1e-5)
+    if eps:  # the formula's terms differ: smoothing moves the loss
+        assert abs(want - seq2seq_reference.smoothed_loss(
+            trainer.predict(x, 16, y), y[:, 1:], 0.0)) > 1e-3
+
+
+def test_seq2seq_decoding_does_not_retrace(trained, s2s_data):
+    x = s2s_data.x_val[:20]
+    out = greedy(trained, x, 20, 8) + beam_search(trained, x, 3, 1.0, 20, 8)
+    assert max(len(r) for r in out) > 3  # prefixes of many lengths and batch sizes
+    assert trained._encode.experimental_get_tracing_count() == 1
+    assert trained._next.experimental_get_tracing_count() == 1
+    # tile: rows of every state tensor
+    memory, bias = trained.encode(x[:3])
+    tiled = trained.tile((memory, bias), np.array([2, 0, 2]))
+    np.testing.assert_array_equal(tiled[0].numpy(), memory.numpy()[[2, 0, 2]])
+    np.testing.assert_array_equal(tiled[1].numpy(), bias.numpy()[[2, 0, 2]])
+    logp = trained.next_logprobs(tiled, np.full((3, 1), BOS, dtype=np.int64))
+    assert logp.shape == (3, 62) and logp.dtype == np.float32
+    np.testing.assert_allclose(np.exp(logp).sum(1), 1, rtol=1e-5)
+
+
+def test_seq2seq_training_reduces_loss_without_retracing(s2s_data):
+    spec = s2s_spec(optimizer="adam", lr=1e-2, label_smoothing=0.1, dropout=0.1)
+    trainer = B.Trainer(B.build(spec), spec)
+    x, y = B.to_device(s2s_data.x_train[:48]), B.to_device(s2s_data.y_train[:48])
+    losses = [B.scalar(trainer.step(x[:32], y[:32], spec.lr)) for _ in range(30)]
+    trainer.step(x, y, spec.lr)  # another batch size, the same trace
+    assert losses[-1] < 0.7 * losses[0]
+    assert trainer._step.experimental_get_tracing_count() == 1
+    loss, acc = trainer.evaluate(x, y, 20)
+    assert trainer._eval_s2s.experimental_get_tracing_count() == 1
+    assert 0 < loss < losses[0] and 0 <= acc <= 1
+
+
+def test_seq2seq_dropout_is_seeded_and_snapshot_restores(s2s_data):
+    spec = s2s_spec(dropout=0.3, optimizer="adamw", l2=1e-4)
+    x, y = s2s_data.x_train[:32], s2s_data.y_train[:32]
+
+    def run():
+        trainer = B.Trainer(B.build(spec), spec)
+        return trainer, [B.scalar(trainer.step(x, y, 1e-2)) for _ in range(3)]
+
+    (trainer, a), (_, b) = run(), run()
+    assert a == b
+    state, before = B.snapshot(trainer.model), trainer.predict(x, 32, y)
+    trainer.step(x, y, 1e-2)
+    assert not np.allclose(trainer.predict(x, 32, y), before)
+    B.restore(trainer.model, state)
+    np.testing.assert_array_equal(trainer.predict(x, 32, y), before)
+
+
+def test_seq2seq_xla_step_matches_graph_step(s2s_data):
+    x, y = B.to_device(s2s_data.x_train[:16]), B.to_device(s2s_data.y_train[:16])
+    out = []
+    for compile_ in (False, True):
+        spec = s2s_spec(compile=compile_, optimizer="adam", lr=1e-2, label_smoothing=0.1)
+        trainer = B.Trainer(B.build(spec), spec)
+        out.append([B.scalar(trainer.step(x, y, 1e-2)) for _ in range(3)])
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-4)
+
+
+def test_seq2seq_shared_snapshot_round_trip():
+    check_snapshot_round_trip(B, s2s_spec(dropout=0.1))

@@ -17,6 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import seq2seq_reference  # noqa: E402
 from backend_reference import (  # noqa: E402
     check_snapshot_round_trip,
     fake_data,
@@ -28,7 +29,7 @@ from bench.init import init_weights  # noqa: E402
 from bench.spec import (  # noqa: E402
     BATCHNORM_EPS,
     BATCHNORM_MOMENTUM,
-    FAMILIES,
+    CLASSIFIERS,
     LAYERNORM_EPS,
     OPTIMIZERS,
     RunSpec,
@@ -40,8 +41,8 @@ from bench.spec import (  # noqa: E402
 )
 
 # Every family on every input kind at the smallest size, plus the article's seed models.
-CASES = [(f, d, "xs") for f in FAMILIES for d in ("mnist1d", "digits", "tokens")]
-CASES += [(f, d, "seed") for f in FAMILIES for d in ("mnist", "tokens")]
+CASES = [(f, d, "xs") for f in CLASSIFIERS for d in ("mnist1d", "digits", "tokens")]
+CASES += [(f, d, "seed") for f in CLASSIFIERS for d in ("mnist", "tokens")]
 
 
 @pytest.fixture(autouse=True)
@@ -272,7 +273,7 @@ def test_batchnorm_keeps_keras_statistics():
     )
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CLASSIFIERS)
 def test_batchnorm_trains_on_one_sample(family):
     """Stochastic training (batch 1) with batch norm: Keras allows it, so must we."""
     spec = make_spec(family, "digits", batchnorm=True, batch_size=1)
@@ -293,7 +294,7 @@ LEARNABLE = {
 }
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CLASSIFIERS)
 def test_training_learns(family):
     dataset, lr = LEARNABLE[family]
     spec = make_spec(family, dataset, lr=lr)
@@ -369,7 +370,7 @@ def test_l2_and_weight_decay_semantics(family, dataset):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CLASSIFIERS)
 def test_deterministic_with_dropout_and_batchnorm(family):
     spec = make_spec(family, "digits", dropout=0.3, batchnorm=True, l2=1e-4, optimizer="adamw")
     x, y = fake_data(spec, 64)
@@ -532,6 +533,106 @@ def test_module_imports_no_tensorflow():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CLASSIFIERS)
 def test_snapshot_restores_weights_and_batchnorm_statistics(family):
     check_snapshot_round_trip(B, make_spec(family, "digits", batchnorm=True))
+
+
+# ---------------------------------------------------------------------------- seq2seq
+
+
+def _seq2seq(size="xs", **kw):
+    return make_spec("seq2seq", "en_fr_numbers", size, **kw)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    from bench.data import load
+
+    return load("en_fr_numbers")
+
+
+@pytest.mark.parametrize("size", ["xs", "s", "seed"])
+def test_seq2seq_weights_match_spec(size):
+    spec = _seq2seq(size)
+    model = B.build(spec)
+    assert B.n_params(model) == param_count("seq2seq", size, "en_fr_numbers")
+    got = [w.shape for w in B.get_weights(model)]
+    assert got == [shape for _, shape in weight_shapes("seq2seq", size, "en_fr_numbers")]
+
+
+@pytest.mark.parametrize("size", ["xs", "s"])
+def test_seq2seq_forward_matches_numpy_reference(pairs, size):
+    spec = _seq2seq(size)
+    model = B.build(spec)
+    w = random_weights(spec)
+    B.set_weights(model, w)
+    trainer = B.Trainer(model, spec)
+    x, y = pairs.x_train[:8], pairs.y_train[:8]
+    got = trainer.predict(x, 4, y)
+    want = seq2seq_reference.forward(spec, w, x, y[:, :-1])
+    np.testing.assert_allclose(got, want, atol=2e-4, rtol=1e-4)
+
+
+def test_seq2seq_masks_source_padding_and_is_causal(pairs):
+    spec = _seq2seq("s")
+    model = B.build(spec)
+    w = random_weights(spec)
+    B.set_weights(model, w)
+    trainer = B.Trainer(model, spec)
+    x, y = pairs.x_train[:4], pairs.y_train[:4].copy()
+    assert (x == 0).any()
+    base = trainer.predict(x, 4, y)
+    # the padding token's embedding reaches no real position: masked in the encoder and in
+    # cross-attention, and after EOS in the target, where causality hides it (the tied
+    # output layer's own logit for it, class 0, does move)
+    w2 = [a.copy() for a in w]
+    w2[0][0] += 1.0
+    B.set_weights(model, w2)
+    real = y[:, 1:] != 0
+    np.testing.assert_allclose(trainer.predict(x, 4, y)[real][:, 1:], base[real][:, 1:],
+                               atol=1e-5)
+    B.set_weights(model, w)
+    y[:, 5:] = 9  # a later target token never reaches an earlier position
+    np.testing.assert_allclose(trainer.predict(x, 4, y)[:, :5], base[:, :5], atol=1e-5)
+    assert not np.allclose(trainer.predict(x, 4, y)[:, 5:], base[:, 5:], atol=1e-3)
+
+
+def test_seq2seq_loss_is_label_smoothed_cross_entropy_over_real_tokens(pairs):
+    spec = _seq2seq(label_smoothing=0.1)
+    model = B.build(spec)
+    w = random_weights(spec)
+    B.set_weights(model, w)
+    trainer = B.Trainer(model, spec)
+    x, y = pairs.x_train[:16], pairs.y_train[:16]
+    logits = seq2seq_reference.forward(spec, w, x, y[:, :-1])
+    want = seq2seq_reference.smoothed_loss(logits, y[:, 1:], 0.1)
+    model.train(False)  # no dropout here; the step's loss is computed before its update
+    got = B.scalar(trainer.step(B.to_device(x), B.to_device(y), 0.0))
+    assert got == pytest.approx(want, rel=1e-4)
+    loss, _ = trainer.evaluate(x, y, 8)  # evaluation: plain cross-entropy
+    assert loss == pytest.approx(seq2seq_reference.smoothed_loss(logits, y[:, 1:], 0.0),
+                                 rel=1e-4)
+
+
+def test_seq2seq_teacher_forced_exact_match_is_greedy_exact_match(pairs):
+    from bench.generate import greedy
+
+    spec = _seq2seq("s", lr=1e-2)
+    trainer = B.Trainer(B.build(spec), spec)
+    x, y = B.to_device(pairs.x_train), B.to_device(pairs.y_train)
+    first = None
+    for _ in range(6):
+        for i in range(0, 600 - 31, 32):
+            loss = B.scalar(trainer.step(x[i:i + 32], y[i:i + 32], 1e-2))
+            first = first or loss
+    assert loss < 0.5 * first  # it learns
+    _, exact = trainer.evaluate(pairs.x_val, pairs.y_val, 128)
+    rows = greedy(trainer, pairs.x_val, 20, 128)
+    refs = [list(r[1:r.tolist().index(2) + 1]) for r in pairs.y_val]
+    assert exact == pytest.approx(np.mean([a == b for a, b in zip(rows, refs, strict=True)]),
+                                  abs=2e-3)
+
+
+def test_seq2seq_snapshot_round_trip():
+    check_snapshot_round_trip(B, _seq2seq())

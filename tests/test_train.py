@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bench.spec import FAMILIES, FRAMEWORKS
+from bench.spec import CLASSIFIERS, FRAMEWORKS
 from bench.train import lr_at, planned_steps
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def train(tmp_path, *args, name="run.json", check=True):
     return p, rec
 
 
-LEARN = [(f, fw) for f in FAMILIES for fw in FRAMEWORKS]
+LEARN = [(f, fw) for f in CLASSIFIERS for fw in FRAMEWORKS]
 
 
 @pytest.mark.parametrize("family,framework", LEARN, ids=[f"{a}-{b}" for a, b in LEARN])
@@ -49,6 +49,24 @@ def test_short_run_on_mnist1d_beats_chance_clearly(tmp_path, family, framework):
     assert r["converged"] is False and r["stop_reason"] == "cap"  # no patience: all 6 epochs
     # Train accuracy on an evenly spaced subset the test set's size (3600 train, 1000 test).
     assert r["train_eval_samples"] == 1000 and 0.1 < r["train_acc"] <= 1
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_translation_model_learns_and_records_generation(tmp_path, framework):
+    p, r = train(tmp_path, "--family", "seq2seq", "--framework", framework, "--dataset",
+                 "en_fr_numbers", "--size", "s", "--lr", "0.01", "--batch-size", "32",
+                 "--epochs", "12", "--lr-warmup", "50")
+    assert r["status"] == "ok" and "epoch 12/12" in p.stderr
+    # greedy exact match on the test set is what validation-style teacher forcing measured
+    assert r["exact_match"] == pytest.approx(r["test_acc"], abs=0.003)
+    assert r["chrf"] > 50 and r["bleu"] > 10, (r["chrf"], r["bleu"])  # untrained: 11 and 0.01
+    assert r["exact_match_long"] < r["exact_match"] and r["chrf_long"] < r["chrf"]
+    for key in ("beam_exact_match", "beam_bleu", "beam_chrf_long", "decode_tokens_per_s",
+                "decode_latency_ms", "train_tokens_per_s", "model_mem_mb"):
+        assert r[key] is not None and r[key] >= 0, key
+    assert r["decode_batch"] == 64 and r["beam_width"] == 4 and r["n_test_long"] == 1000
+    assert r["train_tokens_per_s"] > 5 * r["train_samples_per_s"]  # ~9 target tokens each
+    assert {e["test"] for e in r["examples"]} == {"test", "test_long"}
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -161,3 +161,18 @@ def test_learning_rate_warmup_ramps_linearly_then_holds():
     assert [train.lr_at(s, i, 100) for i in range(6)] == pytest.approx([.25, .5, .75, 1, 1, 1])
     c = s.with_(lr_schedule="cosine")
     assert train.lr_at(c, 0, 100) == pytest.approx(0.25)  # warm-up scales the schedule
+
+
+def test_a_falling_validation_loss_is_progress_for_translation_models():
+    # exact match sits at 0 while the model learns words: with watch_loss (seq2seq) a new
+    # lowest validation loss keeps the run going; without it, the flat accuracy stops it
+    losses = [3.0, 2.5, 2.0, 1.6, 1.3, 1.1, 1.1, 1.1, 1.1, 1.1, 1.1, 1.1]
+    for watch, stops_after in ((False, 5), (True, 10)):
+        stop = train.Plateau(patience=4, min_epochs=1, watch_loss=watch)
+        stopped = None
+        for epoch, loss in enumerate(losses, 1):
+            stop.update(0.0, loss)
+            if stop.converged:
+                stopped = epoch
+                break
+        assert stopped == stops_after

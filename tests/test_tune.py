@@ -516,3 +516,35 @@ def test_definition_round_trip_keeps_the_name():
     bad = {**defn, "name": "gru-torch-mnist1d-xs-acc-00000000"}
     with pytest.raises(SpecError, match="does not match its definition"):
         tune.check_definition(bad)
+
+
+@pytest.mark.slow
+def test_a_translation_model_tunes_like_the_other_families(tmp_path):
+    """seq2seq on en_fr_numbers through the same worker, export and final run; its own
+    regulariser (label smoothing) is tunable."""
+    pytest.importorskip("torch")
+    cell = {"family": "seq2seq", "framework": "torch", "dataset": "en_fr_numbers", "size": "xs"}
+    t = {"trials": 2, "workers": 1, "epochs": 2, "final_seeds": [0], "pruner": {"name": "none"},
+         "space": {"lr": {"type": "float", "low": 3e-3, "high": 1e-2, "log": True},
+                   "label_smoothing": {"type": "float", "low": 0.0, "high": 0.2},
+                   "batch_size": {"type": "categorical", "choices": [64]}}}
+    defn = tune.make_definition(t, cell, {**FAST_MEASURE, "threads": 1})
+    study_dir = _create(tmp_path, defn)
+    tune.run_worker(study_dir, 0)
+    _, trials = _trials(study_dir)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert len({t.params["label_smoothing"] for t in trials}) == 2
+    best = tune.export(study_dir)
+    runs = tmp_path / "runs"
+    assert tune.run_final(study_dir, [0], runs) == 0
+    (rec_path,) = runs.glob("seq2seq-*.json")
+    rec = json.loads(rec_path.read_text())
+    assert rec["status"] == "ok" and rec["tuned"] == defn["name"]
+    assert rec["label_smoothing"] == pytest.approx(best["best_params"]["label_smoothing"])
+    assert 0 <= rec["exact_match"] <= 1 and "bleu" in rec
+
+
+def test_a_family_that_cannot_read_the_dataset_is_one_clear_error():
+    cell = {**CELL, "family": "seq2seq"}
+    with pytest.raises(SpecError, match="'seq2seq' cannot read dataset 'mnist1d'"):
+        tune.make_definition({}, cell, {})

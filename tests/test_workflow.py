@@ -55,7 +55,8 @@ def test_smoke_study_writes_every_record_and_the_summary(smoke_workflow):
         r = records[s.with_(lr=chosen[unit_of(s)]).run_id]
         assert r["status"] == "ok", r.get("message")
         assert r["family"] == s.family and r["framework"] == s.framework
-        assert r["params"] > 0 and r["train_samples_per_s"] > 0 and r["infer_samples_per_s"] > 0
+        inference = "decode_tokens_per_s" if s.family == "seq2seq" else "infer_samples_per_s"
+        assert r["params"] > 0 and r["train_samples_per_s"] > 0 and r[inference] > 0
         assert 0.0 <= r["test_acc"] <= 1.0
         assert r["curve"] and r["curve"][-1]["epoch"] == r["epochs_run"]
         assert r["stop_reason"] in ("plateau", "cap") and r["converged"] == (
@@ -82,6 +83,22 @@ def test_smoke_study_writes_every_record_and_the_summary(smoke_workflow):
     assert bench_files and all("s\th:m:s" in f.read_text() for f in bench_files)
     # no temporary record files left behind
     assert not list((wd / "results/runs").glob(".*"))
+
+
+def test_save_model_keeps_weights_the_translate_verb_reads(smoke_workflow, bench_cmd):
+    wd, _ = smoke_workflow
+    runs = wd / "results/runs"
+    for rec in runs.glob("*.json"):
+        r = json.loads(rec.read_text())
+        if r["status"] == "ok":  # save_model: true in the smoke config
+            assert (runs / r["weights_file"]).is_file(), rec.name
+    s2s = sorted(runs.glob("seq2seq-tf-*.json"))
+    assert s2s
+    p = subprocess.run([*bench_cmd, "translate", "--run", str(s2s[0]), "--framework", "torch",
+                        "one hundred and eighty-one", "seventy-one"], capture_output=True,
+                       text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len(p.stdout.splitlines()) == 2
 
 
 def test_rerun_with_nothing_changed_does_nothing(smoke_workflow):

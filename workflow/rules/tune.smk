@@ -87,6 +87,7 @@ rule tune_final:
     params:
         seeds=lambda wildcards: ",".join(map(str, TUNE[wildcards.study].final_seeds)),
         version=BENCH_VERSION,  # a new bench version redoes the final runs' records
+        save="--save-model" if config["save_model"] else "",
     log:
         "results/logs/tune/{study}/final.log",
     conda:
@@ -102,4 +103,5 @@ rule tune_final:
         "final runs of {wildcards.study} with its best parameters"
     shell:
         "python -m bench tune-final --study-dir results/tune/{wildcards.study:q} "
-        "--seeds {params.seeds} --out-dir results/runs --done {output:q} 2> {log:q}"
+        "--seeds {params.seeds} --out-dir results/runs --done {output:q} {params.save} "
+        "2> {log:q}"

@@ -63,7 +63,7 @@ def smoke_report(tmp_path_factory):
     import test_report as R
 
     tmp = tmp_path_factory.mktemp("browser")
-    recs = R.smoke_records({("gru", "s"): "oom"})
+    recs = R.smoke_records({("gru", "s"): "oom"}) + R.seq2seq_records()
     for r in recs:
         if r["regulariser"] == "dropout" and r["framework"] == "tf":
             r["regulariser"] = BAD

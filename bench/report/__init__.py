@@ -2,8 +2,9 @@
 into plotly pages under reports/ that open from the file system with no network.
 
 Pages: index.html (overview), scale.html, frameworks.html, sweep.html, curves.html,
-tuning.html; data/<panel>.csv holds the numbers behind each figure. This module only
-registers the verb; pandas, plotly and optuna are imported when the verb runs.
+generation.html (translation models), tuning.html; data/<panel>.csv holds the numbers behind
+each figure. This module only registers the verb; pandas, plotly and optuna are imported when
+the verb runs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 PAGE_FILES = ("index.html", "scale.html", "frameworks.html", "sweep.html", "curves.html",
-              "tuning.html")
+              "generation.html", "tuning.html")
 
 
 def add_parsers(sub) -> None:
@@ -53,6 +54,7 @@ def build_pages(df, studies, source: str = "the summary table"):
         P.frameworks_page(df),
         P.sweep_page(df),
         P.curves_page(df),
+        P.generation_page(df),
         P.tuning_page(df, studies),
     ]
 

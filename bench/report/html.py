@@ -20,6 +20,7 @@ PAGES = [  # (file, title in the navigation bar)
     ("frameworks.html", "Frameworks"),
     ("sweep.html", "Optimizers & regularisers"),
     ("curves.html", "Learning curves"),
+    ("generation.html", "Generation"),
     ("tuning.html", "Tuning"),
 ]
 DATA_DIR = "data"

@@ -1,4 +1,4 @@
-"""The six pages: which panels each holds, and the overview's computed findings."""
+"""The seven pages: which panels each holds, and the overview's computed findings."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pandas as pd
 
 from .. import stats
 from . import figures as F
+from . import generation as G
 from . import tables as T
 from . import tuning as TU
 from .html import Page, Panel, links, table
@@ -124,9 +125,12 @@ def _finding_scale(df: pd.DataFrame) -> str:
                 "scale trend to report.")
     lr = ("the learning rate chosen per size on validation"
           if (T.study_rows(df)["lr_role"] == T.LR_CHOSEN).any() else "the configured learning rate")
+    gen = sorted({f for f, _ in T.groups(df)} & set(T.GENERATION_FAMILIES))
+    em = (f"; for {', '.join(gen)} test accuracy is the greedy exact match, at chance 0"
+          if gen else "")
     return (f"Scale (largest vs smallest size, test accuracy at {lr}, difference of means "
             f"with 95% Welch interval; pooled over frameworks where their seeds are disjoint; "
-            f"failed runs at chance): " + "; ".join(claims) + ".")
+            f"failed runs at chance{em}): " + "; ".join(claims) + ".")
 
 
 def _finding_frameworks(df: pd.DataFrame) -> str:
@@ -135,7 +139,8 @@ def _finding_frameworks(df: pd.DataFrame) -> str:
     if not cells:
         return ("Frameworks: no configuration has successful runs in both PyTorch and "
                 "TensorFlow, so the frameworks cannot be compared.")
-    c = pd.concat(cells).dropna(subset=["throughput_ratio"])
+    # one table per dataset, each indexed from 0: a fresh index, or .loc finds several rows
+    c = pd.concat(cells, ignore_index=True).dropna(subset=["throughput_ratio"])
     if c.empty:
         return "Frameworks: throughput was not recorded in matched runs."
     far = c.loc[np.log(c["throughput_ratio"]).abs().idxmax()]
@@ -203,6 +208,8 @@ def overview_page(df: pd.DataFrame, source: str, studies: list) -> Page:
                     ("frameworks.html", "Frameworks: PyTorch / TensorFlow ratios"),
                     ("sweep.html", "Optimizers and regularisers: accuracy and time-to-target"),
                     ("curves.html", "Learning curves per run"),
+                    ("generation.html", "Generation: translation quality (exact match, BLEU, "
+                     "chrF), decoding speed, beam search against greedy, examples"),
                     ("tuning.html", f"Tuning studies ({len(studies)})")]))
     page.h2("What ran")
     page.add(table([list(r) for r in T.grid_summary(df)], ["axis", "values"]))
@@ -268,6 +275,9 @@ def _converged_panel(df: pd.DataFrame, key: str) -> Panel:
     caption = (f"{T.cap_phrase(rows, capital=True)} (converged = False: training hit its "
                f"epoch cap while validation accuracy was still rising; the others stopped at "
                f"a plateau).")
+    if rows["family"].isin(T.GENERATION_FAMILIES).any():
+        caption += (" For seq2seq a falling validation loss counts as progress too (its exact "
+                    "match can stay flat while it learns words).")
     if still:
         caption += (" Their accuracies are results at a fixed budget, not converged ones; "
                     "a larger cap would likely raise them.")
@@ -388,7 +398,7 @@ def scale_page(df: pd.DataFrame) -> Page:
     if _no_runs(page, df):
         return page
     page.h2("Accuracy, throughput and memory against size")
-    _panel_per_group(page, df, "scale", F.scale_panel)
+    _panel_per_group(page, df, "scale", _scale_panel)
     page.h2("Learning rate chosen per size")
     keys = Keys()
     shown = 0
@@ -403,11 +413,47 @@ def scale_page(df: pd.DataFrame) -> Page:
         page.message("No learning-rate grid in this study (no run has lr_role 'grid'): every "
                      "run trained at its optimizer's configured learning rate.")
     page.h2("Accuracy against training compute")
-    _panel_per_group(page, df, "compute", F.compute_panel)
+    _panel_per_group(page, df, "compute", _scale_compute_panel)
     page.h2("Runtime baseline")
     page.add(safe("baseline", "Runtime baseline",
                   lambda: F.baseline_panel(df, keys("baseline"))))
     return page
+
+
+def _relabel(fig, old: str, new: str) -> None:
+    """A subplot title `old` (an annotation make_subplots wrote) reads `new`."""
+    for a in fig.layout.annotations:
+        if a.text == old:
+            a.text = new
+
+
+GENERATION_NOTE = ("{family}: test accuracy is the greedy exact match on the test set (a "
+                   "failed run counts at 0, the chance of an exact match) and a sample is a "
+                   "sentence; BLEU, chrF, beam search and decoding speed are on the Generation "
+                   "page.")
+
+
+def _scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
+    """`F.scale_panel`, saying exact match where the family's accuracy is one."""
+    panel = F.scale_panel(df, family, dataset, key)
+    if family in T.GENERATION_FAMILIES:
+        panel.title = panel.title.replace(": accuracy,", ": exact match,", 1)
+        if panel.fig is not None:
+            _relabel(panel.fig, "test accuracy", "test exact match (greedy)")
+            panel.fig.update_yaxes(title_text="test exact match", row=1, col=1)
+            panel.fig.update_yaxes(title_text="training sentences/s", row=1, col=2)
+            panel.caption = (panel.caption.replace("\nAccuracy: ", "\nExact match: ", 1)
+                             + "\n" + GENERATION_NOTE.format(family=family))
+    return panel
+
+
+def _scale_compute_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
+    """`F.compute_panel`, saying exact match where the family's accuracy is one."""
+    panel = F.compute_panel(df, family, dataset, key)
+    if family in T.GENERATION_FAMILIES and panel.fig is not None:
+        panel.title = panel.title.replace("validation accuracy", "validation exact match", 1)
+        panel.fig.update_yaxes(title_text="validation exact match")
+    return panel
 
 
 def _panel_per_group(page: Page, df: pd.DataFrame, prefix: str, panel) -> Page:
@@ -473,6 +519,38 @@ def curves_page(df: pd.DataFrame) -> Page:
         page.message("The summary table holds no runs: no learning curves.")
         return page
     return _panel_per_group(page, df, "curves", F.curves_panel)
+
+
+def generation_page(df: pd.DataFrame) -> Page:
+    """Translation models (seq2seq): quality, decoding speed, beam against greedy, examples;
+    one section per dataset (`generation`)."""
+    page = Page("generation.html", "Generation",
+                "Per dataset of the translation model (seq2seq, the scale recipe's runs): "
+                "exact match, BLEU and chrF against parameter count on the test set and on "
+                "test_long (longer sentences than any in training), decoding throughput and "
+                "latency per framework, beam search against greedy decoding (paired per run), "
+                "and example translations. Mean over seeds with 95% t-interval; exact match "
+                "counts a failed run at 0 and is pooled over frameworks whose seeds are "
+                "disjoint; the rest uses ok runs only.")
+    gen = df[df["family"].isin(T.GENERATION_FAMILIES)]
+    if gen.empty:
+        page.message("The summary table holds no seq2seq runs: no translation model was "
+                     "trained in this study (add seq2seq to the study's families, with "
+                     "dataset en_fr_numbers), so there is nothing to show here.")
+        return page
+    if not (gen["status"] == "ok").any():
+        page.message(f"None of the {len(gen)} seq2seq runs finished with status ok "
+                     f"({_status_line(gen)}); there is nothing to plot. The overview lists "
+                     "the failures and their messages.")
+        return page
+    keys = Keys()
+    for family, dataset in G.groups(df):
+        page.h2(f"{family} on {dataset}")
+        for name, build in G.PANELS:
+            k = keys("generation", name, family, dataset)
+            page.add(safe(k, f"{family} on {dataset}: {name}",
+                          lambda b=build, f=family, d=dataset, k=k: b(df, f, d, k)))
+    return page
 
 
 def tuning_page(df: pd.DataFrame, studies: list[TU.Study]) -> Page:

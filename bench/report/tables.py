@@ -6,7 +6,8 @@ Rules, all data-driven (the records carry no tags saying which sweep a run belon
   shown on the tuning page only) and ``lr_role`` not ``grid`` (a learning rate tried on
   validation and not chosen appears only in the learning-rate figures).
 - What enters a statistic: for accuracy every study run of a cell, an ``ok`` run at its test
-  accuracy and a ``diverged``/``oom``/``error`` run at chance accuracy (1 / n_classes), so a
+  accuracy and a ``diverged``/``oom``/``error`` run at chance accuracy (1 / n_classes; 0 for
+  the exact match of a generating family such as seq2seq, whose accuracy it is), so a
   recipe that often fails is not flattered by dropping its failures; ``pruned`` runs have no
   test accuracy and are left out (counted). Throughput and memory use ``ok`` runs only; the
   failures are counted in the captions.
@@ -47,7 +48,14 @@ FAILED = ("diverged", "oom", "error")  # count against accuracy, at chance
 DEFAULT_CLASSES = 10  # chance accuracy 1/10 when a record does not say how many classes
 RECIPE = ["optimizer", "regulariser", "lr", "batch_size", "epochs", "max_steps"]
 LR_CHOSEN = "chosen"  # the recipe's lr where it was chosen per size on validation
-ACCURACY_METRICS = ("test_acc", "val_acc", "best_val_acc")
+# Accuracies: failed runs count at chance, and they pool over frameworks with disjoint seeds.
+# A translation's accuracy is its exact match (greedy or beam, test or test_long).
+EXACT_MATCH_METRICS = ("exact_match", "exact_match_long", "beam_exact_match",
+                       "beam_exact_match_long")
+ACCURACY_METRICS = ("test_acc", "val_acc", "best_val_acc", *EXACT_MATCH_METRICS)
+# Families that generate sequences: chance of an exact match is 0, not 1 / n_classes (their
+# n_classes is the vocabulary, the output layer's width).
+GENERATION_FAMILIES = ("seq2seq",)
 POOLED = "pooled"  # the framework label of a point pooled over frameworks
 TARGET_FRACTION = 0.9
 RACE_FRACTIONS = (0.25, 0.5)
@@ -63,13 +71,22 @@ PUBLISHED_SOURCE = "Greydanus 2020, arXiv:2011.14439"
 TEXT_COLUMNS = ["run_id", "status", "message", "family", "framework", "dataset", "size",
                 "optimizer", "regulariser", "tuned", "device", "device_name", "curve",
                 "framework_version", "python_version", "platform", "cpu_model", "hostname",
-                "bench_version", "batch_size", "started_at", "stop_reason", "lr_role"]
+                "bench_version", "batch_size", "started_at", "stop_reason", "lr_role",
+                "examples"]
 NUMBER_COLUMNS = ["params", "seed", "test_acc", "val_acc", "best_val_acc", "train_samples_per_s",
                   "infer_samples_per_s", "peak_rss_mb", "peak_device_mem_mb", "wall_s", "lr",
                   "epochs", "max_steps", "threads", "cpu_count", "load_avg_1m_start",
                   "train_flops_per_sample", "steps_run", "batch_size_effective", "epochs_run",
                   "best_epoch", "model_mem_mb", "model_mem_est_mb", "rss_start_mb",
-                  "flops_spent", "lr_grid_size", "n_classes", "converged"]
+                  "flops_spent", "lr_grid_size", "n_classes", "converged",
+                  # seq2seq: translation quality (greedy and beam, test and test_long),
+                  # decoding speed and training throughput in tokens
+                  "exact_match", "bleu", "chrf", "exact_match_long", "bleu_long", "chrf_long",
+                  "beam_exact_match", "beam_bleu", "beam_chrf", "beam_exact_match_long",
+                  "beam_bleu_long", "beam_chrf_long", "beam_width", "length_penalty",
+                  "decode_tokens_per_s", "decode_tokens_per_s_min", "decode_tokens_per_s_max",
+                  "decode_batch", "decode_latency_ms", "decode_latency_ms_p90",
+                  "train_tokens_per_s"]
 
 
 def framework_name(fw: str) -> str:
@@ -123,7 +140,8 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     df["recipe"] = pd.Series([recipe_key(r) for r in df[RECIPE + ["lr_role"]]
                               .to_dict("records")], index=df.index, dtype=object)
     classes = df["n_classes"].where(df["n_classes"] >= 2, DEFAULT_CLASSES)
-    df["chance"] = 1.0 / classes
+    # a generated sentence is right or wrong as a whole: an exact match by chance is 0
+    df["chance"] = (1.0 / classes).where(~df["family"].isin(GENERATION_FAMILIES), 0.0)
     df["acc_stat"] = df["test_acc"].where(df["status"] == "ok",
                                           df["chance"].where(df["status"].isin(FAILED)))
     df["size_order"] = df["size"].map(_size_rank)

@@ -12,7 +12,8 @@ rule report:
         frameworks=_page("3 frameworks", "frameworks.html", "frameworks"),
         sweep=_page("4 optimizers and regularisers", "sweep.html", "sweep"),
         curves=_page("5 learning curves", "curves.html", "curves"),
-        tuning=_page("6 tuning", "tuning.html", "tuning"),
+        generation=_page("6 generation", "generation.html", "generation"),
+        tuning=_page("7 tuning", "tuning.html", "tuning"),
         data=report(directory("reports/data"), patterns=["{name}.csv"],
                     caption="../report/data.rst", category="Numbers behind the figures"),
     params:

@@ -18,32 +18,32 @@ import numpy as np
 from .text_pairs import BOS, EOS, PAD
 
 
-def _rows(tokens: np.ndarray) -> list[list[int]]:
-    """Generated ids per row, up to and including the first EOS."""
-    out = []
-    for row in tokens:
-        row = row.tolist()
-        out.append(row[: row.index(EOS) + 1] if EOS in row else row)
-    return out
-
-
 def greedy(decoder, src, max_len: int, batch: int = 64) -> list[list[int]]:
     """The most probable next token at every step, for every source row, `batch` rows a
-    time; a row stops at EOS, a batch when every row has stopped or after `max_len`."""
+    time. A row stops at EOS (included) or after `max_len` tokens; finished rows leave the
+    batch, so the decoder only runs on rows still generating."""
     out: list[list[int]] = []
     for start in range(0, len(src), batch):
         state = decoder.encode(src[start : start + batch])
         m = min(batch, len(src) - start)
+        rows: list[list[int] | None] = [None] * m
+        where = np.arange(m)  # which of the m rows each live row is
         prefix = np.full((m, 1), BOS, dtype=np.int64)
-        done = np.zeros(m, dtype=bool)
         for _ in range(max_len):
             tok = decoder.next_logprobs(state, prefix).argmax(1)
-            tok[done] = PAD
             prefix = np.concatenate([prefix, tok[:, None]], 1)
-            done |= tok == EOS
-            if done.all():
-                break
-        out += _rows(prefix[:, 1:])
+            ended = tok == EOS
+            if ended.any():
+                for j in np.flatnonzero(ended):
+                    rows[where[j]] = prefix[j, 1:].tolist()
+                keep = np.flatnonzero(~ended)
+                if not len(keep):
+                    break
+                where, prefix, state = where[keep], prefix[keep], decoder.tile(state, keep)
+        else:
+            for j, r in enumerate(where):
+                rows[r] = prefix[j, 1:].tolist()
+        out += rows
     return out
 
 
@@ -55,33 +55,34 @@ def beam_search(decoder, src, width: int = 4, length_penalty: float = 1.0,
     scored by its summed log-probability / length**length_penalty (length counts EOS);
     the beam continues with the best `width` unfinished ones. A source is done when it
     has `width` finished hypotheses and its best unfinished one, normalised at the current
-    length, cannot beat the worst of them; after `max_len` unfinished beams count as
-    finished. Returns the best-scoring hypothesis per source row.
+    length, cannot beat the worst of them; done sources leave the batch. After `max_len`
+    steps the live beams count as finished. Returns the best hypothesis per source row.
     """
     if width < 1:
         raise ValueError(f"beam width must be at least 1, got {width}")
     out: list[list[int]] = []
     for start in range(0, len(src), batch):
         n = min(batch, len(src) - start)
+        # a source's `width` rows share its encoder output: no reordering ever needed
         state = decoder.tile(decoder.encode(src[start : start + batch]),
                              np.repeat(np.arange(n), width))
         prefix = np.full((n * width, 1), BOS, dtype=np.int64)
         scores = np.full((n, width), -np.inf)
         scores[:, 0] = 0.0  # one live beam at the start: the others would repeat it
         finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
-        done = np.zeros(n, dtype=bool)
+        alive = np.arange(n)  # the sources still searching, in the order of their rows
         for t in range(1, max_len + 1):
+            a = len(alive)
             logp = decoder.next_logprobs(state, prefix)
             vocab = logp.shape[1]
-            cand = (scores[:, :, None] + logp.reshape(n, width, vocab)).reshape(n, -1)
+            cand = (scores[:, :, None] + logp.reshape(a, width, vocab)).reshape(a, -1)
             top = np.argsort(-cand, axis=1, kind="stable")[:, : 2 * width]
-            rows = np.repeat(np.arange(n) * width, width).reshape(n, width)  # keep by default
-            toks = np.full((n, width), PAD, dtype=np.int64)
-            new = np.full((n, width), -np.inf)
-            for i in range(n):
-                if done[i]:
-                    continue
-                k = 0
+            rows = np.repeat(np.arange(a) * width, width).reshape(a, width)
+            toks = np.full((a, width), PAD, dtype=np.int64)
+            new = np.full((a, width), -np.inf)
+            done = np.zeros(a, dtype=bool)
+            for i, source in enumerate(alive):
+                hyps, k = finished[source], 0
                 for rank, j in enumerate(top[i]):
                     beam, tok = divmod(int(j), vocab)
                     score = cand[i, j]
@@ -90,25 +91,29 @@ def beam_search(decoder, src, width: int = 4, length_penalty: float = 1.0,
                     if tok == EOS:
                         if rank < width:
                             hyp = prefix[i * width + beam, 1:].tolist() + [EOS]
-                            finished[i].append((score / t**length_penalty, hyp))
+                            hyps.append((score / t**length_penalty, hyp))
                         continue
                     rows[i, k], toks[i, k], new[i, k] = i * width + beam, tok, score
                     k += 1
                     if k == width:
                         break
-                finished[i] = sorted(finished[i], key=lambda h: -h[0])[:width]
-                if len(finished[i]) == width and (
-                        new[i, 0] / t**length_penalty <= finished[i][-1][0]):
-                    done[i] = True
+                hyps.sort(key=lambda h: -h[0])
+                del hyps[width:]
+                done[i] = len(hyps) == width and new[i, 0] / t**length_penalty <= hyps[-1][0]
             prefix = np.concatenate([prefix[rows.ravel()], toks.reshape(-1, 1)], 1)
             scores = new
-            if done.all():
-                break
+            if done.any():
+                keep = np.flatnonzero(~done)
+                alive = alive[keep]
+                if not len(keep):
+                    break
+                kept_rows = (keep[:, None] * width + np.arange(width)).ravel()
+                state, prefix = decoder.tile(state, kept_rows), prefix[kept_rows]
+                scores = scores[keep]
         length = prefix.shape[1] - 1
-        for i in range(n):
-            if not done[i]:  # out of steps: the live beams compete as they stand
-                finished[i] += [(scores[i, b] / length**length_penalty,
-                                 prefix[i * width + b, 1:].tolist())
-                                for b in range(width) if np.isfinite(scores[i, b])]
-            out.append(max(finished[i], key=lambda h: h[0])[1])
+        for i, source in enumerate(alive):  # out of steps: the live beams compete as they are
+            finished[source] += [(scores[i, b] / length**length_penalty,
+                                  prefix[i * width + b, 1:].tolist())
+                                 for b in range(width) if np.isfinite(scores[i, b])]
+        out += [max(h, key=lambda x: x[0])[1] if h else [] for h in finished]
     return out

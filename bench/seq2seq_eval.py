@@ -2,8 +2,9 @@
 
 Quality: BLEU and chrF from `sacrebleu` (the field's reference implementation, default
 13a tokenisation) and exact match, on the test set and on `test_long`, decoded greedily
-and by beam search. Speed: greedy decode throughput in generated tokens/s at batch 64,
-and per-sentence latency at batch 1 (the article's single `generate` call).
+and by beam search. Speed: greedy decode throughput in generated tokens/s at batch 64
+(finished sentences leave the batch, bench.generate), and per-sentence latency at batch 1
+(the article's single `generate` call).
 """
 
 from __future__ import annotations

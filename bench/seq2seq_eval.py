@@ -20,7 +20,7 @@ from .measure import BlockTimer
 BEAM_WIDTH = 4  # Marian's (opus-mt) num_beams
 LENGTH_PENALTY = 1.0  # Hugging Face's default: log-probability per token
 DECODE_BATCH = 64
-QUALITY_BATCH = 256
+QUALITY_BATCH = 500
 LATENCY_SENTENCES = 20
 
 

@@ -86,7 +86,7 @@ DATASETS: dict[str, DatasetInfo] = {
     "en_fr_numbers": DatasetInfo(
         "en_fr_numbers", "text", (16,), 62, vocab=62, target_len=21,
         description="English -> French number phrases (num2words), word tokens; split by "
-        "number: 600/500/1000 below 100,000, test_long 1000 from 100,000-999,999",
+        "number: 600/300/1000 below 100,000, test_long 500 from 100,000-999,999",
     ),
 }
 

@@ -50,8 +50,8 @@ class PairSet:
 
 
 PAIRS = {
-    "en_fr_numbers": PairSet("en", "fr", n_train=600, n_val=500, n_test=1000,
-                             n_test_long=1000),
+    "en_fr_numbers": PairSet("en", "fr", n_train=600, n_val=300, n_test=1000,
+                             n_test_long=500),
 }
 
 

@@ -45,7 +45,7 @@ def test_builtin_registry_is_covered():
 def test_translation_pairs_load_with_both_test_sets():
     d = D.load("en_fr_numbers")
     info = DATASETS["en_fr_numbers"]
-    assert d.sizes() == {"n_train": 600, "n_val": 500, "n_test": 1000, "n_test_long": 1000}
+    assert d.sizes() == {"n_train": 600, "n_val": 300, "n_test": 1000, "n_test_long": 500}
     for x, y in ((d.x_train, d.y_train), (d.x_val, d.y_val), (d.x_test, d.y_test),
                  (d.x_test_long, d.y_test_long)):
         assert x.shape[1:] == info.shape and y.shape[1:] == (info.target_len,)

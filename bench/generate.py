@@ -18,10 +18,21 @@ import numpy as np
 from .text_pairs import BOS, EOS, PAD
 
 
-def greedy(decoder, src, max_len: int, batch: int = 64) -> list[list[int]]:
+def _rows(tokens: np.ndarray) -> list[list[int]]:
+    """Generated ids per row, up to and including the first EOS."""
+    out = []
+    for row in tokens.tolist():
+        out.append(row[: row.index(EOS) + 1] if EOS in row else row)
+    return out
+
+
+def greedy(decoder, src, max_len: int, batch: int = 64,
+           compact: bool = True) -> list[list[int]]:
     """The most probable next token at every step, for every source row, `batch` rows a
-    time. A row stops at EOS (included) or after `max_len` tokens; finished rows leave the
-    batch, so the decoder only runs on rows still generating."""
+    time. A row stops at EOS (included) or after `max_len` tokens. With `compact`, finished
+    rows leave the batch, so the decoder only runs on rows still generating; without, the
+    whole batch runs until its last row ends, as Hugging Face's `generate` runs one (the
+    same tokens; the batch keeps one shape, which TensorFlow's kernels are built for)."""
     out: list[list[int]] = []
     for start in range(0, len(src), batch):
         state = decoder.encode(src[start : start + batch])
@@ -29,10 +40,18 @@ def greedy(decoder, src, max_len: int, batch: int = 64) -> list[list[int]]:
         rows: list[list[int] | None] = [None] * m
         where = np.arange(m)  # which of the m rows each live row is
         prefix = np.full((m, 1), BOS, dtype=np.int64)
+        finished = np.zeros(m, dtype=bool)
         for _ in range(max_len):
             tok = decoder.next_logprobs(state, prefix).argmax(1)
+            if not compact:
+                tok[finished] = PAD
             prefix = np.concatenate([prefix, tok[:, None]], 1)
             ended = tok == EOS
+            if not compact:
+                finished |= ended
+                if finished.all():
+                    break
+                continue
             if ended.any():
                 for j in np.flatnonzero(ended):
                     rows[where[j]] = prefix[j, 1:].tolist()
@@ -40,8 +59,11 @@ def greedy(decoder, src, max_len: int, batch: int = 64) -> list[list[int]]:
                 if not len(keep):
                     break
                 where, prefix, state = where[keep], prefix[keep], decoder.tile(state, keep)
-        else:
-            for j, r in enumerate(where):
+        if not compact:
+            out += _rows(prefix[:, 1:])
+            continue
+        for j, r in enumerate(where):
+            if rows[r] is None:  # out of steps
                 rows[r] = prefix[j, 1:].tolist()
         out += rows
     return out

@@ -69,6 +69,7 @@ def test_width_one_is_greedy_and_batching_changes_nothing():
     src = rng.integers(0, 2, size=(10, 1))
     g = greedy(Scripted(table), src, max_len=6, batch=10)
     assert greedy(Scripted(table), src, max_len=6, batch=3) == g
+    assert greedy(Scripted(table), src, max_len=6, batch=4, compact=False) == g
     assert beam_search(Scripted(table), src, width=1, max_len=6) == g
     assert beam_search(Scripted(table), src, width=3, max_len=6, batch=4) == beam_search(
         Scripted(table), src, width=3, max_len=6, batch=10)
@@ -82,6 +83,9 @@ def test_greedy_stops_at_eos_and_at_max_len():
     dec = Scripted(TRAP)
     greedy(dec, np.array([[0], [0]]), max_len=10)
     assert dec.calls == 2  # every row ended: the batch stops
+    dec = Scripted(TRAP)
+    assert greedy(dec, np.array([[0], [1]]), max_len=10, compact=False) == [[A, EOS], [B, EOS]]
+    assert dec.calls == 2
 
 
 def test_beam_scores_sequences_by_length_normalised_log_probability():

@@ -62,7 +62,8 @@ def test_a_translation_model_learns_and_records_generation(tmp_path, framework):
     assert r["chrf"] > 50 and r["bleu"] > 10, (r["chrf"], r["bleu"])  # untrained: 11 and 0.01
     assert r["exact_match_long"] < r["exact_match"] and r["chrf_long"] < r["chrf"]
     for key in ("beam_exact_match", "beam_bleu", "beam_chrf_long", "decode_tokens_per_s",
-                "decode_latency_ms", "train_tokens_per_s", "model_mem_mb"):
+                "decode_tokens_per_s_b1", "decode_latency_ms", "train_tokens_per_s",
+                "model_mem_mb"):
         assert r[key] is not None and r[key] >= 0, key
     assert r["decode_batch"] == 64 and r["beam_width"] == 4 and r["n_test_long"] == 500
     assert r["train_tokens_per_s"] > 5 * r["train_samples_per_s"]  # ~9 target tokens each

@@ -91,21 +91,16 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def check_family_reads(family: str, dataset: str) -> None:
+def reads(family: str, dataset: str) -> bool:
     """Classifiers read images, series and tokens; seq2seq reads translation pairs."""
-    text = DATASETS[dataset].kind == "text"
-    if text != (family == "seq2seq"):
+    return (DATASETS[dataset].kind == "text") == (family == "seq2seq")
+
+
+def check_family_reads(family: str, dataset: str) -> None:
+    if not reads(family, dataset):
         want = "a translation dataset (kind text)" if family == "seq2seq" else \
             "an image, series or token dataset"
         raise SpecError(f"family {family!r} cannot read dataset {dataset!r}: it needs {want}")
-
-
-def reads(family: str, dataset: str) -> bool:
-    try:
-        check_family_reads(family, dataset)
-    except SpecError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------- sizes
@@ -311,10 +306,7 @@ def weight_shapes(
             w += [("proj.kernel", (transformer_tokens(info)[1], d)), ("proj.bias", (d,))]
         for i in range(s.layers):
             b = f"block{i}."
-            w += [(b + "ln1.gamma", (d,)), (b + "ln1.beta", (d,))]
-            for name in "qkvo":
-                w += [(b + f"{name}.kernel", (d, d)), (b + f"{name}.bias", (d,))]
-            w += [(b + "ln2.gamma", (d,)), (b + "ln2.beta", (d,))]
+            w += _norm(b + "ln1", d) + _attention(b, d) + _norm(b + "ln2", d)
             w += [(b + "ff1.kernel", (d, s.ff)), (b + "ff1.bias", (s.ff,))]
             w += [(b + "ff2.kernel", (s.ff, d)), (b + "ff2.bias", (d,))]
         w += [("ln.gamma", (d,)), ("ln.beta", (d,))]

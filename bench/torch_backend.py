@@ -233,6 +233,12 @@ def _norm_slots(name: str, layer: nn.Module) -> list[_Slot]:
     return [_plain(f"{name}.gamma", layer.weight), _plain(f"{name}.beta", layer.bias)]
 
 
+def _attention_slots(prefix: str, layer: nn.Module, inner: str = "") -> list[_Slot]:
+    """The {inner}q/k/v/o projections of an attention layer, in canonical order."""
+    return [s for name in "qkvo"
+            for s in _linear_slots(f"{prefix}{inner}{name}", getattr(layer, inner + name))]
+
+
 def _positions(length: int, d: int) -> torch.Tensor:
     """Sinusoidal encoding, sin on even and cos on odd features (Vaswani et al.)."""
     pos = torch.arange(length, dtype=torch.float64)[:, None]
@@ -418,12 +424,10 @@ class Block(nn.Module):
         return x + self.drop(self.ff2(F.relu(self.ff1(self.ln2(x)))))
 
     def slots(self, prefix: str) -> list[_Slot]:
-        out = _norm_slots(prefix + "ln1", self.ln1)
-        for name in "qkvo":
-            out += _linear_slots(prefix + name, getattr(self, name))
+        out = _norm_slots(prefix + "ln1", self.ln1) + _attention_slots(prefix, self)
         out += _norm_slots(prefix + "ln2", self.ln2)
-        out += _linear_slots(prefix + "ff1", self.ff1)
-        return out + _linear_slots(prefix + "ff2", self.ff2)
+        return out + _linear_slots(prefix + "ff1", self.ff1) + _linear_slots(prefix + "ff2",
+                                                                                self.ff2)
 
 
 class Transformer(_Model):
@@ -490,12 +494,8 @@ class DecoderBlock(nn.Module):
         return x + self.drop(self.ff2(F.relu(self.ff1(self.ln3(x)))))
 
     def slots(self, prefix: str) -> list[_Slot]:
-        out = _norm_slots(prefix + "ln1", self.ln1)
-        for name in "qkvo":
-            out += _linear_slots(prefix + name, getattr(self, name))
-        out += _norm_slots(prefix + "ln2", self.ln2)
-        for name in "qkvo":
-            out += _linear_slots(prefix + "x" + name, getattr(self, "x" + name))
+        out = _norm_slots(prefix + "ln1", self.ln1) + _attention_slots(prefix, self)
+        out += _norm_slots(prefix + "ln2", self.ln2) + _attention_slots(prefix, self, "x")
         out += _norm_slots(prefix + "ln3", self.ln3)
         out += _linear_slots(prefix + "ff1", self.ff1)
         return out + _linear_slots(prefix + "ff2", self.ff2)

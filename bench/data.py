@@ -36,7 +36,7 @@ class Data:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    # Translation data's second test set: longer sentences than any seen in training.
+    # Translation data's second test set: a form never seen in training, longer on average.
     x_test_long: np.ndarray | None = None
     y_test_long: np.ndarray | None = None
 

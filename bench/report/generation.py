@@ -58,12 +58,12 @@ def test_sets_text(dataset: str) -> str:
     except Exception:  # noqa: BLE001 - a description only
         p = None
     if p is None:
-        return ("The test set holds sentences not seen in training, test_long longer "
-                "sentences than any in training (a length-generalisation test)")
+        return ("The test set holds sentences not seen in training, test_long longer ones "
+                "of a form training never shows (a length-generalisation test)")
     return (f"The test set holds numbers below {p.below:,} not seen in training, test_long "
-            f"numbers {p.below:,}-{p.long_below - 1:,}: longer sentences than any in training "
-            f"(a length-generalisation test, where a model is expected to score about 0 exact "
-            f"match)")
+            f"numbers {p.below:,}-{p.long_below - 1:,}: six digits, a form no training sentence "
+            f"has, and longer sentences on average (a length-generalisation test, where a model "
+            f"is expected to score about 0 exact match)")
 
 
 def _setting(rows: pd.DataFrame, col: str, default: float) -> float:

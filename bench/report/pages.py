@@ -527,8 +527,9 @@ def generation_page(df: pd.DataFrame) -> Page:
     page = Page("generation.html", "Generation",
                 "Per dataset of the translation model (seq2seq, the scale recipe's runs): "
                 "exact match, BLEU and chrF against parameter count on the test set and on "
-                "test_long (longer sentences than any in training), decoding throughput and "
-                "latency per framework, beam search against greedy decoding (paired per run), "
+                "test_long (six-digit numbers: longer sentences, a form training never "
+                "shows), decoding throughput and latency per framework, beam search "
+                "against greedy decoding (paired per run), "
                 "and example translations. Mean over seeds with 95% t-interval; exact match "
                 "counts a failed run at 0 and is pooled over frameworks whose seeds are "
                 "disjoint; the rest uses ok runs only.")

@@ -65,6 +65,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=1, help="intra-op threads (inter-op is 1)")
     g.add_argument("--compile", action="store_true", default=False,
                    help="torch.compile / XLA jit_compile")
+    g.add_argument("--precision", default="fp32", choices=S.PRECISIONS,
+                   help="fp32, or mixed bf16 / fp16 (fp32 weights; fp16 scales the loss)")
+    g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,
+                   help="TF32 matmuls and convolutions on a GPU (default off, both frameworks)")
+    g.add_argument("--conv-autotune", action=argparse.BooleanOptionalAction, default=True,
+                   help="convolution algorithm autotuning on a GPU (default on, both)")
     g.add_argument("--warmup-steps", type=int, default=10)
     g.add_argument("--block-steps", type=int, default=50)
     g.add_argument("--block-seconds", type=float, default=2.0)
@@ -126,6 +132,7 @@ def _spec_from_args(a) -> S.RunSpec:
     keys = ["family", "framework", "dataset", "size", "optimizer", "lr", "batch_size", "epochs",
             "max_steps", "seed", "l2", "weight_decay", "dropout", "batchnorm", "lr_schedule",
             "patience", "min_epochs", "lr_warmup", "device", "threads", "compile",
+            "precision", "tf32", "conv_autotune",
             "warmup_steps", "block_steps", "block_seconds"]
     return S.RunSpec.create(regulariser=a.regulariser, **{k: getattr(a, k) for k in keys})
 

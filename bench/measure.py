@@ -9,14 +9,23 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass
 class BlockTimer:
-    """Groups timed steps into blocks of at least `min_steps` steps and `min_seconds`.
+    """Groups timed segments of steps into blocks of at least `min_steps` steps and
+    `min_seconds`.
 
-    Throughput is reported as the median over blocks and their spread, so one slow moment
-    on a shared machine moves one block, not the figure. Steps before `warmup` are timed
-    apart (compilation and allocator warm-up) and never enter a block.
+    A segment is the steps between two host syncs. The loop asks `due` after each step
+    whether to sync: after the first step (compilation), at the end of the `warmup` steps,
+    and when the open block is long enough. Between syncs a GPU host queues steps ahead, so
+    a segment's time, taken after the sync that drains the queue, is what its steps cost.
+
+    Throughput is the median over blocks, and their spread, so one slow moment on a
+    shared machine moves one block, not the figure. Steps before `warmup` are timed apart
+    (compilation and allocator warm-up) and never enter a block. Step times are per block
+    (its seconds over its steps): single steps are not timed, as that needs a sync each.
     """
 
     warmup: int
@@ -25,63 +34,73 @@ class BlockTimer:
     seen: int = 0
     warmup_seconds: float = 0.0
     first_step_seconds: float = 0.0
-    step_seconds: list[float] = field(default_factory=list)
-    blocks: list[tuple[int, float]] = field(default_factory=list)  # (samples, seconds)
+    timed_steps: int = 0
+    timed_seconds: float = 0.0
+    blocks: list[tuple[int, float, int]] = field(default_factory=list)  # samples, secs, steps
     _open: list[float] = field(default_factory=lambda: [0, 0, 0.0])  # steps, samples, secs
 
-    def add(self, seconds: float, samples: int) -> None:
-        self.seen += 1
-        if self.seen == 1:
-            self.first_step_seconds = seconds
+    def due(self, pending: int, seconds: float) -> bool:
+        """Whether to sync after `pending` untimed steps that the host took `seconds` to
+        queue (a lower bound on their time)."""
+        if self.seen == 0:  # the first step alone: it holds the compilation
+            return True
+        if self.seen < self.warmup:
+            return self.seen + pending >= self.warmup
+        o = self._open
+        return o[0] + pending >= self.min_steps and o[2] + seconds >= self.min_seconds
+
+    def add(self, seconds: float, samples: int, steps: int = 1) -> None:
+        """One segment: `steps` steps of `samples` samples in all, `seconds` to the sync."""
+        if self.seen == 0:
+            self.first_step_seconds = seconds / steps
+        self.seen += steps
         if self.seen <= self.warmup:
             self.warmup_seconds += seconds
             return
-        self.step_seconds.append(seconds)
+        self.timed_steps += steps
+        self.timed_seconds += seconds
         o = self._open
-        o[0] += 1
+        o[0] += steps
         o[1] += samples
         o[2] += seconds
         if o[0] >= self.min_steps and o[2] >= self.min_seconds:
-            self.blocks.append((int(o[1]), o[2]))
+            self.blocks.append((int(o[1]), o[2], int(o[0])))
             self._open = [0, 0, 0.0]
 
     def summary(self) -> dict:
-        """Median/min/max samples per second over blocks, step-time percentiles.
+        """Median/min/max samples per second over blocks, step-time percentiles over blocks.
 
         When the run was too short for one full block, the partial block is used and
-        `throughput_partial` says so.
+        `throughput_partial` says so. The caller names the rates (training, inference).
         """
         blocks = list(self.blocks)
         partial = False
         if not blocks and self._open[0]:
-            blocks = [(int(self._open[1]), self._open[2])]
+            blocks = [(int(self._open[1]), self._open[2], int(self._open[0]))]
             partial = True
-        rates = [n / s for n, s in blocks if s > 0]
-        out = {
-            "train_samples_per_s": statistics.median(rates) if rates else None,
-            "train_samples_per_s_min": min(rates) if rates else None,
-            "train_samples_per_s_max": max(rates) if rates else None,
+        rates = [n / s for n, s, _ in blocks if s > 0]
+        step_ms = [s / k * 1e3 for _, s, k in blocks if k]
+        return {
+            "samples_per_s": statistics.median(rates) if rates else None,
+            "samples_per_s_min": min(rates) if rates else None,
+            "samples_per_s_max": max(rates) if rates else None,
             "throughput_blocks": len(rates),
             "throughput_partial": partial,
-            "timed_steps": len(self.step_seconds),
-            "timed_seconds": sum(self.step_seconds),
+            "timed_steps": self.timed_steps,
+            "timed_seconds": self.timed_seconds,
             "first_step_s": self.first_step_seconds,
             "warmup_s": self.warmup_seconds,
-            "step_ms_p50": percentile(self.step_seconds, 50) * 1e3 if self.step_seconds else None,
-            "step_ms_p95": percentile(self.step_seconds, 95) * 1e3 if self.step_seconds else None,
+            "step_ms_p50": float(np.percentile(step_ms, 50)) if step_ms else None,
+            "step_ms_p95": float(np.percentile(step_ms, 95)) if step_ms else None,
         }
+
+    def rates(self, what: str) -> dict:
+        """summary() with the throughput keys named for what was counted:
+        `<what>_per_s[_min|_max]`, e.g. train_samples_per_s or decode_tokens_per_s."""
+        out = self.summary()
+        for k in ("", "_min", "_max"):
+            out[f"{what}_per_s{k}"] = out.pop(f"samples_per_s{k}")
         return out
-
-
-def percentile(xs: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default) without numpy."""
-    s = sorted(xs)
-    if len(s) == 1:
-        return s[0]
-    pos = (len(s) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def release_free_memory() -> None:

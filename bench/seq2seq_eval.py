@@ -63,16 +63,16 @@ def _decode_speed(trainer, x_dev, n: int, spec) -> dict:
         rows = greedy(trainer, x_dev[s : s + batch], length, batch, compact=False)
         timer.add(time.perf_counter() - t, _tokens(rows))
         i += 1
-    speed = timer.summary()
+    speed = timer.rates("decode_tokens")
     lat, tokens = [], 0
     for k in range(min(LATENCY_SENTENCES, n)):
         t = time.perf_counter()
         rows = greedy(trainer, x_dev[k : k + 1], length, 1)
         lat.append(time.perf_counter() - t)
         tokens += _tokens(rows)
-    return {"decode_tokens_per_s": speed["train_samples_per_s"],
-            "decode_tokens_per_s_min": speed["train_samples_per_s_min"],
-            "decode_tokens_per_s_max": speed["train_samples_per_s_max"],
+    return {"decode_tokens_per_s": speed["decode_tokens_per_s"],
+            "decode_tokens_per_s_min": speed["decode_tokens_per_s_min"],
+            "decode_tokens_per_s_max": speed["decode_tokens_per_s_max"],
             "decode_batch": batch,
             "decode_tokens_per_s_b1": tokens / sum(lat),
             "decode_latency_ms": 1000 * float(np.median(lat)),

@@ -20,6 +20,10 @@ CLASSIFIERS = ("cnn", "lstm", "gru", "transformer")
 FAMILIES = (*CLASSIFIERS, "seq2seq")
 FRAMEWORKS = ("torch", "tf")
 DEVICES = ("auto", "cpu", "cuda")
+# fp32, or mixed precision: fp32 weights and optimizer state, matrix products and
+# convolutions in bf16 / fp16 (torch autocast, Keras mixed dtype policies), the loss in
+# fp32; fp16 scales the loss dynamically against underflow.
+PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SCHEDULES = ("none", "step", "cosine")
 
 
@@ -609,6 +613,14 @@ class RunSpec:
     device: str = "cpu"
     threads: int = 1
     compile: bool = False
+    precision: str = "fp32"
+    # GPU math settings, set the same way in both frameworks (no effect on a CPU). TF32
+    # off: TensorFlow turns it on by default on Ampere and later, torch does not for
+    # matmuls, so "fp32" would mean less precise math in one framework than the other.
+    # Convolution autotuning on: TensorFlow's default, and torch's cudnn.benchmark then
+    # picks its fastest algorithm per shape as well (a run's batches share one shape).
+    tf32: bool = False
+    conv_autotune: bool = True
     warmup_steps: int = 10
     block_steps: int = 50  # a timed block holds at least this many steps ...
     block_seconds: float = 2.0  # ... and lasts at least this long
@@ -623,6 +635,7 @@ class RunSpec:
         _choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
         _choice("device", self.device, DEVICES)
         _choice("lr schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("precision", self.precision, PRECISIONS)
         # Normalise so that 64, 64.0 and "64" give one spec and one run id.
         object.__setattr__(self, "batch_size", parse_batch_size(self.batch_size))
         checks = [
@@ -684,13 +697,21 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """Readable prefix plus a hash of every field: equal specs, equal ids."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Readable prefix plus a hash of every field: equal specs, equal ids.
+
+        Fields added since 0.4 enter the hash only away from their defaults, so the runs
+        of earlier studies keep their ids."""
+        d = self.to_dict()
+        for k, v in _LATER_DEFAULTS.items():
+            if d[k] == v:
+                del d[k]
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         reg = self.regulariser.replace("+", "-")
+        prec = "" if self.precision == "fp32" else f"-{self.precision}"
         return (
             f"{self.family}-{self.framework}-{self.dataset}-{self.size}-{self.optimizer}-"
-            f"{reg}-b{self.batch_size}-s{self.seed}-{digest}"
+            f"{reg}-b{self.batch_size}-s{self.seed}{prec}-{digest}"
         )
 
     @property
@@ -703,3 +724,6 @@ class RunSpec:
 
     def with_(self, **kw) -> RunSpec:
         return replace(self, **kw)
+
+
+_LATER_DEFAULTS = {"precision": "fp32", "tf32": False, "conv_autotune": True}

@@ -87,6 +87,9 @@ def _common(config: dict, family: str) -> dict:
         "device": config.get("device", "cpu"),
         "threads": config.get("threads", 1),
         "compile": config.get("compile", False),
+        "precision": config.get("precision", "fp32"),
+        "tf32": config.get("tf32", False),
+        "conv_autotune": config.get("conv_autotune", True),
         **config.get("measure", {}),
     }
     common.update((st.get("family_settings") or {}).get(family) or {})

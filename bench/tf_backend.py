@@ -71,11 +71,16 @@ def _set_threads(threads: int) -> None:
             ) from None
 
 
-def setup(threads: int, device: str = "auto", seed: int = 0) -> dict:
-    """Pin threads, pick the device, seed Keras/TF/numpy/python; call before other TF work."""
+def setup(threads: int, device: str = "auto", seed: int = 0, tf32: bool = False,
+          conv_autotune: bool = True) -> dict:
+    """Pin threads, pick the device, seed Keras/TF/numpy/python, set the GPU math settings
+    (bench.spec.RunSpec.tf32 / conv_autotune); call before other TF work."""
     if device not in DEVICES:
         raise SpecError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    # TF reads this at its first convolution: the runs of one process share a value.
+    os.environ["TF_CUDNN_USE_AUTOTUNE"] = "1" if conv_autotune else "0"
     _set_threads(threads)
+    tf.config.experimental.enable_tensor_float_32_execution(tf32)
     gpus = tf.config.list_physical_devices("GPU")
     if device == "cuda" and not gpus:
         raise SpecError("device 'cuda' requested but no GPU is visible to tensorflow")
@@ -116,7 +121,7 @@ class PositionalEncoding(layers.Layer):
         self.pe = tf.constant(pe)
 
     def call(self, x):
-        return x + self.pe
+        return x + tf.cast(self.pe, x.dtype)
 
 
 class EncoderBlock(layers.Layer):
@@ -148,7 +153,7 @@ class EncoderBlock(layers.Layer):
     def _attend(self, h):
         q, k, v = self._split(self.q(h)), self._split(self.k(h)), self._split(self.v(h))
         scores = tf.matmul(q, k, transpose_b=True) * (1.0 / float(np.sqrt(self.d // self.heads)))
-        a = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+        a = tf.matmul(_softmax(scores), v)
         a = tf.reshape(tf.transpose(a, (0, 2, 1, 3)), (-1, self.length, self.d))
         return self.o(a)
 
@@ -158,6 +163,13 @@ class EncoderBlock(layers.Layer):
     def call(self, x, training=None):
         x = x + self._dropped(self._attend(self.ln1(x)), training)
         return x + self._dropped(self.ff2(self.ff1(self.ln2(x))), training)
+
+
+def _softmax(scores, bias=None):
+    """Softmax over keys in fp32 whatever the compute dtype, as torch autocast does."""
+    p = tf.cast(scores, tf.float32)
+    p = tf.nn.softmax(p if bias is None else p + bias, axis=-1)
+    return tf.cast(p, scores.dtype)
 
 
 def _batchnorm(name: str):
@@ -309,8 +321,7 @@ class Seq2SeqBlock(layers.Layer):
             return tf.transpose(tf.reshape(t, (n, length, self.heads, dh)), (0, 2, 1, 3))
 
         scores = tf.matmul(split(q(y) * self.scale, lq), split(k(kv), lk), transpose_b=True)
-        p = tf.nn.softmax(scores + bias, axis=-1)
-        a = tf.matmul(p, split(v(kv), lk))
+        a = tf.matmul(_softmax(scores, bias), split(v(kv), lk))
         return o(tf.reshape(tf.transpose(a, (0, 2, 1, 3)), (n * lq, self.d)))
 
     def _dropped(self, t, training):
@@ -339,7 +350,7 @@ class TiedOutput(layers.Layer):
         self.built = True
 
     def call(self, h, table):
-        return tf.matmul(h, table, transpose_b=True) + self.bias
+        return tf.matmul(h, tf.cast(table, h.dtype), transpose_b=True) + self.bias
 
 
 class Seq2SeqNet(keras.Model):
@@ -374,7 +385,7 @@ class Seq2SeqNet(keras.Model):
     def _embed(self, ids, which, training):
         n, length = tf.shape(ids)[0], tf.shape(ids)[1]
         x = tf.gather(self.embed.embeddings, ids) * self.embed_scale + self.pe[:length]
-        x = tf.reshape(x, (n * length, self.d))
+        x = tf.cast(tf.reshape(x, (n * length, self.d)), self.compute_dtype)
         drop = self.drops[which]
         return (drop(x, training=training) if drop is not None else x), n, length
 
@@ -437,17 +448,27 @@ def _input_dtype(spec: RunSpec):
     return tf.int64 if spec.info.kind in ("tokens", "text") else tf.float32
 
 
+_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
 def build(spec: RunSpec) -> Model:
-    """The Keras model for `spec`, initialised from bench.init.init_weights(spec)."""
+    """The Keras model for `spec`, initialised from bench.init.init_weights(spec).
+
+    Mixed precision is Keras's mixed dtype policy for the model's layers (fp32 variables,
+    bf16/fp16 compute); the policy is global in Keras, so it is set only while building."""
     info = spec.info
-    with tf.device(_STATE["tf_device"]):
-        if spec.family == "seq2seq":
-            net = Seq2SeqNet(spec)
-        else:
-            inputs = keras.Input(shape=info.shape, dtype=_input_dtype(spec).name)
-            x = _BODIES[spec.family](spec, inputs, _dropper(spec))
-            logits = layers.Dense(info.n_outputs, name="head")(x)
-            net = keras.Model(inputs, logits, name=f"{spec.family}_{spec.size}")
+    keras.config.set_dtype_policy(_POLICIES[spec.precision])
+    try:
+        with tf.device(_STATE["tf_device"]):
+            if spec.family == "seq2seq":
+                net = Seq2SeqNet(spec)
+            else:
+                inputs = keras.Input(shape=info.shape, dtype=_input_dtype(spec).name)
+                x = _BODIES[spec.family](spec, inputs, _dropper(spec))
+                logits = layers.Dense(info.n_outputs, name="head")(x)
+                net = keras.Model(inputs, logits, name=f"{spec.family}_{spec.size}")
+    finally:
+        keras.config.set_dtype_policy("float32")
     model = Model(spec, net)
     set_weights(model, init_weights(spec))
     return model
@@ -504,6 +525,14 @@ def take(tensor: tf.Tensor, idx: np.ndarray) -> tf.Tensor:
 def scalar(tensor) -> float:
     """Reads a device scalar (waits for it)."""
     return float(tensor.numpy())
+
+
+def sum_scalars(ts: list) -> float:
+    """The sum of device scalars as one read, after the queued device work has finished
+    (the sum alone need not wait for the last step's weight update)."""
+    total = ts[0] if len(ts) == 1 else tf.add_n(ts)
+    sync()
+    return scalar(total)
 
 
 def sync() -> None:
@@ -616,7 +645,10 @@ class Trainer:
         self._binary = spec.info.n_outputs == 1
         self._seq2seq = spec.family == "seq2seq"
         with tf.device(_STATE["tf_device"]):
-            self.optimizer = _optimizer(spec)
+            self._inner = _optimizer(spec)
+            # fp16: dynamic loss scaling (skips a step whose gradients overflowed)
+            self.optimizer = (keras.optimizers.LossScaleOptimizer(self._inner)
+                              if spec.precision == "fp16" else self._inner)
             self.optimizer.build(self._vars)
         x_sig = tf.TensorSpec((None, *spec.info.shape), _input_dtype(spec))
         y_shape = (None, spec.info.target_len) if self._seq2seq else (None,)
@@ -649,7 +681,7 @@ class Trainer:
     def _seq2seq_functions(self, x_sig, y_sig):
         # Decoding grows the prefix by one token a call: None lengths keep it to one trace.
         ids = tf.TensorSpec((None, None), tf.int64)
-        memory = tf.TensorSpec((None, None, self.spec.arch.d_model), tf.float32)
+        memory = tf.TensorSpec((None, None, self.spec.arch.d_model), self.net.compute_dtype)
         bias = tf.TensorSpec((None, 1, 1, None), tf.float32)
         self._logits = tf.function(self._teacher_forced, input_signature=[x_sig, y_sig])
         self._eval_s2s = tf.function(self._seq2seq_eval_batch, input_signature=[x_sig, y_sig])
@@ -658,6 +690,7 @@ class Trainer:
         return self._logits, self._eval_s2s, self._encode, self._next
 
     def _data_loss(self, y, logits, reduce=tf.reduce_mean):
+        logits = tf.cast(logits, tf.float32)
         if self._binary:
             per = tf.nn.sigmoid_cross_entropy_with_logits(
                 labels=tf.cast(y, logits.dtype), logits=logits[:, 0]
@@ -675,6 +708,7 @@ class Trainer:
         lse - (1 - eps) z_label - eps mean_j z_j. PAD labels count in neither sum.
         """
         labels = tf.reshape(labels, (-1,))
+        logits = tf.cast(logits, tf.float32)
         real = tf.cast(tf.not_equal(labels, PAD), logits.dtype)
         # 2x faster than sparse_softmax_cross_entropy_with_logits's CPU kernel, forward
         # and backward, at this task's (n*T, 62) logits
@@ -687,7 +721,7 @@ class Trainer:
         return tf.reduce_sum(per * real), tf.reduce_sum(real)
 
     def _train_step(self, x, y, lr):
-        self.optimizer.learning_rate.assign(lr)
+        self._inner.learning_rate.assign(lr)
         with tf.GradientTape() as tape:
             if self._seq2seq:  # teacher forcing: predict y[:, 1:] from y[:, :-1]
                 logits = self.net.logits(x, y[:, :-1], training=True)
@@ -698,7 +732,9 @@ class Trainer:
             if self.spec.l2 > 0:
                 penalty = tf.add_n([tf.reduce_sum(tf.square(w)) for w in self._decayed])
                 loss = loss + self.spec.l2 * penalty
-        grads = tape.gradient(loss, self._vars)
+            # fp16: the scaled loss, which the LossScaleOptimizer unscales the gradients of
+            scaled = self.optimizer.scale_loss(loss) if self.spec.precision == "fp16" else loss
+        grads = tape.gradient(scaled, self._vars)
         if self.spec.weight_decay > 0:
             # Decoupled decay on the pre-update weights, before the optimizer (torch AdamW order);
             # automatic control dependencies keep it after the forward pass's reads.
@@ -708,7 +744,7 @@ class Trainer:
         return loss
 
     def _forward(self, x):
-        return self.net(x, training=False)
+        return tf.cast(self.net(x, training=False), tf.float32)
 
     def _eval_batch(self, x, y):
         logits = self._predict(x)  # eager reductions on one batch of logits: microseconds
@@ -720,7 +756,7 @@ class Trainer:
         return self._data_loss(y, logits, tf.reduce_sum), correct
 
     def _teacher_forced(self, x, y):
-        logits = self.net.logits(x, y[:, :-1])
+        logits = tf.cast(self.net.logits(x, y[:, :-1]), tf.float32)
         return tf.reshape(logits, (tf.shape(y)[0], tf.shape(y)[1] - 1, self.spec.info.vocab))
 
     def _seq2seq_eval_batch(self, x, y):
@@ -728,7 +764,7 @@ class Trainer:
         matches when every label is the argmax after the true prefix: greedy decoding then
         reproduces it, so this is greedy's exact match at the cost of one forward."""
         labels = y[:, 1:]
-        logits = self.net.logits(x, y[:, :-1])
+        logits = tf.cast(self.net.logits(x, y[:, :-1]), tf.float32)
         total, count = self._token_loss(labels, logits)
         pred = tf.reshape(tf.argmax(logits, axis=-1, output_type=tf.int64), tf.shape(labels))
         hit = tf.reduce_all(tf.equal(pred, labels) | tf.equal(labels, PAD), axis=1)
@@ -736,7 +772,8 @@ class Trainer:
                 tf.reduce_sum(tf.cast(hit, tf.int64)))
 
     def _next_logprobs(self, memory, bias, prefix):
-        return tf.nn.log_softmax(self.net.decode(prefix, memory, bias, last_only=True), axis=-1)
+        logits = self.net.decode(prefix, memory, bias, last_only=True)
+        return tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
 
     def step(self, xb, yb, lr: float) -> tf.Tensor:
         """One optimizer step at learning rate `lr`; the loss (data + L2) as a device scalar."""

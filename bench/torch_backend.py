@@ -32,6 +32,7 @@ on an idle machine.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
@@ -122,8 +123,10 @@ def _limit_blas(threads: int) -> bool:
     return bool(blas.lib_controllers)
 
 
-def setup(threads: int, device: str = "auto", seed: int = 0) -> dict:
-    """Pin threads (intra `threads`, inter-op 1), seed torch, resolve the device."""
+def setup(threads: int, device: str = "auto", seed: int = 0, tf32: bool = False,
+          conv_autotune: bool = True) -> dict:
+    """Pin threads (intra `threads`, inter-op 1), seed torch, resolve the device, set the
+    GPU math settings (bench.spec.RunSpec.tf32 / conv_autotune)."""
     global _device
     if device not in DEVICES:
         raise SpecError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
@@ -139,6 +142,10 @@ def setup(threads: int, device: str = "auto", seed: int = 0) -> dict:
     if device == "cuda" and not torch.cuda.is_available():
         raise SpecError("device 'cuda' requested but no GPU is visible to torch")
     _device = torch.device(device)
+    # torch's defaults differ between the two: TF32 off for matmuls, on for cuDNN.
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = conv_autotune
     if device == "cpu" and "keep_freed_memory" not in _tuning:
         _tuning["keep_freed_memory"] = _keep_freed_memory()
     name = torch.cuda.get_device_name(0) if device == "cuda" else cpu_name()
@@ -645,8 +652,31 @@ def _optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.
     return torch.optim.RMSprop(params, lr=lr, alpha=RMSPROP_RHO, eps=EPSILON)
 
 
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str) -> None:
+    """A one-line SpecError where this device's autocast lacks the precision."""
+    dtype = _AUTOCAST.get(precision)
+    if dtype is not None and not torch.amp.is_autocast_available(_device.type):
+        raise SpecError(f"precision {precision} needs autocast, which torch lacks on "
+                        f"{_device.type}")
+    if dtype is not None:
+        try:
+            with torch.autocast(_device.type, dtype=dtype):
+                torch.ones(2, 2, device=_device) @ torch.ones(2, 2, device=_device)
+        except (RuntimeError, AssertionError) as e:
+            raise SpecError(f"precision {precision} is not supported by torch on "
+                            f"{_device.type}: {str(e).splitlines()[0][:200]}") from None
+
+
 class Trainer:
-    """Owns the optimizer state for one model and spec."""
+    """Owns the optimizer state for one model and spec.
+
+    Mixed precision is torch autocast around every forward pass (training and evaluation):
+    the weights and optimizer state stay fp32, outputs are cast to fp32 before the loss,
+    and fp16 scales the loss with a GradScaler. With the fused optimizers (SGD, Adam) the
+    scaler's inf check stays on the device; RMSprop's reads it back each step."""
 
     def __init__(self, model: _Model, spec: RunSpec):
         self.model, self.spec = model, spec
@@ -657,6 +687,45 @@ class Trainer:
         self.decayed = decayed(model)
         self.opt = _optimizer(spec.optimizer, self.params, spec.lr)
         self.forward = torch.compile(model) if spec.compile else model
+        check_precision(spec.precision)
+        self.amp = _AUTOCAST.get(spec.precision)
+        self.scaler = torch.amp.GradScaler(_device.type) if spec.precision == "fp16" else None
+        if self.amp is not None:
+            self._probe()
+
+    def _probe(self) -> None:
+        """One training-mode forward of two samples, so that a precision this device's
+        kernels lack (fp16 LSTM on a CPU) fails here in one line rather than mid-run. The
+        random state and batch-norm statistics it would move are put back."""
+        info = self.spec.info
+        ids = info.kind in ("tokens", "text")
+        x = torch.ones((2, *info.shape), dtype=torch.long if ids else torch.float32,
+                       device=_device)
+        args = (x, torch.ones((2, info.target_len - 1), dtype=torch.long, device=_device)
+                ) if self.seq2seq else (x,)
+        buffers = {k: v.clone() for k, v in self.model.state_dict().items()}
+        devices = [_device] if _device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            try:
+                self._mode(True)
+                self._forward(*args)
+            except RuntimeError as e:
+                raise SpecError(f"precision {self.spec.precision} is not supported by torch "
+                                f"for {self.spec.family} on {_device.type}: "
+                                f"{str(e).splitlines()[0].split('. ')[0][:160]}") from None
+            finally:
+                self.model.load_state_dict(buffers)
+
+    def _autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(_device.type, dtype=self.amp)
+
+    def _forward(self, *args) -> torch.Tensor:
+        if self.amp is None:
+            return self.forward(*args)
+        with self._autocast():
+            return self.forward(*args).float()
 
     def _mode(self, train: bool) -> None:
         if self.model.training != train:
@@ -672,24 +741,28 @@ class Trainer:
 
     def step(self, xb, yb, lr: float) -> torch.Tensor:
         self._mode(True)
-        out = self.forward(xb, yb[:, :-1]) if self.seq2seq else self.forward(xb)
+        out = self._forward(xb, yb[:, :-1]) if self.seq2seq else self._forward(xb)
         loss = self._loss(out, yb)
         if self.spec.l2:
             loss = loss + self.spec.l2 * sum(p.square().sum() for p in self.decayed)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
         if self.spec.weight_decay and self.decayed:
             with torch.no_grad():
                 torch._foreach_mul_(self.decayed, 1.0 - lr * self.spec.weight_decay)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        self.opt.step()
+        if self.scaler:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
         return loss.detach()
 
     @torch.no_grad()
     def infer(self, xb) -> torch.Tensor:
         self._mode(False)
-        return self.forward(xb)
+        return self._forward(xb)
 
     def _batches(self, x, batch):
         n = len(x)
@@ -704,7 +777,7 @@ class Trainer:
             y = _as_tensor(y)
             self._mode(False)
             with torch.no_grad():
-                out = [self.forward(x[s], y[s][:, :-1]) for s in self._batches(x, batch)]
+                out = [self._forward(x[s], y[s][:, :-1]) for s in self._batches(x, batch)]
             return torch.cat(out).cpu().numpy()
         return torch.cat([self.infer(x[s]) for s in self._batches(x, batch)]).cpu().numpy()
 
@@ -736,7 +809,7 @@ class Trainer:
         exact = torch.zeros((), dtype=torch.int64, device=x.device)
         for s in self._batches(x, batch):
             yb = y[s]
-            out, labels = self.forward(x[s], yb[:, :-1]), yb[:, 1:]
+            out, labels = self._forward(x[s], yb[:, :-1]), yb[:, 1:]
             real = labels != PAD
             total += F.cross_entropy(out.flatten(0, 1), labels.flatten(), ignore_index=PAD,
                                      reduction="sum").double()
@@ -748,7 +821,8 @@ class Trainer:
     @torch.no_grad()
     def encode(self, src):
         self._mode(False)
-        return self.model.encode(_as_tensor(src))
+        with self._autocast():
+            return self.model.encode(_as_tensor(src))
 
     @staticmethod
     def tile(state, idx: np.ndarray):
@@ -758,7 +832,8 @@ class Trainer:
     def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
         """Log-probabilities (M, vocab) of the token after each prefix row."""
         memory, mask = state
-        out = self.model.decode(_as_tensor(prefix), memory, mask, last_only=True)
+        with self._autocast():
+            out = self.model.decode(_as_tensor(prefix), memory, mask, last_only=True)
         return F.log_softmax(out.float(), -1).cpu().numpy()
 
 
@@ -767,6 +842,12 @@ class Trainer:
 
 def scalar(t) -> float:
     return float(t.item()) if isinstance(t, torch.Tensor) else float(t)
+
+
+def sum_scalars(ts: list) -> float:
+    """The sum of device scalars as one read: on a GPU it waits for the whole queue (one
+    stream, in order), so it also ends a timed segment."""
+    return scalar(ts[0] if len(ts) == 1 else torch.stack(ts).sum())
 
 
 def sync() -> None:

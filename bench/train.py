@@ -112,6 +112,45 @@ def planned_steps(spec: RunSpec, n_train: int) -> tuple[int, int]:
     return per_epoch, min(total, spec.max_steps) if spec.max_steps else total
 
 
+def _train_epoch(backend, trainer, spec: RunSpec, timer: BlockTimer, x_tr, y_tr, rng,
+                 step: int, total: int, per_epoch: int, batch: int, epoch: int):
+    """One epoch of optimizer steps; returns (steps so far, summed loss, steps this epoch).
+
+    The host reads the device only where `timer` closes a segment, and at the epoch's end:
+    one sync drains the queued steps, times them, and checks their summed loss for NaN.
+    The permutation goes to the device once per epoch, so a batch's indices never cross.
+    """
+    full = batch == len(y_tr)
+    order = None if full else backend.to_device(rng.permutation(len(y_tr)))
+    losses: list = []
+    loss_sum, epoch_steps, seg_steps, seg_samples = 0.0, 0, 0, 0
+    t = time.perf_counter()
+    for i in range(per_epoch):
+        if step >= total:
+            break
+        if full:
+            xb, yb = x_tr, y_tr
+        else:
+            idx = order[i * batch : (i + 1) * batch]
+            xb, yb = backend.take(x_tr, idx), backend.take(y_tr, idx)
+        losses.append(trainer.step(xb, yb, lr_at(spec, step, total)))
+        step += 1
+        epoch_steps += 1
+        seg_steps += 1
+        seg_samples += batch
+        last = i == per_epoch - 1 or step >= total
+        if last or timer.due(seg_steps, time.perf_counter() - t):
+            seg_loss = backend.sum_scalars(losses)  # the segment's one device->host sync
+            timer.add(time.perf_counter() - t, seg_samples, seg_steps)
+            if not math.isfinite(seg_loss):
+                raise Diverged(f"loss became {seg_loss} in steps {step - seg_steps + 1}-"
+                               f"{step} (epoch {epoch})")
+            loss_sum += seg_loss
+            losses, seg_steps, seg_samples = [], 0, 0
+            t = time.perf_counter()
+    return step, loss_sum, epoch_steps
+
+
 def _log(spec: RunSpec, msg: str) -> None:
     print(f"[{spec.family}/{spec.framework}/{spec.size} s{spec.seed}] {msg}", file=sys.stderr,
           flush=True)
@@ -130,20 +169,20 @@ def _infer_throughput(backend, trainer, x_dev, n: int, spec: RunSpec) -> dict:
         trainer.infer(xb)
     backend.sync()
     timer = BlockTimer(0, max(spec.block_steps // 25, 1), spec.block_seconds / 10)
-    i = 0
+    i = pending = 0
+    t = time.perf_counter()
     while len(timer.blocks) < 3 and i < 100_000:
-        t = time.perf_counter()
         trainer.infer(batches[i % len(batches)])
-        backend.sync()
-        timer.add(time.perf_counter() - t, batch)
         i += 1
-    s = timer.summary()
-    return {
-        "infer_samples_per_s": s["train_samples_per_s"],
-        "infer_samples_per_s_min": s["train_samples_per_s_min"],
-        "infer_samples_per_s_max": s["train_samples_per_s_max"],
-        "infer_batch": batch,
-    }
+        pending += 1
+        if timer.due(pending, time.perf_counter() - t):
+            backend.sync()
+            timer.add(time.perf_counter() - t, pending * batch, pending)
+            pending = 0
+            t = time.perf_counter()
+    s = timer.rates("infer_samples")
+    return {k: s[k] for k in ("infer_samples_per_s", "infer_samples_per_s_min",
+                              "infer_samples_per_s_max")} | {"infer_batch": batch}
 
 
 def run(
@@ -165,8 +204,9 @@ def run(
     record: dict = {"run_id": spec.run_id, **spec.to_dict(), "bench_version": __version__}
     record.update(host_facts())
     record["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    dev = backend.setup(spec.threads, spec.device, spec.seed)
-    record.update(dev)
+    dev = backend.setup(spec.threads, spec.device, spec.seed, tf32=spec.tf32,
+                        conv_autotune=spec.conv_autotune)
+    record.update(dev, device_requested=spec.device)  # `device` is what auto resolved to
     record.update(data.sizes())
     n_train = len(data.y_train)
     batch = effective_batch(spec, n_train)
@@ -207,31 +247,17 @@ def run(
         best_state = None
         x_tr, y_tr = splits["train"]
         for epoch in range(1, spec.epochs + 1):
-            order = rng.permutation(n_train)
-            losses = []
-            for i in range(per_epoch):
-                if step >= total:
-                    break
-                t = time.perf_counter()
-                idx = order[i * batch : (i + 1) * batch]
-                if batch == n_train:
-                    xb, yb = x_tr, y_tr
-                else:
-                    xb, yb = backend.take(x_tr, idx), backend.take(y_tr, idx)
-                loss = backend.scalar(trainer.step(xb, yb, lr_at(spec, step, total)))
-                timer.add(time.perf_counter() - t, len(idx))
-                step += 1
-                if not math.isfinite(loss):
-                    raise Diverged(f"loss became {loss} at step {step} (epoch {epoch})")
-                losses.append(loss)
+            step, loss_sum, epoch_steps = _train_epoch(
+                backend, trainer, spec, timer, x_tr, y_tr, rng, step, total, per_epoch, batch,
+                epoch)
             val_loss, val_acc = trainer.evaluate(*splits["val"], EVAL_BATCH)
             if not math.isfinite(val_loss):
                 raise Diverged(f"validation loss became {val_loss} after epoch {epoch}")
             point = {"epoch": epoch, "step": step, "samples": step * batch,
-                     "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                     "train_loss": loss_sum / max(epoch_steps, 1), "val_loss": val_loss,
                      "val_acc": val_acc, "elapsed_s": wall()}
             curve.append(point)
-            rate = timer.summary()["train_samples_per_s"]
+            rate = timer.summary()["samples_per_s"]
             _log(spec, f"epoch {epoch}/{spec.epochs} loss {point['train_loss']:.4f} "
                  f"val_acc {val_acc:.4f}" + (f" {rate:,.0f} samples/s" if rate else ""))
             if mem_limit_mb and _mem_used_mb(backend) > mem_limit_mb:
@@ -259,6 +285,8 @@ def run(
                       samples_seen=step * batch,
                       flops_spent=3 * record["flops_per_sample"] * step * batch)
         record["model_mem_mb"] = _model_mem_mb(backend, record["rss_start_mb"], device_base_mb)
+        # The training phase's peak: testing, inference timing and test_long's upload follow.
+        record["peak_device_mem_mb"] = _device_mb(backend)
         if status != "pruned":  # a pruned trial's compute is what pruning saves: stop here
             # Test at the weights validation chose, not at wherever training stopped.
             snap, record["val_loss"], record["val_acc"] = best_state
@@ -287,7 +315,7 @@ def run(
         if not backend.is_oom(e):
             raise
         status, message = "oom", f"out of memory: {str(e).splitlines()[0][:300]}"
-    record.update(timer.summary())
+    record.update(timer.rates("train_samples"))
     if record.get("timed_seconds"):
         record["train_flops_per_s"] = (
             record["train_flops_per_sample"] * (record["train_samples_per_s"] or 0)
@@ -300,7 +328,7 @@ def run(
         message=message,
         curve=curve,
         peak_rss_mb=peak_rss_mb(),
-        peak_device_mem_mb=_device_mb(backend),
+        peak_device_mem_mb=record.get("peak_device_mem_mb", _device_mb(backend)),
         wall_s=wall(),
     )
     if status != "ok":

@@ -332,6 +332,7 @@ _CHOICES = {
     "family": S.FAMILIES, "framework": S.FRAMEWORKS, "dataset": tuple(S.DATASETS),
     "size": LADDER, "optimizer": tuple(S.OPTIMIZERS), "device": S.DEVICES,
     "lr_schedule": S.LR_SCHEDULES, "regulariser": tuple(S.REGULARISERS),
+    "precision": S.PRECISIONS,
 }
 
 
@@ -364,6 +365,16 @@ def test_run_id_changes_with_every_field(name):
             else _base())
     changed = base.with_(**{name: _other(name, getattr(base, name))})
     assert changed.run_id != base.run_id
+
+
+def test_fields_added_later_keep_old_ids_at_their_defaults_and_name_the_precision():
+    # the id of a default spec as bench 0.4 computed it, before precision/tf32/conv_autotune
+    assert RunSpec.create(family="cnn", framework="torch", dataset="mnist1d",
+                          size="xs").run_id == "cnn-torch-mnist1d-xs-adam-none-b64-s0-49ecb89857"
+    assert "-s0-bf16-" in _base().with_(precision="bf16").run_id
+    assert "fp32" not in _base().run_id
+    with pytest.raises(SpecError, match="precision"):
+        _base(precision="fp8")
 
 
 def test_run_id_readable_and_filesystem_safe():

@@ -5,12 +5,15 @@ Imports TensorFlow only: the torch backend is tested in its own process.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import threadpoolctl
 
 tf = pytest.importorskip("tensorflow")
 
+import keras  # noqa: E402
 import seq2seq_reference  # noqa: E402
 from backend_reference import (  # noqa: E402
     check_snapshot_round_trip,
@@ -456,3 +459,52 @@ def test_seq2seq_xla_step_matches_graph_step(s2s_data):
 
 def test_seq2seq_shared_snapshot_round_trip():
     check_snapshot_round_trip(B, s2s_spec(dropout=0.1))
+
+
+# ---------------------------------------------------------------------------- precision
+
+
+def test_math_settings_are_set_alike_whatever_tf_defaults_to():
+    B.setup(1, "cpu", 0, tf32=True, conv_autotune=False)
+    assert tf.config.experimental.tensor_float_32_execution_enabled()
+    assert os.environ["TF_CUDNN_USE_AUTOTUNE"] == "0"
+    B.setup(1, "cpu", 0)  # the defaults: TF32 off (TF's own default is on), autotune on
+    assert not tf.config.experimental.tensor_float_32_execution_enabled()
+    assert os.environ["TF_CUDNN_USE_AUTOTUNE"] == "1"
+
+
+@pytest.mark.parametrize("family,dataset", [("cnn", "digits"), ("gru", "mnist1d"),
+                                            ("transformer", "tokens"),
+                                            ("seq2seq", "en_fr_numbers")])
+def test_bf16_computes_in_bf16_keeps_fp32_weights_and_learns(family, dataset):
+    spec = make_spec(family, dataset, precision="bf16", lr=3e-3)
+    model = B.build(spec)
+    trainer = B.Trainer(model, spec)
+    assert {v.dtype for v in model.net.trainable_variables} == {"float32"}
+    dense = [la for la in model.net._flatten_layers() if isinstance(la, keras.layers.Dense)]
+    assert dense and {la.compute_dtype for la in dense} == {"bfloat16"}
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
+    rng = np.random.default_rng(0)
+    if family == "seq2seq":
+        x = B.to_device(rng.integers(3, spec.info.vocab, (16, *spec.info.shape)))
+        y = B.to_device(np.concatenate([np.ones((16, 1), int), rng.integers(
+            3, spec.info.vocab, (16, spec.info.target_len - 1))], 1))
+    else:
+        x = B.to_device(rng.integers(0, spec.info.vocab, (16, *spec.info.shape))
+                        if spec.info.kind == "tokens" else
+                        rng.normal(size=(16, *spec.info.shape)))
+        y = B.to_device(rng.integers(0, spec.info.n_outputs if spec.info.n_outputs > 1 else 2,
+                                     16))
+    losses = [B.scalar(trainer.step(x, y, 3e-3)) for _ in range(15)]
+    logits = trainer.predict(x, 16, y) if family == "seq2seq" else trainer.infer(x)
+    assert np.asarray(logits).dtype == np.float32  # logits leave in fp32
+    assert losses[-1] < losses[0]  # one batch, memorised
+
+
+def test_fp16_scales_the_loss():
+    spec = make_spec("cnn", "digits", precision="fp16")
+    trainer = B.Trainer(B.build(spec), spec)
+    assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    x = B.to_device(np.random.default_rng(0).normal(size=(8, 8, 8, 1)))
+    assert np.isfinite(B.scalar(trainer.step(x, B.to_device(np.arange(8) % 10), 1e-3)))
+    assert trainer.optimizer.iterations.numpy() == 1

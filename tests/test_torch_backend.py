@@ -636,3 +636,58 @@ def test_seq2seq_teacher_forced_exact_match_is_greedy_exact_match(pairs):
 
 def test_seq2seq_snapshot_round_trip():
     check_snapshot_round_trip(B, _seq2seq())
+
+
+# ---------------------------------------------------------------------------- precision
+
+
+def test_math_settings_are_set_alike_whatever_torch_defaults_to():
+    B.setup(1, "cpu", 0, tf32=True, conv_autotune=False)
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert not torch.backends.cudnn.benchmark
+    B.setup(1, "cpu", 0)  # the defaults: TF32 off (cuDNN's own default is on), autotune on
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.backends.cudnn.benchmark
+
+
+@pytest.mark.parametrize("family,dataset", [("cnn", "digits"), ("gru", "mnist1d"),
+                                            ("transformer", "tokens"),
+                                            ("seq2seq", "en_fr_numbers")])
+def test_bf16_computes_products_in_bf16_keeps_fp32_weights_and_learns(family, dataset):
+    spec = make_spec(family, dataset, precision="bf16", lr=3e-3)
+    model = B.build(spec)
+    trainer = B.Trainer(model, spec)
+    out_dtypes = set()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.register_forward_hook(lambda mod, i, o: out_dtypes.add(o.dtype))
+    rng = np.random.default_rng(0)
+    if family == "seq2seq":
+        x = B.to_device(rng.integers(3, spec.info.vocab, (16, *spec.info.shape)))
+        y = B.to_device(np.concatenate([np.ones((16, 1), int), rng.integers(
+            3, spec.info.vocab, (16, spec.info.target_len - 1))], 1))
+    else:
+        x = B.to_device(rng.integers(0, spec.info.vocab, (16, *spec.info.shape))
+                        if spec.info.kind == "tokens" else
+                        rng.normal(size=(16, *spec.info.shape)))
+        y = B.to_device(rng.integers(0, spec.info.n_outputs if spec.info.n_outputs > 1 else 2,
+                                     16))
+    losses = [B.scalar(trainer.step(x, y, 3e-3)) for _ in range(15)]
+    assert torch.bfloat16 in out_dtypes
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    logits = trainer.predict(x, 16, y) if family == "seq2seq" else trainer.infer(x)
+    assert logits.dtype in (np.float32, torch.float32)  # logits leave in fp32
+    assert losses[-1] < losses[0]  # one batch, memorised
+
+
+def test_fp16_scales_the_loss_and_an_unsupported_kernel_fails_in_one_line():
+    spec = make_spec("cnn", "digits", precision="fp16")
+    trainer = B.Trainer(B.build(spec), spec)
+    assert trainer.scaler is not None and trainer.scaler.get_scale() > 1
+    x = B.to_device(np.random.default_rng(0).normal(size=(8, 8, 8, 1)))
+    assert np.isfinite(B.scalar(trainer.step(x, B.to_device(np.arange(8) % 10), 1e-3)))
+    # oneDNN has no fp16 LSTM on a CPU: the Trainer says so before any step
+    spec = make_spec("lstm", "mnist1d", precision="fp16")
+    with pytest.raises(SpecError, match="precision fp16 is not supported by torch for lstm") as e:
+        B.Trainer(B.build(spec), spec)
+    assert "\n" not in str(e.value)

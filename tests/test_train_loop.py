@@ -1,6 +1,7 @@
 """bench.train.run against a scripted fake backend: when a run stops, which weights it tests,
 what it records. Fast and framework-free; tests/test_train.py runs the real backends."""
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,26 +16,35 @@ class FakeBackend:
     """Validation accuracy follows `script` epoch by epoch; the "weights" are the number of
     optimizer steps taken, so test accuracy tells which snapshot was restored."""
 
-    def __init__(self, script, per_epoch, device_bytes=None):
+    def __init__(self, script, per_epoch, device_bytes=None, nan_at=None):
         self.script, self.per_epoch = list(script), per_epoch
         self.restored = None
         # a fake GPU: the data (5 MB) is allocated before the peak is reset, the model adds 3
         self.device_bytes = device_bytes
+        self.nan_at = nan_at  # the optimizer step whose loss is NaN
+        # device->host reads (each one a sync on a GPU) and host->device copies
+        self.reads = self.syncs = self.uploads = 0
 
-    def setup(self, threads, device, seed):
+    def setup(self, threads, device, seed, **settings):
         return {"device": "cpu", "device_name": "fake", "framework_version": "0"}
 
     def to_device(self, a):
+        self.uploads += 1
         return a
 
     def take(self, x, idx):
         return x[idx]
 
     def scalar(self, t):
+        self.reads += 1
         return float(t)
 
+    def sum_scalars(self, ts):
+        self.reads += 1
+        return float(np.sum(ts))
+
     def sync(self):
-        pass
+        self.syncs += 1
 
     def reset_peak_memory(self):
         pass
@@ -66,7 +76,7 @@ class FakeBackend:
         class T:
             def step(self, xb, yb, lr):
                 model["steps"] += 1
-                return 1.0
+                return math.nan if model["steps"] == backend.nan_at else 1.0
 
             def evaluate(self, x, y, batch):
                 if y is data.y_val:
@@ -75,6 +85,8 @@ class FakeBackend:
                 return 0.4, model["steps"] / 1000  # test / train subset: the weights' tag
 
             def infer(self, xb):
+                if backend.device_bytes is not None:  # activations of the timing passes
+                    backend.device_bytes += 10 * 2**20
                 return xb
 
         return T()
@@ -90,11 +102,14 @@ def _data(n_train=64, n_val=20, n_test=30):
     return Data("mnist1d", xt, yt, xv, yv, xs, ys)
 
 
-def _run(script, device_bytes=None, **kw):
-    data = _data()
+def _run(script, device_bytes=None, n_train=64, nan_at=None, **kw):
+    data = _data(n_train=n_train)
+    kw = {"warmup_steps": 0, "block_steps": 1, "batch_size": 16, **kw}
     spec = RunSpec.create(family="cnn", framework="torch", dataset="mnist1d", size="xs",
-                          batch_size=16, warmup_steps=0, block_steps=1, block_seconds=0.0, **kw)
-    backend = FakeBackend(script, per_epoch=64 // 16, device_bytes=device_bytes)
+                          block_seconds=0.0, **kw)
+    batch = n_train if kw["batch_size"] == "full" else kw["batch_size"]
+    backend = FakeBackend(script, per_epoch=n_train // batch, device_bytes=device_bytes,
+                          nan_at=nan_at)
     backend.data = data
     return train.run(spec, data, SimpleNamespace(**{
         k: getattr(backend, k) for k in dir(backend) if not k.startswith("_")})), backend
@@ -143,9 +158,11 @@ def test_model_memory_estimate_is_recorded_and_grows_with_size():
     rec, _ = _run([0.5] * 2, epochs=2)
     assert rec["model_mem_est_mb"] == memory_estimate_mb("cnn", "xs", "mnist1d", 16, "adam")
     assert rec["rss_start_mb"] > 0 and rec["peak_device_mem_mb"] is None
-    # on a device, the data uploaded before the reset is not the model's
-    rec, _ = _run([0.5] * 2, device_bytes=5 * 2**20, epochs=2)
+    # on a device, the data uploaded before the reset is not the model's, and the peak is
+    # the training phase's: the inference timing after it (10 MB a pass) is not in it
+    rec, backend = _run([0.5] * 2, device_bytes=5 * 2**20, epochs=2)
     assert rec["model_mem_mb"] == pytest.approx(3.0) and rec["peak_device_mem_mb"] == 8.0
+    assert backend.device_bytes > 20 * 2**20
     est = [memory_estimate_mb("gru", s, "mnist1d", 64, "adam") for s in ("xs", "s", "m", "l")]
     assert est == sorted(est) and est[-1] > 20 * est[0]
     # weights, gradients and Adam's two moments: 4 floats of 4 bytes per parameter
@@ -185,3 +202,29 @@ def test_the_runtime_warm_up_trains_and_evaluates_on_a_few_rows_only(monkeypatch
     spec = RunSpec.create(family="cnn", framework="torch", dataset="mnist1d", size="xs")
     train.warm_up(spec, _data(n_train=200, n_val=100, n_test=300), None)
     assert seen == {"n_train": 64, "n_val": 64, "n_test": 64, "steps": 3, "epochs": 1}
+
+
+def test_the_host_reads_the_device_once_per_timed_block_not_once_per_step():
+    # 2 epochs of 100 steps; warm-up 5 steps, blocks of 20. Reads: the first step, the end
+    # of warm-up, each full block, each epoch's end: 13 for 200 steps (it was one a step).
+    rec, backend = _run([0.5] * 2, n_train=1600, epochs=2, warmup_steps=5, block_steps=20)
+    assert rec["steps_run"] == 200 and rec["throughput_blocks"] == 9
+    assert backend.reads == 13
+    # x and y of three splits, then one permutation per epoch: no indices cross per step
+    assert backend.uploads == 6 + 2
+    # the per-epoch loss is the mean over every step (the fake's loss is 1.0)
+    assert [p["train_loss"] for p in rec["curve"]] == [1.0, 1.0]
+
+
+def test_a_nan_loss_is_caught_at_the_end_of_its_segment():
+    rec, backend = _run([0.5] * 2, n_train=1600, epochs=2, warmup_steps=5, block_steps=20,
+                        nan_at=30)
+    assert rec["status"] == "diverged"
+    assert rec["message"] == "loss became nan in steps 26-45 (epoch 1)"
+    assert rec["curve"] == []  # no epoch finished
+
+
+def test_full_batch_takes_the_whole_split_each_step_without_indices():
+    rec, backend = _run([0.5] * 3, epochs=3, batch_size="full")
+    assert rec["batch_size_effective"] == 64 and rec["steps_run"] == 3
+    assert backend.uploads == 6  # the splits; no permutation is needed

@@ -23,6 +23,7 @@ import yaml
 from bench import tune
 from bench.config import check_config
 from bench.spec import SpecError
+from bench.tune.liveness import _start_ticks
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -34,6 +35,7 @@ FAST_MEASURE = {"measure": {"warmup_steps": 2, "block_steps": 5, "block_seconds"
 FAKE_WORKER = textwrap.dedent('''
     import math, os, sys, time
     from bench import tune
+    from bench.tune.common import import_optuna
 
     def fake(spec, on_epoch):
         edges = os.environ.get("FAKE_EDGES") == "1"
@@ -59,7 +61,7 @@ FAKE_WORKER = textwrap.dedent('''
     if __name__ == "__main__":
         gate = os.environ.get("FAKE_GATE")
         if gate:  # start with the others: optuna imported, then wait for the gate to open
-            tune._optuna()
+            import_optuna()
             open(f"{gate}.{sys.argv[2]}", "w").close()
             while not os.path.exists(gate):
                 time.sleep(0.005)
@@ -403,7 +405,7 @@ def test_owner_liveness_on_this_machine_and_elsewhere():
     me = tune.owner_info(0)
     assert tune.owner_alive(me, None, 5)
     p = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone = {**me, "pid": p.pid, "start": tune._start_ticks(p.pid) or "x"}
+    gone = {**me, "pid": p.pid, "start": _start_ticks(p.pid) or "x"}
     p.wait()
     assert not tune.owner_alive(gone, time.time(), 5)  # dead pid: no heartbeat can save it
     assert not tune.owner_alive({**me, "start": "1"}, time.time(), 5)  # pid reused

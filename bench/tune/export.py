@@ -3,7 +3,6 @@ and the final measured runs with the best parameters, one per seed."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -129,17 +128,15 @@ def run_final(study_dir: str | Path, seeds: list[int], out_dir: str | Path,
               done: str | None = None, save_model: bool = False) -> int:
     """Run the final specs (skipping those whose record exists); write the done list.
     With `save_model`, each run keeps its tested weights beside its record."""
-    from ..cli import _run_specs
     from ..records import write_json_atomic
-    from ..slots import measuring_slots, visible_gpus
+    from ..runner import measuring_slots_for, run_specs
 
     defn = read_definition(study_dir)
     specs = final_specs(study_dir, seeds)
-    a = argparse.Namespace(data_dir=defn["data_dir"], allow_pickle=defn["allow_pickle"],
+    with measuring_slots_for(specs):
+        errors = run_specs(specs, Path(out_dir), data_dir=defn["data_dir"],
+                           allow_pickle=defn["allow_pickle"],
                            mem_limit_mb=defn.get("mem_limit_mb", 0), save_model=save_model)
-    gpu = specs[0].device in ("cuda", "auto") and visible_gpus() > 0
-    with measuring_slots(specs[0].threads, gpu):
-        errors = _run_specs(specs, Path(out_dir), a)
     if done:
         write_json_atomic(done, [s.run_id for s in specs])
     return 1 if errors else 0

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .common import log
+from .storage import trial_id
 from .tickets import TICKET, VOID
 
 # system attributes kept on the trials a worker runs
@@ -67,12 +68,14 @@ def owner_alive(owner: dict | None, last_beat: float | None, grace_s: float,
     return last_beat is not None and now - last_beat <= grace_s
 
 
-def reap(study, defn: dict) -> int:
-    """Mark RUNNING trials whose worker is gone as FAIL (void: lost); returns how many."""
+def reap(study, storage, defn: dict) -> int:
+    """Mark RUNNING trials whose worker is gone as FAIL (void: lost); returns how many.
+
+    `storage` is the one `study` was loaded from.
+    """
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage = study._storage
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         beat = t.system_attrs.get(HEARTBEAT)
@@ -84,9 +87,10 @@ def reap(study, defn: dict) -> int:
                 continue
         elif owner_alive(owner, beat, defn["grace_s"]):
             continue
+        tid = trial_id(storage, study, t.number)
         try:
-            storage.set_trial_system_attr(t._trial_id, VOID, "lost")
-            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            storage.set_trial_system_attr(tid, VOID, "lost")
+            storage.set_trial_state_values(tid, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # finished meanwhile, or another worker reaped it first
         who = f"pid {owner['pid']} on {owner['host']}" if owner else "an unknown worker"

@@ -33,6 +33,13 @@ def open_storage(defn: dict, study_dir: str | Path):
     return optuna.storages.JournalStorage(JournalFileBackend(str(Path(study_dir) / JOURNAL_FILE)))
 
 
+def trial_id(storage, study, number: int) -> int:
+    """The storage's id of trial `number` of `study` (a FrozenTrial keeps it only in a
+    private attribute; the storage's own lookup is public)."""
+    return storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), number)
+
+
 def storage_label(defn: dict, study_dir: str | Path) -> str:
     st = defn["storage"]
     if st["kind"] == "rdb":

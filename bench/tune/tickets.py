@@ -17,6 +17,7 @@ the trials table (column ``void``) but never count towards the N.
 from __future__ import annotations
 
 from .common import log
+from .storage import trial_id
 
 # system attributes kept on trials
 TICKET, VOID, RETRY_OF = "bench:ticket", "bench:void", "bench:retry_of"
@@ -91,30 +92,31 @@ def issue_tickets(study, n: int) -> int:
     return issued
 
 
-def claim(study, n: int):
+def claim(study, storage, n: int):
     """Pop a ticket: atomically turn one WAITING trial into RUNNING for this process.
 
     Returns the FrozenTrial, or None when no ticket is left. A popped trial that is not
     its ticket's holder (a duplicate reissue) is voided and the next one is tried.
+    `storage` is the one `study` was loaded from (the compare-and-set is the storage's).
     """
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage = study._storage
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
     for t in sorted(waiting, key=lambda t: t.number):
         k = t.system_attrs.get(TICKET)
         if k is None or k >= n:
             continue
+        tid = trial_id(storage, study, t.number)
         try:
-            if not storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+            if not storage.set_trial_state_values(tid, state=TrialState.RUNNING):
                 continue
         except UpdateFinishedTrialError:
             continue
         holder = holders(study.get_trials(deepcopy=False), n).get(k)
         if holder is not None and holder.number != t.number:
-            storage.set_trial_system_attr(t._trial_id, VOID, "duplicate")
-            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+            storage.set_trial_system_attr(tid, VOID, "duplicate")
+            storage.set_trial_state_values(tid, state=TrialState.FAIL)
             log(f"trial {t.number}: duplicate of ticket {k} (held by trial {holder.number}); "
                  "voided")
             continue

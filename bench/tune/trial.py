@@ -21,6 +21,7 @@ from .definition import spec_for
 from .liveness import HEARTBEAT, OWNER, Heartbeat, owner_info
 from .pareto import pareto_rung_prune
 from .space import suggest
+from .storage import trial_id
 from .tickets import TICKET
 
 
@@ -54,8 +55,11 @@ def _memory(record: dict) -> float | None:
     return dev if dev is not None else record.get("peak_rss_mb")
 
 
-def run_trial(study, frozen, defn: dict, worker: int, train_fn) -> dict:
-    """Train one popped trial and tell Optuna its outcome; returns a short summary."""
+def run_trial(study, storage, frozen, defn: dict, worker: int, train_fn) -> dict:
+    """Train one popped trial and tell Optuna its outcome; returns a short summary.
+
+    `storage` is the one `study` was loaded from: the owner and heartbeats go there.
+    """
     import traceback
 
     optuna = import_optuna()
@@ -64,8 +68,7 @@ def run_trial(study, frozen, defn: dict, worker: int, train_fn) -> dict:
 
     from ..measure import peak_rss_mb
 
-    storage = study._storage
-    tid = frozen._trial_id
+    tid = trial_id(storage, study, frozen.number)
     storage.set_trial_system_attr(tid, OWNER, owner_info(worker))
     storage.set_trial_system_attr(tid, HEARTBEAT, time.time())
     trial = optuna.Trial(study, tid)

@@ -61,13 +61,13 @@ def run_worker(study_dir: str | Path, worker: int, train_fn=None, done: str | No
     while True:
         with measuring_slots(defn["base"]["threads"], gpu):
             study = load(defn, study_dir, storage, sampler, pruner)
-            reap(study, defn)
+            reap(study, storage, defn)
             issue_tickets(study, n)
-            frozen = claim(study, n)
+            frozen = claim(study, storage, n)
             if frozen is None:
                 break
             t0 = time.time()
-            ran.append(run_trial(study, frozen, defn, worker, train_fn))
+            ran.append(run_trial(study, storage, frozen, defn, worker, train_fn))
         if time.time() - t0 > 5:
             # let a job waiting for this CPU slot (another worker, a training batch) take it
             # before this worker grabs it again: slot waiters poll every 0.5 s

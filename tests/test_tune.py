@@ -255,6 +255,23 @@ def test_plan_names_are_stable_and_budget_changes_keep_the_study():
     assert tune.plan_studies(default), "the default config runs at least one study"
 
 
+def test_a_study_outside_the_workflow_takes_the_schema_defaults():
+    """tune.DEFAULTS and DEFAULT_SPACE are read from the config schema: a config that names
+    only the cells plans exactly the definition make_definition builds from nothing."""
+    cfg = _smoke_config()
+    cfg["tune"] = {"studies": [{**{k: CELL[k] for k in ("family", "framework", "dataset")},
+                                "sizes": [CELL["size"]]}]}
+    cfg = check_config(cfg, SCHEMA)
+    [s] = tune.plan_studies(cfg)
+    assert s.definition == tune.make_definition({}, CELL, cfg)
+    assert cfg["tune"]["space"] == tune.DEFAULT_SPACE
+    # the defaults the README's tuning table states
+    d = tune.DEFAULTS
+    assert (d["trials"], d["workers"], d["epochs"], d["max_steps"], d["seed"]) == (20, 2, 8, 0, 0)
+    assert (d["final_seeds"], d["heartbeat_s"], d["grace_s"]) == ([0, 1, 2], 30, 300)
+    assert set(s.definition["space"]) == {e["name"] for e in tune.DEFAULT_SPACE}
+
+
 @pytest.mark.slow
 def test_snakemake_schedules_create_workers_export_final(tmp_path):
     shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import load_schema, schema_defaults
 from ..spec import DATASETS, FRAMEWORKS, RunSpec, SpecError, check_family_reads, size_of
 from .paths import DEFINITION_FILE
 from .space import parse_space
@@ -31,31 +32,11 @@ OBJECTIVE_CODES = {"accuracy": "acc", "accuracy_throughput": "acc-thr",
 SAMPLERS = ("tpe", "random", "qmc", "nsga2")
 PRUNERS = ("hyperband", "median", "successive_halving", "threshold", "none")
 
-# Defaults for a definition built outside the workflow; the config schema holds the same.
-DEFAULT_SPACE = [
-    {"name": "lr", "type": "float", "low": 1e-4, "high": 3e-2, "log": True},
-    {"name": "optimizer", "type": "categorical", "choices": ["adam", "adamw", "momentum"]},
-    {"name": "batch_size", "type": "categorical", "choices": [32, 64, 128]},
-    {"name": "weight_decay", "type": "float", "low": 1e-5, "high": 1e-1, "log": True},
-    {"name": "dropout", "type": "float", "low": 0.0, "high": 0.3},
-    {"name": "lr_schedule", "type": "categorical", "choices": ["none", "cosine"]},
-]
-DEFAULTS = {
-    "objective": "accuracy",
-    "trials": 20,
-    "workers": 2,
-    "epochs": 8,
-    "max_steps": 0,
-    "seed": 0,
-    "final_seeds": [0, 1, 2],
-    "base": {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "regulariser": "none"},
-    "sampler": {"name": "tpe", "seed": 0, "startup_trials": 5},
-    "pruner": {"name": "hyperband", "min_epochs": 1, "reduction_factor": 3,
-               "startup_trials": 3, "threshold": 0.0},
-    "storage": "journal",
-    "heartbeat_s": 30.0,
-    "grace_s": 300.0,
-}
+# The defaults of a definition are the config schema's (tune: section), so a study built
+# outside the workflow is the study the workflow would build from the same settings.
+DEFAULTS = schema_defaults(load_schema()["properties"]["tune"])
+DEFAULTS.pop("studies")  # which cells to tune is the caller's, not a default of one study
+DEFAULT_SPACE = DEFAULTS.pop("space")
 
 
 def spec_for(defn: dict, params: dict, seed: int | None = None, tuned: str = "") -> RunSpec:
@@ -138,7 +119,7 @@ def make_definition(tune: dict, cell: dict, config: dict | None = None,
         spec_for({"base": base, "seed": t["seed"]}, {})
     except SpecError as e:
         raise SpecError(f"{where}.base: {e}") from None
-    space = parse_space(t["space"] if "space" in tune else DEFAULT_SPACE, base, f"{where}.space")
+    space = parse_space(tune.get("space", DEFAULT_SPACE), base, f"{where}.space")
     sampler, pruner = t["sampler"], t["pruner"]
     if sampler["name"] not in SAMPLERS:
         raise SpecError(f"{where}.sampler.name: unknown sampler {sampler['name']!r}; "

@@ -95,7 +95,7 @@ def reap(study, storage, defn: dict) -> int:
             continue  # finished meanwhile, or another worker reaped it first
         who = f"pid {owner['pid']} on {owner['host']}" if owner else "an unknown worker"
         log(f"trial {t.number} (ticket {t.system_attrs.get(TICKET)}) was left running by "
-             f"{who}, which is gone: marked lost; its parameters run again")
+            f"{who}, which is gone: marked lost; its parameters run again")
         n += 1
     return n
 

@@ -118,7 +118,7 @@ def claim(study, storage, n: int):
             storage.set_trial_system_attr(tid, VOID, "duplicate")
             storage.set_trial_state_values(tid, state=TrialState.FAIL)
             log(f"trial {t.number}: duplicate of ticket {k} (held by trial {holder.number}); "
-                 "voided")
+                "voided")
             continue
         return t
     return None

@@ -6,8 +6,8 @@ memory, gives PRUNED (the sampler then ranks it below the completed trials, so T
 to avoid a learning rate that diverges); an unexpected exception gives FAIL. All three count
 towards N and the study goes on.
 
-No framework is imported here: trials train through ``bench.train.run`` and the backend the
-study names, one framework per worker process.
+``Trainer`` loads the study's backend and dataset once per worker process, on its first
+trial.
 """
 
 from __future__ import annotations
@@ -142,10 +142,10 @@ def run_trial(study, storage, frozen, defn: dict, worker: int, train_fn) -> dict
         study.tell(trial, values, state=state)
     except UpdateFinishedTrialError:
         log(f"trial {frozen.number}: was declared lost while it ran (heartbeat older than "
-             f"grace_s); its result is discarded and the retry counts instead")
+            f"grace_s); its result is discarded and the retry counts instead")
         return {"number": frozen.number, "state": "LOST", "params": params}
     shown = f"{values}" if values else status
     log(f"trial {frozen.number} (ticket {frozen.system_attrs.get(TICKET)}): {state.name} "
-         f"{shown} after {attrs['epochs_trained']} epoch(s), {params}")
+        f"{shown} after {attrs['epochs_trained']} epoch(s), {params}")
     return {"number": frozen.number, "state": state.name, "params": params,
             "epochs": attrs["epochs_trained"]}

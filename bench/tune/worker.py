@@ -34,7 +34,7 @@ def create(defn: dict, out: str | Path) -> dict:
     write_json_atomic(out, defn)
     p = progress(study.get_trials(deepcopy=False), defn["trials"])
     log(f"study {defn['name']} ({storage_label(defn, study_dir)}): {issued} ticket(s) issued, "
-         f"{p['finished']}/{defn['trials']} trials finished")
+        f"{p['finished']}/{defn['trials']} trials finished")
     return p
 
 
@@ -74,7 +74,7 @@ def run_worker(study_dir: str | Path, worker: int, train_fn=None, done: str | No
             time.sleep(0.6)
     p = progress(study.get_trials(deepcopy=False), n)
     log(f"worker {worker}: ran {len(ran)} trial(s); study {defn['name']}: {p['finished']}/{n} "
-         f"finished, {p['running']} running elsewhere")
+        f"finished, {p['running']} running elsewhere")
     summary = {"study": defn["name"], "worker": worker, "ran": ran, "progress": p}
     if done:
         write_json_atomic(done, summary)

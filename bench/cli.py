@@ -11,13 +11,11 @@ import importlib
 import importlib.util
 import json
 import sys
-import time
 from pathlib import Path
 
 from . import spec as S
 
 EXIT_BAD_INPUT = 2
-_WARM: set[str] = set()  # frameworks whose runtime this process has warmed up
 EXTENSIONS = [m for m in ("tune", "report", "speed", "fetch", "translate")
               if importlib.util.find_spec(f"bench.{m}")]
 
@@ -164,45 +162,9 @@ def cmd_list() -> int:
     return 0
 
 
-def _execute(spec: S.RunSpec, a, data_cache: dict, record_path: Path) -> dict:
-    """Run one spec and return its record; status `error` for unexpected exceptions."""
-    import traceback
-
-    from . import train
-    from .backend_api import load_backend
-    from .data import load
-    from .weights_file import path_for
-
-    try:
-        backend = load_backend(spec.framework)
-    except ImportError as e:
-        extra = {"torch": "torch", "tf": "tf"}[spec.framework]
-        raise S.SpecError(f"framework {spec.framework!r} is not installed ({e.name}); "
-                          f"pip install -e '.[{extra}]'") from None
-    try:
-        if spec.dataset not in data_cache:
-            data_cache[spec.dataset] = load(spec.dataset, a.data_dir, a.allow_pickle)
-        if spec.framework not in _WARM:
-            # The first run of a process would otherwise pay (and count as its own memory)
-            # the runtime's lazy start-up: kernel libraries, thread pools, first traces.
-            train.warm_up(spec, data_cache[spec.dataset], backend)
-            _WARM.add(spec.framework)
-        weights = path_for(record_path) if getattr(a, "save_model", False) else None
-        return train.run(spec, data_cache[spec.dataset], backend, mem_limit_mb=a.mem_limit_mb,
-                         save_weights=weights)
-    except S.SpecError:
-        raise
-    except Exception as e:  # noqa: BLE001 - recorded, so a batch keeps its other runs
-        traceback.print_exc()
-        from . import __version__
-
-        return {"run_id": spec.run_id, **spec.to_dict(), "status": "error",
-                "bench_version": __version__,
-                "message": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]}
-
-
 def cmd_train(a) -> int:
     from .records import write_json_atomic
+    from .runner import run_one
 
     spec = _spec_from_args(a)
     if spec.dataset in ("mnist", "imdb"):  # fail before any framework import
@@ -211,7 +173,8 @@ def cmd_train(a) -> int:
         cache = {spec.dataset: load(spec.dataset, a.data_dir, a.allow_pickle)}
     else:
         cache = {}
-    record = _execute(spec, a, cache, Path(a.out))
+    record = run_one(spec, Path(a.out), data_dir=a.data_dir, allow_pickle=a.allow_pickle,
+                     mem_limit_mb=a.mem_limit_mb, save_model=a.save_model, data_cache=cache)
     write_json_atomic(a.out, record)
     print(f"{record['status']}: {spec.run_id} -> {a.out}", file=sys.stderr)
     return 1 if record["status"] == "error" else 0
@@ -219,7 +182,7 @@ def cmd_train(a) -> int:
 
 def cmd_run_batch(a) -> int:
     from .records import write_json_atomic
-    from .slots import measuring_slots, visible_gpus
+    from .runner import measuring_slots_for, run_specs
 
     text = Path(a.specs[1:]).read_text() if a.specs.startswith("@") else a.specs
     try:
@@ -238,13 +201,12 @@ def cmd_run_batch(a) -> int:
         raise S.SpecError("a batch must hold one framework (one framework per process)")
     if len({s.threads for s in specs}) > 1:
         raise S.SpecError("a batch must hold one thread count (thread pools are set once)")
-    out_dir = Path(a.out_dir)
-    gpu = any(s.device in ("cuda", "auto") for s in specs) and visible_gpus() > 0
-    t0 = time.perf_counter()
-    with measuring_slots(max(s.threads for s in specs), gpu):
+    with measuring_slots_for(specs) as waited:
         # Waiting is idle time, not overhead of the job: the log says how long it was.
-        print(f"slot wait {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-        errors = _run_specs(specs, out_dir, a)
+        print(f"slot wait {waited:.1f} s", file=sys.stderr, flush=True)
+        errors = run_specs(specs, Path(a.out_dir), data_dir=a.data_dir,
+                           allow_pickle=a.allow_pickle, mem_limit_mb=a.mem_limit_mb,
+                           save_model=a.save_model)
     if a.done:
         write_json_atomic(a.done, [s.run_id for s in specs])
     if errors:
@@ -252,43 +214,6 @@ def cmd_run_batch(a) -> int:
         print(f"{errors} run(s) ended with status error (see their records); "
               "`snakemake --forcerun train_batch` retries them", file=sys.stderr)
     return 0
-
-
-def _run_specs(specs: list[S.RunSpec], out_dir: Path, a) -> int:
-    from . import __version__
-    from .records import (
-        FINAL_STATUSES,
-        foreign_version,
-        read_record,
-        remove_stale_temps,
-        write_json_atomic,
-    )
-    from .weights_file import path_for
-
-    cache: dict = {}
-    errors = 0
-    for i, spec in enumerate(specs, 1):
-        path = out_dir / f"{spec.run_id}.json"
-        old = read_record(path)
-        outdated = old is not None and foreign_version(old) is not None
-        unsaved = (getattr(a, "save_model", False) and old is not None
-                   and old.get("status") == "ok" and not path_for(path).exists())
-        if old and old.get("status") in FINAL_STATUSES and not outdated and not unsaved:
-            print(f"[{i}/{len(specs)}] {spec.run_id}: kept ({old['status']})", file=sys.stderr)
-            continue
-        stale = remove_stale_temps(path)
-        print(f"[{i}/{len(specs)}] {spec.run_id}: running"
-              + (" (unreadable record replaced)" if old is None and path.exists() else "")
-              + (f" (record of bench {foreign_version(old)} redone: this is "
-                 f"{__version__}, which measures differently)" if outdated else
-                 " (redone: --save-model and its weights were not kept)" if unsaved else
-                 f" (retrying status {old['status']})" if old else "")
-              + (f" ({stale} partial write(s) removed)" if stale else ""),
-              file=sys.stderr, flush=True)
-        record = _execute(spec, a, cache, path)
-        write_json_atomic(path, record)
-        errors += record["status"] == "error"
-    return errors
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from .spec import DATASETS, SpecError
 
+# The workflow's schema: the one place the config's keys, checks and defaults are written.
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
 
 class ConfigError(SpecError):
     pass
@@ -56,12 +59,25 @@ def _fill_defaults(schema: dict, instance: dict) -> None:
             _fill_defaults(sub, instance[key])
 
 
+def load_schema(schema_path: str | Path = SCHEMA_PATH) -> dict:
+    import yaml
+
+    return yaml.safe_load(Path(schema_path).read_text())
+
+
+def schema_defaults(schema: dict) -> dict:
+    """The `default:` of every property of an object schema, nested objects filled in turn
+    (what validation fills into a config that leaves them out); needs no jsonschema."""
+    out: dict = {}
+    _fill_defaults(schema, out)
+    return out
+
+
 def check_config(config: dict, schema_path: str | Path) -> dict:
     """Validate `config`, fill schema defaults, check data files; returns the filled config."""
     import jsonschema
-    import yaml
 
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
     if errors:

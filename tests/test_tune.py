@@ -23,6 +23,9 @@ import yaml
 from bench import tune
 from bench.config import check_config
 from bench.spec import SpecError
+from bench.tune.common import import_optuna
+from bench.tune.liveness import _start_ticks
+from bench.tune.storage import trial_id
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -34,6 +37,7 @@ FAST_MEASURE = {"measure": {"warmup_steps": 2, "block_steps": 5, "block_seconds"
 FAKE_WORKER = textwrap.dedent('''
     import math, os, sys, time
     from bench import tune
+    from bench.tune.common import import_optuna
 
     def fake(spec, on_epoch):
         edges = os.environ.get("FAKE_EDGES") == "1"
@@ -59,7 +63,7 @@ FAKE_WORKER = textwrap.dedent('''
     if __name__ == "__main__":
         gate = os.environ.get("FAKE_GATE")
         if gate:  # start with the others: optuna imported, then wait for the gate to open
-            tune._optuna()
+            import_optuna()
             open(f"{gate}.{sys.argv[2]}", "w").close()
             while not os.path.exists(gate):
                 time.sleep(0.005)
@@ -251,6 +255,23 @@ def test_plan_names_are_stable_and_budget_changes_keep_the_study():
     assert tune.plan_studies(default), "the default config runs at least one study"
 
 
+def test_a_study_outside_the_workflow_takes_the_schema_defaults():
+    """tune.DEFAULTS and DEFAULT_SPACE are read from the config schema: a config that names
+    only the cells plans exactly the definition make_definition builds from nothing."""
+    cfg = _smoke_config()
+    cfg["tune"] = {"studies": [{**{k: CELL[k] for k in ("family", "framework", "dataset")},
+                                "sizes": [CELL["size"]]}]}
+    cfg = check_config(cfg, SCHEMA)
+    [s] = tune.plan_studies(cfg)
+    assert s.definition == tune.make_definition({}, CELL, cfg)
+    assert cfg["tune"]["space"] == tune.DEFAULT_SPACE
+    # the defaults the README's tuning table states
+    d = tune.DEFAULTS
+    assert (d["trials"], d["workers"], d["epochs"], d["max_steps"], d["seed"]) == (20, 2, 8, 0, 0)
+    assert (d["final_seeds"], d["heartbeat_s"], d["grace_s"]) == ([0, 1, 2], 30, 300)
+    assert set(s.definition["space"]) == {e["name"] for e in tune.DEFAULT_SPACE}
+
+
 @pytest.mark.slow
 def test_snakemake_schedules_create_workers_export_final(tmp_path):
     shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
@@ -298,24 +319,24 @@ def test_eight_workers_at_once_end_with_exactly_n_trials(tmp_path):
 
 
 def test_tickets_reissued_twice_at_once_run_once(tmp_path):
+    from optuna.trial import TrialState, create_trial
+
     defn = _definition(trials=3)
     study_dir = _create(tmp_path, defn)
-    a = tune.load(defn, study_dir)
-    b = tune.load(defn, study_dir, storage=tune.open_storage(defn, study_dir))  # 2nd process
+    sa, sb = tune.open_storage(defn, study_dir), tune.open_storage(defn, study_dir)
+    a, b = tune.load(defn, study_dir, sa), tune.load(defn, study_dir, sb)  # two processes
     # both pop the same ticket: exactly one wins
     t = a.get_trials()[0]
-    from optuna.trial import TrialState
-
-    assert a._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING) is True
-    assert b._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING) is False
+    tid = trial_id(sa, a, t.number)
+    assert trial_id(sb, b, t.number) == tid
+    assert sa.set_trial_state_values(tid, TrialState.RUNNING) is True
+    assert sb.set_trial_state_values(tid, TrialState.RUNNING) is False
     # its worker dies; two workers reap it and both reissue the ticket
-    a._storage.set_trial_system_attr(t._trial_id, tune.OWNER, {"host": "gone", "pid": 1})
-    a._storage.set_trial_system_attr(t._trial_id, tune.HEARTBEAT, time.time() - 60)
-    assert tune.reap(a, defn) == 1 and tune.reap(b, defn) == 0
+    sa.set_trial_system_attr(tid, tune.OWNER, {"host": "gone", "pid": 1})
+    sa.set_trial_system_attr(tid, tune.HEARTBEAT, time.time() - 60)
+    assert tune.reap(a, sa, defn) == 1 and tune.reap(b, sb, defn) == 0
     assert tune.issue_tickets(a, 3) == 1
     # b reissued it at the same moment (before it could see a's copy)
-    from optuna.trial import create_trial
-
     b.add_trial(create_trial(state=TrialState.WAITING,
                              system_attrs={"fixed_params": {}, tune.TICKET: 0}))
     _fake_workers(tmp_path, study_dir, 2)
@@ -324,6 +345,47 @@ def test_tickets_reissued_twice_at_once_run_once(tmp_path):
     assert sorted(tune.VOID in t.system_attrs and t.system_attrs[tune.VOID]
                   for t in trials if tune.is_void(t)) == ["duplicate", "lost"]
     assert p["void"] == 2
+
+
+@pytest.mark.parametrize("kind", ["journal", "rdb"])
+def test_the_optuna_behaviour_tickets_and_reaping_rely_on_is_still_there(tmp_path, kind):
+    """What bench.tune needs of Optuna beyond its documented surface (the `fixed_params`
+    system attribute is private: pyproject pins the tested Optuna range), checked so that an
+    upgrade fails here, naming what moved, rather than as lost or doubled trials."""
+    optuna = import_optuna()
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState, create_trial
+
+    def open_storage():
+        if kind == "rdb":
+            return optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+        return optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
+
+    mine, theirs = open_storage(), open_storage()  # two workers' storages
+    study = optuna.create_study(study_name="contract", storage=mine)
+    study.enqueue_trial({"lr": 0.01})
+    assert study.get_trials()[0].system_attrs.get("fixed_params") == {"lr": 0.01}, (
+        "Optuna no longer keeps a waiting trial's parameters in system_attrs['fixed_params'] "
+        "(see enqueue_trial); bench.tune.tickets.issue_tickets writes them there to retry a "
+        "lost trial with its parameters")
+    study.add_trial(create_trial(state=TrialState.WAITING,
+                                 system_attrs={"fixed_params": {"lr": 0.02}, tune.TICKET: 0}))
+    tid = trial_id(mine, study, 1)
+    assert mine.set_trial_state_values(tid, TrialState.RUNNING) is True
+    assert theirs.set_trial_state_values(tid, TrialState.RUNNING) is False, (
+        "storage.set_trial_state_values(WAITING -> RUNNING) no longer returns False to the "
+        "loser of a race; bench.tune.tickets.claim relies on it for exactly N trials")
+    trial = optuna.Trial(study, tid)
+    assert trial.suggest_float("lr", 1e-4, 1.0, log=True) == 0.02, (
+        "a trial popped from a waiting trial no longer suggests its system_attrs"
+        "['fixed_params']; a retried ticket would not rerun the lost trial's parameters")
+    study.tell(trial, 0.5)
+    for write in (lambda: theirs.set_trial_system_attr(tid, tune.VOID, "lost"),
+                  lambda: theirs.set_trial_state_values(tid, TrialState.FAIL)):
+        with pytest.raises(UpdateFinishedTrialError):  # reap: it finished meanwhile
+            write()
+    assert study.get_trials()[1].state == TrialState.COMPLETE
 
 
 # ---------------------------------------------------------------------------- outcomes
@@ -403,7 +465,7 @@ def test_owner_liveness_on_this_machine_and_elsewhere():
     me = tune.owner_info(0)
     assert tune.owner_alive(me, None, 5)
     p = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone = {**me, "pid": p.pid, "start": tune._start_ticks(p.pid) or "x"}
+    gone = {**me, "pid": p.pid, "start": _start_ticks(p.pid) or "x"}
     p.wait()
     assert not tune.owner_alive(gone, time.time(), 5)  # dead pid: no heartbeat can save it
     assert not tune.owner_alive({**me, "start": "1"}, time.time(), 5)  # pid reused

@@ -1,0 +1,220 @@
+"""bench.runner: which records a batch keeps, redoes or retries, and how it writes them.
+
+Most tests replace `train.run` with a fake that returns a record at once, so they check the
+runner's rules, its stderr lines and its writes in milliseconds; one runs a real tiny
+PyTorch model through the same path.
+"""
+
+import fcntl
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import __version__, backend_api, runner, train
+from bench import data as data_mod
+from bench.records import FINAL_STATUSES, write_json_atomic
+from bench.spec import RunSpec, SpecError
+from bench.weights_file import path_for
+
+TINY = dict(family="cnn", framework="torch", dataset="digits", size="xs", epochs=1,
+            max_steps=3, warmup_steps=0, block_steps=1, block_seconds=0.0)
+FAILS = 13  # the fake trainer raises for this seed
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """A trainer that records its calls; the first run of a process warms up once."""
+    calls: dict[str, list] = {"run": [], "warm": [], "load": []}
+
+    def run(spec, data, backend, on_epoch=None, mem_limit_mb=0.0, save_weights=None):
+        calls["run"].append({"run_id": spec.run_id, "data": data, "backend": backend,
+                             "mem_limit_mb": mem_limit_mb, "save_weights": save_weights})
+        if spec.seed == FAILS:
+            raise RuntimeError("boom\nsecond line")
+        if save_weights:
+            Path(save_weights).write_bytes(b"weights")
+        return {"run_id": spec.run_id, **spec.to_dict(), "status": "ok",
+                "bench_version": __version__, "test_acc": 0.5}
+
+    monkeypatch.setattr(train, "run", run)
+    monkeypatch.setattr(train, "warm_up", lambda spec, data, backend:
+                        calls["warm"].append(spec.framework))
+    monkeypatch.setattr(backend_api, "load_backend", lambda fw: f"backend-{fw}")
+    monkeypatch.setattr(data_mod, "load", lambda name, data_dir, allow_pickle:
+                        calls["load"].append((name, data_dir, allow_pickle)) or f"data-{name}")
+    monkeypatch.setattr(runner, "_WARM", set())
+    return calls
+
+
+def _specs(*seeds: int) -> list[RunSpec]:
+    return [RunSpec.create(**TINY, seed=s) for s in seeds]
+
+
+def _run(tmp_path: Path, specs, **kw) -> int:
+    return runner.run_specs(specs, tmp_path / "runs", data_dir="data", allow_pickle=False, **kw)
+
+
+def _lines(capsys) -> list[str]:
+    return [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[")]
+
+
+def _record(tmp_path: Path, spec: RunSpec) -> dict:
+    return json.loads((tmp_path / "runs" / f"{spec.run_id}.json").read_text())
+
+
+def _put(tmp_path: Path, spec: RunSpec, **fields) -> Path:
+    path = tmp_path / "runs" / f"{spec.run_id}.json"
+    write_json_atomic(path, {"run_id": spec.run_id, **spec.to_dict(), "status": "ok",
+                             "bench_version": __version__, "test_acc": 0.9, **fields})
+    return path
+
+
+def test_a_new_batch_runs_each_spec_once_and_writes_its_record(tmp_path, fake, capsys):
+    specs = _specs(0, 1)
+    assert _run(tmp_path, specs, mem_limit_mb=512) == 0
+    assert _lines(capsys) == [f"[1/2] {specs[0].run_id}: running",
+                              f"[2/2] {specs[1].run_id}: running"]
+    assert [c["run_id"] for c in fake["run"]] == [s.run_id for s in specs]
+    assert all(c["mem_limit_mb"] == 512 and c["save_weights"] is None for c in fake["run"])
+    assert all(c["data"] == "data-digits" and c["backend"] == "backend-torch"
+               for c in fake["run"])
+    assert fake["load"] == [("digits", "data", False)]  # one load for the batch
+    assert fake["warm"] == ["torch"]  # one warm-up for the process
+    for s in specs:
+        assert _record(tmp_path, s)["status"] == "ok"
+    assert not list((tmp_path / "runs").glob(".*.tmp"))
+    assert _run(tmp_path, _specs(2)) == 0 and fake["warm"] == ["torch"]  # still warm
+
+
+@pytest.mark.parametrize("status", FINAL_STATUSES)
+def test_a_final_record_is_kept(tmp_path, fake, capsys, status):
+    [spec] = _specs(0)
+    path = _put(tmp_path, spec, status=status)
+    before = path.read_bytes()
+    assert _run(tmp_path, [spec]) == 0
+    assert _lines(capsys) == [f"[1/1] {spec.run_id}: kept ({status})"]
+    assert fake["run"] == [] and path.read_bytes() == before
+
+
+def test_an_error_record_is_retried(tmp_path, fake, capsys):
+    [spec] = _specs(0)
+    _put(tmp_path, spec, status="error")
+    assert _run(tmp_path, [spec]) == 0
+    assert _lines(capsys) == [f"[1/1] {spec.run_id}: running (retrying status error)"]
+    assert _record(tmp_path, spec)["test_acc"] == 0.5
+
+
+def test_a_record_of_another_bench_version_is_redone(tmp_path, fake, capsys):
+    [spec] = _specs(0)
+    _put(tmp_path, spec, bench_version="0.2.0")
+    assert _run(tmp_path, [spec]) == 0
+    assert _lines(capsys) == [f"[1/1] {spec.run_id}: running (record of bench 0.2.0 redone: "
+                              f"this is {__version__}, which measures differently)"]
+    assert _record(tmp_path, spec)["bench_version"] == __version__
+
+
+def test_save_model_redoes_an_ok_record_whose_weights_are_missing(tmp_path, fake, capsys):
+    ok, diverged, saved = _specs(0, 1, 2)
+    _put(tmp_path, ok)
+    _put(tmp_path, diverged, status="diverged")  # nothing to test: no weights to keep
+    path_for(_put(tmp_path, saved)).write_bytes(b"kept")
+    assert _run(tmp_path, [ok, diverged, saved], save_model=True) == 0
+    assert _lines(capsys) == [
+        f"[1/3] {ok.run_id}: running (redone: --save-model and its weights were not kept)",
+        f"[2/3] {diverged.run_id}: kept (diverged)",
+        f"[3/3] {saved.run_id}: kept (ok)"]
+    record_path = tmp_path / "runs" / f"{ok.run_id}.json"
+    assert [c["save_weights"] for c in fake["run"]] == [path_for(record_path)]
+    assert path_for(record_path).read_bytes() == b"weights"
+    assert _run(tmp_path, [ok]) == 0 and len(fake["run"]) == 1  # without it: kept either way
+
+
+def test_an_unreadable_record_is_replaced_and_partial_writes_removed(tmp_path, fake, capsys,
+                                                                     monkeypatch):
+    from bench import records
+
+    [spec] = _specs(0)
+    path = tmp_path / "runs" / f"{spec.run_id}.json"
+    path.parent.mkdir()
+    path.write_text('{"run_id": "x", "sta')
+    dead = path.with_name(f".{path.name}.k1ll3d.tmp")
+    dead.write_text("{")
+    monkeypatch.setattr(records, "_PROCESS_START", dead.stat().st_mtime + 1)  # older: dead
+    assert _run(tmp_path, [spec]) == 0
+    assert _lines(capsys) == [f"[1/1] {spec.run_id}: running (unreadable record replaced) "
+                              "(1 partial write(s) removed)"]
+    assert _record(tmp_path, spec)["status"] == "ok" and not dead.exists()
+
+
+def test_an_exception_is_recorded_as_error_and_the_batch_goes_on(tmp_path, fake, capsys):
+    bad, good = _specs(FAILS, 0)
+    assert _run(tmp_path, [bad, good]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: boom" in err  # the log shows where
+    rec = _record(tmp_path, bad)
+    assert rec["status"] == "error" and rec["message"] == "RuntimeError: boom"
+    assert rec["bench_version"] == __version__ and rec["seed"] == FAILS
+    assert _record(tmp_path, good)["status"] == "ok"
+    assert _run(tmp_path, [bad, good]) == 1  # an error is retried, the ok run is kept
+    assert [c["run_id"] for c in fake["run"]] == [bad.run_id, good.run_id, bad.run_id]
+
+
+def test_the_old_record_stays_whole_until_the_new_one_replaces_it(tmp_path, fake, monkeypatch):
+    [spec] = _specs(0)
+    path = _put(tmp_path, spec, status="error")
+    old = path.read_bytes()
+    seen = []
+    fake_run = train.run
+
+    def run(spec, *args, **kw):
+        seen.append(path.read_bytes())  # what a reader sees while the run trains
+        return fake_run(spec, *args, **kw)
+
+    monkeypatch.setattr(train, "run", run)
+    assert _run(tmp_path, [spec]) == 0
+    assert seen == [old] and json.loads(path.read_text())["status"] == "ok"
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp left
+
+
+def test_a_missing_framework_is_an_input_error_with_the_install_command(tmp_path, fake,
+                                                                       monkeypatch):
+    def missing(fw):
+        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+
+    monkeypatch.setattr(backend_api, "load_backend", missing)
+    spec = RunSpec.create(**{**TINY, "framework": "tf"})
+    with pytest.raises(SpecError, match=r"framework 'tf' is not installed \(tensorflow\); "
+                                        r"pip install -e '\.\[tf\]'"):
+        _run(tmp_path, [spec])
+    assert not (tmp_path / "runs" / f"{spec.run_id}.json").exists()
+
+
+def test_measuring_slots_for_holds_a_cpu_slot_of_the_batch_thread_count(tmp_path, monkeypatch):
+    from bench.slots import available_cores
+
+    monkeypatch.setenv("BENCH_SLOT_DIR", str(tmp_path))
+    monkeypatch.setenv("BENCH_SLOTS", "1")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    specs = [RunSpec.create(**TINY, threads=available_cores())]  # one slot on this machine
+    with runner.measuring_slots_for(specs) as waited:
+        assert 0 <= waited < 5
+        [lock] = (tmp_path).glob("bench-slots-*/cpu-0.lock")
+        with open(lock, "w") as f, pytest.raises(BlockingIOError):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on the way out
+
+
+@pytest.mark.slow
+def test_a_real_tiny_run_writes_its_record_and_weights_and_is_kept_after(tmp_path, capsys):
+    pytest.importorskip("torch")
+    [spec] = _specs(0)
+    assert _run(tmp_path, [spec], save_model=True) == 0
+    rec = _record(tmp_path, spec)
+    assert rec["status"] == "ok" and rec["run_id"] == spec.run_id and rec["steps_run"] == 3
+    assert path_for(tmp_path / "runs" / f"{spec.run_id}.json").is_file()
+    capsys.readouterr()
+    assert _run(tmp_path, [spec], save_model=True) == 0
+    assert _lines(capsys) == [f"[1/1] {spec.run_id}: kept (ok)"]

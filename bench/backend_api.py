@@ -1,169 +1,190 @@
-"""The contract `torch_backend` and `tf_backend` both fulfil, and how to pick one.
+"""The contract `torch_backend` and `tf_backend` both fulfil (`Backend`, `Trainer`), and how
+to pick one.
 
-Each backend module exposes the same names:
+`bench.train` is written once against this contract; tests/test_backend_api.py checks that
+both modules satisfy it, name for name and parameter for parameter. Framework-neutral: the
+protocols name tensors `Any` (a torch.Tensor or a tf.Tensor on the run's device).
 
-    NAME: str                                    "torch" or "tf"
-    setup(threads, device, seed) -> dict         pin threads (intra `threads`, inter-op 1)
-                                                 before any framework op, seed the
-                                                 framework's RNGs, resolve device
-                                                 auto|cpu|cuda; returns {"device": "cpu" or
-                                                 "cuda", "device_name", "framework_version"}
-    build(spec) -> model                         the model for RunSpec `spec`, initialised
-                                                 from bench.init.init_weights(spec)
-    n_params(model) -> int                       trainable parameters
-    snapshot(model) -> state; restore(model, state)   copy / put back every variable
-                                                 (weights and normalisation statistics):
-                                                 the loop tests the best validation epoch
-    get_weights(model) -> list[np.ndarray]       canonical layout/order (spec.weight_shapes)
-    set_weights(model, list[np.ndarray])
-    to_device(array) -> tensor                   one whole split, kept on the device
-    take(tensor, idx: np.ndarray) -> tensor      rows `idx` of a device tensor (a batch)
-    Trainer(model, spec)                         owns optimizer state; methods:
-        .step(xb, yb, lr: float) -> tensor       one optimizer step at learning rate lr,
-                                                 including the L2 penalty and decoupled
-                                                 weight decay; returns the mean batch loss
-                                                 (data loss + penalty) as a device scalar
-        .evaluate(x, y, batch) -> (loss, acc)    eval mode, data loss only, python floats
-        .predict(x, batch) -> np.ndarray         eval-mode outputs (logits), for parity tests
-        .infer(xb) -> tensor                     one eval-mode forward pass (timing)
-    scalar(tensor) -> float                      reads a device scalar (synchronises)
-    sync()                                       waits for queued device work
-    reset_peak_memory(); peak_memory() -> int | None   device bytes (None on CPU)
-    is_oom(exc) -> bool                          the exception means out of memory
+Models (counts, order and layout must match spec.weight_shapes; trainable parameters must
+equal spec.param_count). Inputs: images (N,H,W,C) float32, series (N,L,C) float32, tokens
+(N,L) int64, labels int64 (N,). One output logit means binary (sigmoid cross-entropy),
+otherwise softmax cross-entropy over spec.info.n_outputs logits.
 
-The loop in `bench.train` is written once against this contract.
+- cnn: tokens are embedded first (L, embed). conv (3x3 Conv2D on images, k=3 Conv1D
+  otherwise; padding from spec.cnn_geometry) -> [BatchNorm] -> ReLU -> MaxPool(2), twice;
+  flatten channels-last (H,W,C) -> [Dropout] -> Dense(dense, relu) -> [Dropout] -> head.
+- lstm / gru: tokens embedded; images read row by row (H steps of W*C features). `layers`
+  recurrent layers of `hidden` units, Dropout between them on the sequence, the last one's
+  final state -> [BatchNorm] -> [Dropout] -> head. Canonical LSTM weights: kernel (in,4h),
+  recurrent_kernel (h,4h), bias (4h), gates i,f,c,o; torch's second bias stays zero and
+  frozen. GRU: Keras's reset_after variant (torch's own), bias (2,3h), gates z,r,h. No
+  recurrent dropout (Keras would leave its fused kernel).
+- transformer: tokens embedded or series/image rows projected to d_model, sinusoidal
+  positions added (pe[pos,2i] = sin(pos/10000^(2i/d)), pe[pos,2i+1] = cos), `layers` pre-LN
+  blocks x + Drop(Attn(LN1 x)), x + Drop(FF(LN2 x)) with FF = Dense(ff, relu) -> Dense(d)
+  and attention over `heads` heads from four d->d projections q,k,v,o (torch computes it
+  with F.scaled_dot_product_attention, TensorFlow with matmuls and softmax: the same
+  function); final LayerNorm "ln", mean over positions, [BatchNorm], [Dropout], head.
+- seq2seq: pre-LN encoder-decoder, one embedding tied across source, target and output;
+  source padding masked, decoder self-attention causal (bench.spec.weight_shapes).
+- BatchNorm: eps spec.BATCHNORM_EPS, running averages with momentum
+  spec.BATCHNORM_MOMENTUM in Keras's sense (torch: 1 - that); LayerNorm eps
+  spec.LAYERNORM_EPS. Dropout only in the training step.
+- build(spec) starts from bench.init.init_weights(spec): both frameworks start from the same
+  arrays for a seed.
 
-Model definitions (must match spec.weight_shapes exactly in count, order, layout; trainable param
-count must equal
-spec.param_count(family, size, dataset, spec.batchnorm)). Input numpy layouts: image (N,H,W,C)
-float32, series (N,L,C)
-float32, tokens (N,L) int64 (class labels int64 (N,)). info = spec.info; arch = spec.arch; n_out =
-info.n_outputs
-(1 => binary, one logit, sigmoid/BCE-with-logits; else softmax cross-entropy over n_out logits).
-- cnn: tokens -> Embedding(vocab, embed) giving (L, embed). Then conv1 (Conv2D 3x3 on images, Conv1D
-  k=3 on series/
-  embedded tokens), padding from spec.cnn_geometry(shape)[0] ('valid' or 'same'), stride 1, ->
-  [BatchNorm if
-  spec.batchnorm] -> ReLU -> MaxPool(2) (floor) -> conv2 same way -> [BN] -> ReLU -> MaxPool(2) ->
-  flatten in
-  CHANNELS-LAST order (H,W,C) -> [Dropout(spec.dropout) if >0] -> Dense(dense, relu) -> [Dropout] ->
-  Dense(n_out).
-- lstm / gru: tokens -> Embedding(vocab, embed); images (H,W,C) are read row by row as H steps of
-  W*C features
-  (reshape); series (L,C) as is. Then `layers` recurrent layers of `hidden` units, each returning
-  the full sequence
-  except the last which returns its final hidden state; Dropout(spec.dropout) between layers (on the
-  sequence) when >0.
-  Then [BatchNorm on the final hidden state] -> [Dropout] -> Dense(n_out). Gate nonlinearities:
-  sigmoid gates, tanh.
-  LSTM canonical: kernel (in,4h), recurrent_kernel (h,4h), bias (4h), gate order i,f,c,o (Keras =
-  torch's i,f,g,o).
-  Torch nn.LSTM has a second bias (bias_hh): keep it at zero and frozen (requires_grad False) so
-  trainable counts match.
-  GRU canonical = Keras reset_after=True: kernel (in,3h), recurrent_kernel (h,3h), bias (2,3h)
-  [input bias row,
-  recurrent bias row], gate order z,r,h; torch nn.GRU uses order r,z,n with b_ih,b_hh — same math,
-  reorder gates.
-  Do NOT use recurrent dropout (Keras would leave the fused kernel).
-- transformer: tokens -> Embedding(vocab, d); series/images -> Dense proj (features -> d) (images
-  row by row as above).
-  Add sinusoidal positional encoding (not trainable): pe[pos, 2i] = sin(pos / 10000^(2i/d)), pe[pos,
-  2i+1] = cos(same).
-  `layers` pre-LN encoder blocks: x = x + Drop(Attn(LN1(x))); x = x + Drop(FF(LN2(x))), FF =
-  Dense(ff, relu) ->
-  Dense(d). Attn = own implementation with four Dense d->d layers q,k,v,o: split into `heads` heads
-  of d/heads, scores
-  = q k^T / sqrt(d/heads), softmax over keys, no mask, weighted sum of v, merge heads, o projection.
-  After blocks: final
-  LN (name "ln"), mean over the sequence, [BatchNorm on pooled features], [Dropout], Dense(n_out)
-  head.
-  LayerNorm eps = spec.LAYERNORM_EPS. (torch: you may use F.scaled_dot_product_attention.)
-- BatchNorm: eps spec.BATCHNORM_EPS, running-average momentum spec.BATCHNORM_MOMENTUM in the Keras
-  sense (torch
-  momentum = 1 - that). Only gamma/beta are trainable; running stats are not weights in the
-  canonical list.
-- Dropout rate spec.dropout (0 => no dropout layers needed); active only in training step.
-Initialisation: build(spec) must call bench.init.init_weights(spec) and set_weights with it (so both
-frameworks start
-from identical weights for a seed). set_weights/get_weights convert between canonical (Keras) layout
-and yours.
+Training (one meaning in both frameworks):
 
-Training semantics (one meaning, both frameworks — the other backend is written in parallel by
-someone else, so
-follow this exactly):
-- Loss: mean over batch of softmax CE with logits (n_out>1) or BCE with logits (n_out==1, labels 0/1
-  float).
-- L2 (spec.l2 > 0): add spec.l2 * sum(w**2) over every trainable weight with ndim >= 2 (kernels,
-  recurrent kernels,
-  embeddings) to the loss inside the step. The step returns the total loss (data + penalty).
-- Decoupled weight decay (spec.weight_decay > 0): in every step, for every trainable weight with
-  ndim >= 2,
-  p <- p - lr * weight_decay * p, applied to the weights BEFORE the optimizer update (same as torch
-  AdamW order),
-  for any optimizer (adamw = adam + decoupled decay; spec resolves the default 0.01). Do it
-  manually; do not use the
-  frameworks' weight_decay arguments.
-- Optimizers (spec.OPTIMIZERS): sgd: p -= lr*g. momentum: v = 0.9*v + g; p -= lr*v (torch SGD
-  momentum=0.9;
-  Keras SGD(momentum=0.9) is equivalent). nesterov: torch SGD(nesterov=True, momentum=0.9) / Keras
-  SGD(nesterov=True).
-  adam and adamw: betas spec.ADAM_BETAS, eps spec.EPSILON (=1e-8; Keras default is 1e-7, override!),
-  no amsgrad.
-  rmsprop: rho spec.RMSPROP_RHO (torch alpha=0.9), eps spec.EPSILON, no momentum, not centered.
-  Check how each
-  framework adds eps (outside vs inside sqrt) and make them equal (outside sqrt: g / (sqrt(v) +
-  eps)).
-- The learning rate is given per step by the caller (schedules are computed by the shared loop): set
-  it on the
-  optimizer each step without retracing/recompiling (TF: a tf.Variable /
-  optimizer.learning_rate.assign inside the
-  compiled function with lr passed as a tensor argument; torch: param_group["lr"]).
-- Batches may have different sizes (full batch = whole train set; last partial batches are dropped
-  by the loop, but
-  evaluate() sees a partial last batch) — avoid retracing per step in TF (input_signature with None
-  batch dim or
-  reduce_retracing).
-- spec.compile: torch -> torch.compile the model/step; TF -> tf.function(jit_compile=True) for the
-  train step.
-  Without it: torch eager, TF tf.function (graph mode, no XLA).
-- setup(threads, device, seed): set threads BEFORE any other framework work
-  (torch.set_num_threads(threads),
-  torch.set_num_interop_threads(1) — this raises if called twice/after work, tolerate that; TF:
-  tf.config.threading.set_intra_op_parallelism_threads(threads),
-  set_inter_op_parallelism_threads(1)), seed
-  (torch.manual_seed; keras.utils.set_random_seed), make CPU runs deterministic (TF:
-  tf.config.experimental.
-  enable_op_determinism() is acceptable if it does not slow things much; torch: deterministic by
-  default on CPU),
-  resolve device "auto" -> cuda if available else cpu; "cuda" requested but unavailable -> raise
-  bench.spec.SpecError("device 'cuda' requested but no GPU is visible to <framework>"). TF GPU:
-  enable memory growth.
-- Memory: torch cuda max_memory_allocated after reset_peak_memory_stats; TF
-  tf.config.experimental.get_memory_info(
-  'GPU:0')['peak'] after reset_memory_stats('GPU:0'); return None on CPU.
-- is_oom(exc): torch.cuda.OutOfMemoryError, RuntimeError whose text says "out of memory" or "can't
-  allocate memory"
-  (CPU allocator); TF tf.errors.ResourceExhaustedError; also MemoryError.
-- PERFORMANCE matters: this is a benchmark tool and the two frameworks must not be handicapped by
-  our code. Keep the
-  step lean (no host syncs inside step(), data stays on device, gather batches on device). Measure
-  your backend: the
-  seed CNN on "mnist" shapes (random data 28x28x1, batch 64, adam) — reference on this 2-core
-  machine: PyTorch eager
-  about 2,950 samples/s on 2 threads, Keras graph mode about 4,250 on 2 threads. Note the machine is
-  shared and noisy.
-  You cannot load the real mnist file; build a RunSpec with dataset "mnist" and random numpy arrays
-  of the right shape.
+- Loss: the batch mean of the cross-entropy; seq2seq, per non-PAD target token, with label
+  smoothing as torch's.
+- L2 (spec.l2): l2 * sum(w^2) over the trainable weights of 2 or more dimensions (kernels,
+  recurrent kernels, embeddings), added to the loss inside the step.
+- Decoupled weight decay (spec.weight_decay): w <- w - lr * weight_decay * w on those
+  weights in every step, before the optimizer's update (torch AdamW's order), for any
+  optimizer; written out, not the frameworks' own arguments.
+- Optimizers (spec.OPTIMIZERS): sgd p -= lr g; momentum v = 0.9 v + g, p -= lr v; nesterov
+  as torch's; adam/adamw with spec.ADAM_BETAS and eps spec.EPSILON added to sqrt(v_hat);
+  rmsprop rho spec.RMSPROP_RHO, eps outside the square root, no momentum, not centred.
+- The caller gives the learning rate per step (bench.train.lr_at); setting it must not
+  retrace or recompile. Batches vary in size (full batch, partial evaluation batches):
+  one trace for all.
+- spec.compile: torch.compile; TensorFlow jit_compile=True (without it: eager torch, TF
+  graph mode). spec.precision: fp32, or mixed bf16/fp16 with fp32 weights and loss (torch
+  autocast + GradScaler, Keras mixed policies + LossScaleOptimizer).
+- Memory: the device allocator's peak since reset_peak_memory(); None on a CPU.
 
-Tests for each backend live in tests/test_<backend>.py (one framework per test process).
+A backend must not slow its framework down: no host syncs inside step(), data stays on the
+device, batches are gathered there (tests/test_<backend>.py; `python -m bench speed`).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .spec import RunSpec
 
 MODULES = {"torch": "bench.torch_backend", "tf": "bench.tf_backend"}
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """Owns the optimizer state and compiled functions of one model and spec."""
+
+    def step(self, xb: Any, yb: Any, lr: float) -> Any:
+        """One optimizer step at learning rate `lr` (the L2 penalty and the decoupled weight
+        decay included); the mean batch loss, data + penalty, as a device scalar. No sync."""
+
+    def evaluate(self, x: Any, y: Any, batch: int) -> tuple[float, float]:
+        """Eval mode, data loss only: (mean loss, accuracy) as python floats. seq2seq: loss
+        per target token and the share of sentences greedy decoding gets exactly."""
+
+    def predict(self, x: Any, batch: int, y: Any = None) -> np.ndarray:
+        """Eval-mode logits (seq2seq: every target position, teacher-forced on `y`)."""
+
+    def infer(self, xb: Any) -> Any:
+        """One eval-mode forward pass, left on the device (inference timing)."""
+
+    def encode(self, src: Any) -> Any:
+        """seq2seq: the decoder's state for source rows (bench.generate drives it)."""
+
+    def tile(self, state: Any, idx: np.ndarray) -> Any:
+        """seq2seq: rows `idx` of a state (beams, finished rows leaving the batch)."""
+
+    def next_logprobs(self, state: Any, prefix: np.ndarray) -> np.ndarray:
+        """seq2seq: log-probabilities (rows, vocab) of the token after each prefix row."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend module exposes. `NAME` is "torch" or "tf"."""
+
+    NAME: str
+
+    def setup(self, threads: int, device: str = "auto", seed: int = 0, tf32: bool = False,
+              conv_autotune: bool = True) -> dict:
+        """Before any other framework work: pin threads (intra `threads`, inter-op 1), seed,
+        resolve the device (auto|cpu|cuda; cuda without a GPU raises SpecError), set the
+        GPU math settings. Returns device, device_name, framework_version."""
+
+    def build(self, spec: RunSpec) -> Any:
+        """The model for `spec`, initialised from bench.init.init_weights(spec)."""
+
+    def n_params(self, model: Any) -> int:
+        """Trainable parameters, counted by the framework (must equal spec.param_count)."""
+
+    def get_weights(self, model: Any) -> list[np.ndarray]:
+        """The weights in canonical layout and order (spec.weight_shapes)."""
+
+    def set_weights(self, model: Any, weights: list[np.ndarray]) -> None:
+        """Load canonical weights."""
+
+    def snapshot(self, model: Any) -> Any:
+        """A host copy of every variable (weights and normalisation statistics)."""
+
+    def restore(self, model: Any, state: Any) -> None:
+        """Put a snapshot back (the loop tests the best validation epoch)."""
+
+    def Trainer(self, model: Any, spec: RunSpec) -> Trainer:  # noqa: N802 - a class there
+        """The model's trainer."""
+
+    def to_device(self, array: np.ndarray) -> Any:
+        """One whole array on the device: floats float32, integers int64."""
+
+    def take(self, tensor: Any, idx: Any) -> Any:
+        """Rows `idx` (a numpy or device index array) of a device tensor, gathered there."""
+
+    def scalar(self, tensor: Any) -> float:
+        """A device scalar as a python float (a sync)."""
+
+    def sum_scalars(self, ts: list) -> float:
+        """The sum of device scalars as one read, after all queued device work: the one
+        sync of a timed segment."""
+
+    def sync(self) -> None:
+        """Wait for queued device work."""
+
+    def reset_peak_memory(self) -> None:
+        """Start a new device-memory peak (GPU only)."""
+
+    def peak_memory(self) -> int | None:
+        """Peak device bytes since reset_peak_memory(); None on a CPU."""
+
+    def is_oom(self, exc: BaseException) -> bool:
+        """Whether `exc` means the device or host ran out of memory."""
+
+
+def _params(fn) -> list[tuple[str, object]]:
+    sig = inspect.signature(fn)
+    return [(p.name, p.default) for p in sig.parameters.values() if p.name != "self"]
+
+
+def conformance(module: ModuleType) -> list[str]:
+    """What `module` lacks or names differently against `Backend` and its `Trainer`
+    (members, parameter names and defaults); empty when it fulfils the contract."""
+    problems = []
+    for proto, obj, where in ((Backend, module, module.__name__),
+                              (Trainer, getattr(module, "Trainer", None), "Trainer")):
+        members = {n for n in vars(proto) if not n.startswith("_")}
+        for name in sorted(members | set(proto.__annotations__)):
+            theirs = getattr(obj, name, None)
+            if theirs is None:
+                problems.append(f"{where}.{name} is missing")
+                continue
+            ours = getattr(proto, name, None)
+            if callable(ours) and callable(theirs):
+                target = theirs.__init__ if inspect.isclass(theirs) else theirs
+                want = _params(ours)
+                got = _params(target)
+                if got != want:
+                    problems.append(f"{where}.{name}{tuple(n for n, _ in got)} differs from "
+                                    f"the contract's {tuple(n for n, _ in want)} or its "
+                                    f"defaults")
+    return problems
 
 
 def load_backend(framework: str) -> ModuleType:

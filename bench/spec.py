@@ -702,7 +702,7 @@ class RunSpec:
         Fields added since 0.4 enter the hash only away from their defaults, so the runs
         of earlier studies keep their ids."""
         d = self.to_dict()
-        for k, v in _LATER_DEFAULTS.items():
+        for k, v in MATH_DEFAULTS.items():
             if d[k] == v:
                 del d[k]
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
@@ -726,4 +726,6 @@ class RunSpec:
         return replace(self, **kw)
 
 
-_LATER_DEFAULTS = {"precision": "fp32", "tf32": False, "conv_autotune": True}
+# RunSpec's precision and GPU math settings at their defaults; added in 0.5, so they enter
+# the run id's hash only away from these.
+MATH_DEFAULTS = {"precision": "fp32", "tf32": False, "conv_autotune": True}

@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from .spec import CLASSIFIERS, FRAMEWORKS, RunSpec
+from .spec import CLASSIFIERS, DEVICES, FRAMEWORKS, PRECISIONS, RunSpec, SpecError
 
 MODELS = [("cnn", "seed", "mnist")] + [(f, "m", "mnist1d") for f in CLASSIFIERS]
 MODELS += [("seq2seq", "m", "en_fr_numbers")]
@@ -30,6 +30,10 @@ def add_parsers(sub) -> None:
                                      "family, both frameworks, interleaved")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--compile", action="store_true", help="torch.compile / XLA")
+    p.add_argument("--device", default="cpu", choices=DEVICES,
+                   help="cpu, cuda (fails in one line without a GPU) or auto")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32, or mixed bf16 / fp16")
     p.add_argument("--rounds", type=int, default=2, help="alternations of the frameworks")
     p.add_argument("--steps", type=int, default=60, help="steps per timed block (3 blocks)")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
@@ -62,16 +66,28 @@ def _worker(a) -> int:
     from .backend_api import load_backend
 
     backend = load_backend(a.worker)
+    try:  # a device this framework cannot see fails the whole table, in one line
+        backend.setup(a.threads, a.device, 0)
+    except SpecError as e:
+        print(f"python -m bench speed: error: {e}", file=sys.stderr)
+        return 2
     out = {}
     for family, size, dataset in MODELS:
         steps = 10 + 3 * a.steps
         spec = RunSpec.create(family=family, framework=a.worker, dataset=dataset, size=size,
                               optimizer="adam", batch_size=64, epochs=1, max_steps=steps,
                               threads=a.threads, compile=a.compile, warmup_steps=10,
-                              block_steps=a.steps, block_seconds=0.0)
+                              block_steps=a.steps, block_seconds=0.0, device=a.device,
+                              precision=a.precision)
         data = _synthetic(dataset, 64 * steps)
-        rec = train.run(spec, data, backend)
+        try:
+            rec = train.run(spec, data, backend)
+        except SpecError as e:  # a precision a kernel lacks: that model only
+            print(f"{a.worker} {family}/{size}: {e}", file=sys.stderr)
+            out[f"{family}/{size}/{dataset}"] = None
+            continue
         out[f"{family}/{size}/{dataset}"] = rec["train_samples_per_s"]
+        out["_device"] = f"{rec['device']} ({rec['device_name']})"
     print(json.dumps(out))
     return 0
 
@@ -81,29 +97,42 @@ def main(a) -> int:
         return _worker(a)
     frameworks = [f for f in a.frameworks.split(",") if f]
     results: dict[str, dict[str, list[float]]] = {f: {} for f in frameworks}
+    devices: dict[str, str] = {}
     load = os.getloadavg()[0]
     for r in range(a.rounds):
         for fw in frameworks if r % 2 == 0 else frameworks[::-1]:
             cmd = [sys.executable, "-m", "bench", "speed", "--worker", fw,
-                   "--threads", str(a.threads), "--steps", str(a.steps)]
+                   "--threads", str(a.threads), "--steps", str(a.steps),
+                   "--device", a.device, "--precision", a.precision]
             cmd += ["--compile"] if a.compile else []
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode:
-                print(p.stderr[-2000:], file=sys.stderr)
-                return 1
+                lines = p.stderr.strip().splitlines() or [""]
+                one_line = p.returncode == 2 and lines[-1].startswith("python -m bench speed")
+                print(lines[-1] if one_line else p.stderr[-2000:], file=sys.stderr)
+                return p.returncode
+            for line in p.stderr.splitlines():  # a model this setting cannot run
+                if line.startswith(f"{fw} ") and ": " in line and r == 0:
+                    print(line, file=sys.stderr)
             for k, v in json.loads(p.stdout.strip().splitlines()[-1]).items():
-                results[fw].setdefault(k, []).append(v)
+                if k == "_device":
+                    devices[fw] = v
+                elif v is not None:
+                    results[fw].setdefault(k, []).append(v)
             print(f"round {r + 1}/{a.rounds}: {fw} done", file=sys.stderr, flush=True)
-    print(f"threads={a.threads} compile={a.compile} rounds={a.rounds} "
+    print(f"threads={a.threads} compile={a.compile} precision={a.precision} rounds={a.rounds} "
           f"load average at start {load:.2f} (median samples/s over rounds)")
+    for fw, where in devices.items():
+        print(f"{fw}: {where}")
     header = f"{'model':28s}" + "".join(f"{fw:>12s}" for fw in frameworks)
     if len(frameworks) == 2:
         header += f"{frameworks[0] + '/' + frameworks[1]:>14s}"
     print(header)
-    for key in results[frameworks[0]]:
-        meds = [statistics.median(results[fw][key]) for fw in frameworks]
-        line = f"{key:28s}" + "".join(f"{m:12,.0f}" for m in meds)
-        if len(meds) == 2:
+    for key in dict.fromkeys(k for fw in frameworks for k in results[fw]):
+        meds = [statistics.median(results[fw][key]) if results[fw].get(key) else None
+                for fw in frameworks]
+        line = f"{key:28s}" + "".join(f"{m:12,.0f}" if m else f"{'-':>12s}" for m in meds)
+        if len(meds) == 2 and all(meds):
             line += f"{meds[0] / meds[1]:14.2f}"
         print(line)
     return 0

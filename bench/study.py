@@ -31,6 +31,7 @@ import itertools
 from dataclasses import dataclass
 
 from .spec import (
+    MATH_DEFAULTS,
     RunSpec,
     SpecError,
     check_family_reads,
@@ -87,9 +88,7 @@ def _common(config: dict, family: str) -> dict:
         "device": config.get("device", "cpu"),
         "threads": config.get("threads", 1),
         "compile": config.get("compile", False),
-        "precision": config.get("precision", "fp32"),
-        "tf32": config.get("tf32", False),
-        "conv_autotune": config.get("conv_autotune", True),
+        **{k: config.get(k, v) for k, v in MATH_DEFAULTS.items()},
         **config.get("measure", {}),
     }
     common.update((st.get("family_settings") or {}).get(family) or {})

@@ -840,8 +840,8 @@ class Trainer:
 # ---------------------------------------------------------------------------- device
 
 
-def scalar(t) -> float:
-    return float(t.item()) if isinstance(t, torch.Tensor) else float(t)
+def scalar(tensor) -> float:
+    return float(tensor.item()) if isinstance(tensor, torch.Tensor) else float(tensor)
 
 
 def sum_scalars(ts: list) -> float:

@@ -1052,3 +1052,25 @@ def test_generation_page_copes_with_seq2seq_records_without_the_new_fields(tmp_p
     assert "only one size has successful runs" in _gen_panel(page, "quality").caption
     assert "no framework ratio" in _gen_panel(page, "speed").caption
     assert "Beam search helps nowhere" in _gen_panel(page, "beam").caption
+
+
+def test_runs_of_another_precision_or_device_get_their_own_report(tmp_path):
+    recs = smoke_records()
+    out = build(tmp_path / "one", recs)
+    assert not (out / report.SETTINGS_DIR).exists()
+    assert f"All {len(recs)} runs: cpu (Test CPU), fp32, 1 thread." in visible_text(
+        (out / "index.html").read_text())
+    # a few of the same runs again in bf16 on a GPU: never drawn beside the CPU fp32 ones
+    other = [dict(r, run_id=r["run_id"] + "-bf16", precision="bf16", device="cuda",
+                  device_name="NVIDIA H200") for r in recs[:6]]
+    out = build(tmp_path / "two", recs + other)
+    index = visible_text((out / "index.html").read_text())
+    assert "Benchmark overview" in index and f"({len(recs)} runs)" in index
+    assert "cuda (NVIDIA H200), bf16, 1 thread, no TF32" in index
+    sub = out / report.SETTINGS_DIR / "1"
+    sub_index = visible_text((sub / "index.html").read_text())
+    assert f"({len(other)} runs)" in sub_index and (sub / "frameworks.html").is_file()
+    assert 'href="../../index.html"' in (sub / "index.html").read_text()
+    # a rebuild with one setting again leaves no stale sub-report behind
+    report.build_report(tmp_path / "one" / "results" / "summary.parquet", out)
+    assert not (out / report.SETTINGS_DIR).exists()

@@ -115,6 +115,20 @@ def test_plan_carries_config_settings(shipped):
         assert s.dropout == (0.2 if s.regulariser == "dropout" else 0.0)
 
 
+def test_precision_and_gpu_math_settings_reach_every_spec(load, shipped):
+    assert {(s.precision, s.tf32, s.conv_autotune) for s in plan(shipped["smoke.yaml"])} == {
+        ("fp32", False, True)}
+
+    def edit(raw):
+        raw.update(precision="bf16", tf32=True, conv_autotune=False)
+
+    specs = plan(load("smoke.yaml", edit))
+    assert {(s.precision, s.tf32, s.conv_autotune) for s in specs} == {("bf16", True, False)}
+    assert all("-bf16-" in s.run_id for s in specs)
+    with pytest.raises(ConfigError, match="precision"):
+        load("smoke.yaml", lambda raw: raw.update(precision="fp8"))
+
+
 def test_optimizer_overrides_reach_specs(load):
     def edit(raw):
         raw["study"]["optimizers"]["adamw"] = {"lr": 0.002, "batch_size": "full"}

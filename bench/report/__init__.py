@@ -9,10 +9,12 @@ the verb runs.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
 
+SETTINGS_DIR = "settings"
 PAGE_FILES = ("index.html", "scale.html", "frameworks.html", "sweep.html", "curves.html",
               "generation.html", "tuning.html")
 
@@ -44,12 +46,13 @@ def _cmd(a) -> int:
     return 0
 
 
-def build_pages(df, studies, source: str = "the summary table"):
-    """All pages for a normalised summary table and loaded tuning studies."""
+def build_pages(df, studies, source: str = "the summary table", settings=None):
+    """All pages for a normalised summary table and loaded tuning studies. `settings` lists
+    (description, runs, link or None for these pages) of every measurement setting."""
     from . import pages as P
 
     return [
-        P.overview_page(df, source, studies),
+        P.overview_page(df, source, studies, settings),
         P.scale_page(df),
         P.frameworks_page(df),
         P.sweep_page(df),
@@ -83,8 +86,26 @@ def build_report(summary: str | Path, out: str | Path, tune_dir: str | Path | No
     footer = (f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m bench report` "
               f"from {summary} ({len(df)} runs) with plotly {plotly.__version__}; "
               f"tuning studies: {len(studies)}.")
+    # Runs on other hardware or settings are never drawn beside these: the most common
+    # setting gets the pages here, every other one its own under settings/<n>/.
+    parts = T.split_by_setting(df)
+    settings_dir = out / SETTINGS_DIR
+    if settings_dir.is_dir():
+        shutil.rmtree(settings_dir)
+    links = [f"{SETTINGS_DIR}/{i}/index.html" for i in range(1, len(parts))]
     sizes = {}
-    for page in build_pages(df, studies, str(summary)):
-        sizes[page.file] = write_page(out, page, js, footer)
+    for i, (setting, part) in enumerate(parts):
+        here = out if i == 0 else settings_dir / str(i)
+        up = "" if i == 0 else "../../"
+        listing = [(T.describe_setting(st), len(p), None if j == i else
+                    up + ("index.html" if j == 0 else links[j - 1]))
+                   for j, (st, p) in enumerate(parts)] if setting else None
+        for page in build_pages(part, studies if i == 0 else [], str(summary), listing):
+            written = write_page(here, page, js, footer)
+            if i == 0:
+                sizes[page.file] = written
+    if len(parts) > 1:
+        print(f"report: {len(parts)} measurement settings; the other {len(parts) - 1} under "
+              f"{settings_dir}/", file=sys.stderr)
     print(f"report: built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return sizes

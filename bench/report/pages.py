@@ -189,11 +189,24 @@ def figure_rows(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts).drop_duplicates("run_id")
 
 
-def overview_page(df: pd.DataFrame, source: str, studies: list) -> Page:
+def overview_page(df: pd.DataFrame, source: str, studies: list,
+                  settings: list | None = None) -> Page:
     page = Page("index.html", "Benchmark overview",
                 f"Scale vs performance of CNN, RNN and Transformer models in PyTorch and "
                 f"TensorFlow, from {source} ({len(df)} runs).")
     keys = Keys()
+    if settings:
+        page.h2("Measurement setting")
+        if len(settings) == 1:
+            page.p(f"All {settings[0][1]} runs: {settings[0][0]}.")
+        else:
+            page.add(table([[text, n, "these pages" if link is None else "own report"]
+                            for text, n, link in settings],
+                           ["device, precision, threads", "runs", "shown"]))
+            page.p("Runs on different hardware or settings are never compared on one page: "
+                   "each setting has its own report.")
+            page.add(links([(link, f"{text} ({n} runs)") for text, n, link in settings
+                            if link is not None]))
     page.h2("Headline findings")
     page.add(_ol(findings(df)))
     page.h2("Against published results")

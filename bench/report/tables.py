@@ -72,7 +72,7 @@ TEXT_COLUMNS = ["run_id", "status", "message", "family", "framework", "dataset",
                 "optimizer", "regulariser", "tuned", "device", "device_name", "curve",
                 "framework_version", "python_version", "platform", "cpu_model", "hostname",
                 "bench_version", "batch_size", "started_at", "stop_reason", "lr_role",
-                "examples"]
+                "examples", "precision", "compile", "tf32", "conv_autotune"]
 NUMBER_COLUMNS = ["params", "seed", "test_acc", "val_acc", "best_val_acc", "train_samples_per_s",
                   "infer_samples_per_s", "peak_rss_mb", "peak_device_mem_mb", "wall_s", "lr",
                   "epochs", "max_steps", "threads", "cpu_count", "load_avg_1m_start",
@@ -99,6 +99,52 @@ def framework_rank(fw: str) -> tuple:
     if fw == POOLED:
         return (len(order) + 1, fw)
     return (order.index(fw) if fw in order else len(order), fw)
+
+
+# What a measurement depends on beyond the model and its training: runs that differ in one
+# of these are never drawn side by side (each setting gets its own pages).
+SETTING_COLUMNS = ["device", "device_name", "precision", "threads", "compile", "tf32",
+                   "conv_autotune"]
+SETTING_DEFAULTS = {"precision": "fp32", "compile": "False", "tf32": "False",
+                    "conv_autotune": "True"}
+
+
+def setting_of(row) -> tuple:
+    """The measurement setting of one summary row (older records: the defaults)."""
+    out = []
+    for c in SETTING_COLUMNS:
+        v = row[c]
+        if c == "threads":
+            v = "" if pd.isna(v) else str(int(v))
+        out.append(v or SETTING_DEFAULTS.get(c, ""))
+    return tuple(out)
+
+
+def describe_setting(setting: tuple) -> str:
+    """'cpu (AMD EPYC ...), fp32, 1 thread' plus compile/tf32/autotune where not default."""
+    d = dict(zip(SETTING_COLUMNS, setting, strict=True))
+    text = d["device"] or "device not recorded"
+    if d["device_name"]:
+        text += f" ({d['device_name']})"
+    text += f", {d['precision']}"
+    if d["threads"]:
+        text += f", {d['threads']} thread" + ("" if d["threads"] == "1" else "s")
+    if d["compile"] == "True":
+        text += ", compiled"
+    if d["device"] == "cuda":
+        text += (", TF32" if d["tf32"] == "True" else ", no TF32")
+        text += ("" if d["conv_autotune"] == "True" else ", no conv autotuning")
+    return text
+
+
+def split_by_setting(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    """(setting, its runs) for every measurement setting, the one with the most runs first
+    (ties: by description)."""
+    if df.empty:
+        return [((), df)]
+    keys = df.apply(setting_of, axis=1)
+    parts = [(k, df[keys == k]) for k in dict.fromkeys(keys)]
+    return sorted(parts, key=lambda p: (-len(p[1]), describe_setting(p[0])))
 
 
 def load_summary(path: str | Path) -> pd.DataFrame:

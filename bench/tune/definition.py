@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import load_schema, schema_defaults
-from ..spec import DATASETS, FRAMEWORKS, RunSpec, SpecError, check_family_reads, size_of
+from ..spec import (
+    DATASETS,
+    FRAMEWORKS,
+    MATH_DEFAULTS,
+    RunSpec,
+    SpecError,
+    check_family_reads,
+    size_of,
+)
 from .paths import DEFINITION_FILE
 from .space import parse_space
 
@@ -115,6 +123,8 @@ def make_definition(tune: dict, cell: dict, config: dict | None = None,
         "compile": config.get("compile", False),
         **{k: measure[k] for k in ("warmup_steps", "block_steps", "block_seconds") if k in measure},
     }
+    # Only away from their defaults, so that studies defined before them keep their names.
+    base.update({k: config[k] for k, v in MATH_DEFAULTS.items() if config.get(k, v) != v})
     try:
         spec_for({"base": base, "seed": t["seed"]}, {})
     except SpecError as e:
@@ -218,7 +228,7 @@ def check_definition(defn) -> dict:
     tune.update({k: base[k] for k in ("epochs", "max_steps") if k in base})
     tune["base"] = {k: base[k] for k in ("optimizer", "lr", "batch_size", "regulariser")
                     if k in base}
-    config = {k: base[k] for k in ("device", "threads", "compile") if k in base}
+    config = {k: base[k] for k in ("device", "threads", "compile", *MATH_DEFAULTS) if k in base}
     config["measure"] = {k: base[k] for k in ("warmup_steps", "block_steps", "block_seconds")
                          if k in base}
     config.update({k: defn[k] for k in ("data_dir", "allow_pickle", "mem_limit_mb") if k in defn})

@@ -1,6 +1,6 @@
 """Learning-rate selection on validation: grid records -> the chosen rate of every unit.
 
-A unit is (family, dataset, size, optimizer) (`bench.study.unit_of`). Its grid runs differ only
+A unit is (family, dataset, size, optimizer) (`bench.plan.unit_of`). Its grid runs differ only
 in the learning rate; the winner has the highest best validation accuracy (test accuracy is
 never looked at). A run that diverged or failed ranks below every run that trained; a tie
 goes to the smaller rate, the safer one for the other seeds.

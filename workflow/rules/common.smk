@@ -1,5 +1,5 @@
 # The study grid: config -> validated settings -> runs -> jobs (batches of runs).
-# The expansion lives in bench.study so the tests check exactly what is scheduled here.
+# The expansion lives in bench.plan so the tests check exactly what is scheduled here.
 
 import json
 import shlex
@@ -10,7 +10,7 @@ sys.path.insert(0, workflow.basedir)
 
 from bench.config import check_config  # noqa: E402
 from bench import __version__ as BENCH_VERSION  # noqa: E402
-from bench.study import jobs, race_epochs  # noqa: E402
+from bench.plan import jobs, race_epochs  # noqa: E402
 
 try:
     config = check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")

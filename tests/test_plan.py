@@ -1,4 +1,4 @@
-"""bench.study: the shipped study configs expand into the runs and jobs the workflow runs."""
+"""bench.plan: the shipped study configs expand into the runs and jobs the workflow runs."""
 
 import copy
 import itertools
@@ -10,8 +10,8 @@ import yaml
 
 from bench import spec as S
 from bench.config import ConfigError, check_config
+from bench.plan import batches, jobs, lr_grid_runs, plan, sizes_of, unit_of
 from bench.spec import RunSpec, SpecError
-from bench.study import batches, jobs, lr_grid_runs, plan, sizes_of, unit_of
 
 
 @pytest.fixture(scope="module")

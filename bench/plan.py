@@ -1,6 +1,7 @@
-"""Expand a study config (config/config.yaml, already schema-validated) into runs and jobs.
+"""Expand a study config (config/config.yaml, already schema-validated) into its plan: runs
+and jobs.
 
-The workflow imports this module, so the grid is defined once, in plain Python, and the
+The workflow imports this module, so the plan is defined once, in plain Python, and the
 tests exercise exactly what Snakemake schedules.
 
 Designs:

@@ -638,6 +638,18 @@ class RunSpec:
         _choice("precision", self.precision, PRECISIONS)
         # Normalise so that 64, 64.0 and "64" give one spec and one run id.
         object.__setattr__(self, "batch_size", parse_batch_size(self.batch_size))
+        # Equal specs must give one id: the id hashes the JSON, where 1 and 1.0 differ, and
+        # a config's `lr: 1` or `l2: 0` arrives as an int.
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if f.type == "float":
+                object.__setattr__(self, f.name, float(v))
+            elif f.type == "int" and isinstance(v, float) and v.is_integer():
+                object.__setattr__(self, f.name, int(v))
+            elif f.type == "bool" and v in (0, 1):
+                object.__setattr__(self, f.name, bool(v))
         checks = [
             ("lr", self.lr > 0 and math.isfinite(self.lr)),
             ("epochs", self.epochs >= 1),

@@ -1,5 +1,6 @@
 """bench.spec: registries, analytic parameter/FLOP counts and RunSpec validation."""
 
+import json
 import math
 import re
 import subprocess
@@ -393,7 +394,25 @@ def test_from_dict_rejects_unknown_key():
         RunSpec.from_dict(d)
 
 
-def test_spec_properties():
+@pytest.mark.parametrize("name,a,b", [
+    ("lr", 1, 1.0), ("l2", 0, 0.0), ("block_seconds", 2, 2.0), ("epochs", 10.0, 10),
+    ("batchnorm", 1, True), ("compile", 0, False),
+])
+def test_equal_specs_written_with_other_number_types_share_one_id(name, a, b):
+    """A config's `lr: 1` and the CLI's --lr 1 (a float) are one run, found under one id."""
+    x, y = _base(**{name: a}), _base(**{name: b})
+    assert x == y and x.run_id == y.run_id
+    assert type(getattr(x, name)) is type(getattr(y, name))
+    assert RunSpec.from_dict(json.loads(json.dumps(x.to_dict()))).run_id == x.run_id
+
+
+def test_with_validates_and_normalises_like_the_constructor():
     s = _base(family="transformer", dataset="tokens", size="s")
-    assert s.info is S.DATASETS["tokens"]
-    assert s.arch == S.SIZES["transformer"]["s"]
+    assert s.with_(batch_size="64").run_id == s.with_(batch_size=64.0).run_id == s.run_id
+    assert s.with_(seed=1).run_id != s.run_id and s.with_(seed=1).with_(seed=0) == s
+    with pytest.raises(SpecError, match="dropout"):
+        s.with_(dropout=1.0)
+    with pytest.raises(SpecError, match="cannot read"):
+        s.with_(family="seq2seq")
+    # what the backends build from: the binary task's one logit, the size's widths
+    assert (s.info.n_outputs, s.arch.d_model, s.arch.layers) == (1, 32, 2)

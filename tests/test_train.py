@@ -4,12 +4,13 @@ Learning, determinism, and every outcome: ok, diverged, oom, invalid input, erro
 """
 
 import json
+import math
 import subprocess
 import sys
 
 import pytest
 
-from bench.spec import CLASSIFIERS, FRAMEWORKS
+from bench.spec import CLASSIFIERS, FRAMEWORKS, flops_per_sample, param_count
 from bench.train import lr_at, planned_steps
 
 pytestmark = pytest.mark.slow
@@ -38,10 +39,13 @@ def test_short_run_on_mnist1d_beats_chance_clearly(tmp_path, family, framework):
     assert r["status"] == "ok"
     assert r["test_acc"] > 0.25, r["test_acc"]  # chance is 0.10
     assert len(r["curve"]) == 6 and "epoch 6/6" in p.stderr  # per-epoch progress on stderr
-    for key in ("params", "flops_per_sample", "train_samples_per_s", "infer_samples_per_s",
-                "step_ms_p50", "step_ms_p95", "first_step_s", "peak_rss_mb", "wall_s",
-                "framework_version", "device", "threads", "val_acc", "train_loss"):
-        assert r[key] is not None, key
+    assert r["params"] == param_count(family, "s", "mnist1d")
+    assert r["flops_per_sample"] == flops_per_sample(family, "s", "mnist1d")
+    assert r["train_samples_per_s"] > 0 and r["infer_samples_per_s"] > 0
+    assert 0 < r["step_ms_p50"] <= r["step_ms_p95"] and r["first_step_s"] > 0
+    assert r["peak_rss_mb"] >= r["rss_start_mb"] > 0 and r["wall_s"] > r["first_step_s"]
+    assert r["framework_version"][0].isdigit()
+    assert 0 < r["train_loss"] < math.log(10)  # below chance's cross-entropy
     assert r["device"] == "cpu" and r["threads"] == 1 and r["framework"] == framework
     # Tested at the best validation epoch's weights: its validation score is the record's.
     best = max(r["curve"], key=lambda c: c["val_acc"])
@@ -104,11 +108,22 @@ def test_huge_learning_rate_is_recorded_as_diverged(tmp_path, framework):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_memory_limit_is_recorded_as_oom(tmp_path, framework):
-    p, r = train(tmp_path, "--family", "cnn", "--framework", framework, "--dataset", "digits",
-                 "--size", "xs", "--epochs", "2", "--mem-limit-mb", "1")
-    assert p.returncode == 0
-    assert r["status"] == "oom" and "exceeded the limit" in r["message"]
+def test_memory_limit_trips_below_the_peak_and_not_above_it(tmp_path, framework):
+    # Full-batch steps of a large CNN: each holds 3600 samples' activations, about 150 MB
+    # above the run's baseline, from the first epoch on (the limit is checked per epoch).
+    args = ["--family", "cnn", "--framework", framework, "--dataset", "mnist1d", "--size", "l",
+            "--batch-size", "full", "--epochs", "2"]
+    _, free = train(tmp_path, *args, name="free.json")
+    base, peak = free["rss_start_mb"], free["peak_rss_mb"]
+    assert free["status"] == "ok" and peak - base > 60, (base, peak)
+    _, above = train(tmp_path, *args, "--mem-limit-mb", str(peak + 100), name="above.json")
+    assert above["status"] == "ok", above.get("message")
+    limit = (base + peak) / 2
+    p, below = train(tmp_path, *args, "--mem-limit-mb", f"{limit:.0f}", name="below.json")
+    assert p.returncode == 0 and below["status"] == "oom", below.get("message")
+    used = float(below["message"].split("peak memory ")[1].split(" MB")[0])
+    assert f"exceeded the limit of {limit:.0f} MB" in below["message"]
+    assert limit < used < peak + 60, (limit, used, peak)
 
 
 BAD = [

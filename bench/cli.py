@@ -13,7 +13,22 @@ import json
 import sys
 from pathlib import Path
 
-from . import spec as S
+from .spec import (
+    DATASETS,
+    DEVICES,
+    FAMILIES,
+    FRAMEWORKS,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    PRECISIONS,
+    REGULARISERS,
+    SIZE_NAMES,
+    SIZES,
+    RunSpec,
+    SpecError,
+    param_count,
+    reads,
+)
 
 EXIT_BAD_INPUT = 2
 EXTENSIONS = [m for m in ("tune", "report", "speed", "fetch", "translate")
@@ -27,15 +42,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    sizes = sorted({s for fam in S.SIZES.values() for s in fam}, key=S.SIZE_NAMES.index)
+    sizes = sorted({s for fam in SIZES.values() for s in fam}, key=SIZE_NAMES.index)
     g = p.add_argument_group("what to train")
-    g.add_argument("--family", required=True, choices=S.FAMILIES)
-    g.add_argument("--framework", required=True, choices=S.FRAMEWORKS)
-    g.add_argument("--dataset", required=True, choices=list(S.DATASETS))
+    g.add_argument("--family", required=True, choices=FAMILIES)
+    g.add_argument("--framework", required=True, choices=FRAMEWORKS)
+    g.add_argument("--dataset", required=True, choices=list(DATASETS))
     g.add_argument("--size", required=True, choices=sizes,
                    help="named size; `python -m bench list` shows parameter counts")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--optimizer", default="adam", choices=list(S.OPTIMIZERS))
+    g.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS))
     g.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     g.add_argument("--batch-size", default="64",
                    help="'full' (full-batch GD), 1 (stochastic) or N (mini-batch); default 64")
@@ -44,13 +59,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("regularisation")
     g.add_argument("--regulariser", default="none",
-                   help="'+'-joined from: " + ", ".join(S.REGULARISERS) + " (default none)")
+                   help="'+'-joined from: " + ", ".join(REGULARISERS) + " (default none)")
     g.add_argument("--l2", type=float, help="L2 coefficient (preset with l2: 1e-4)")
     g.add_argument("--weight-decay", type=float,
                    help="decoupled weight decay (preset with wd, and for adamw: 1e-2)")
     g.add_argument("--dropout", type=float, help="dropout rate (preset with dropout: 0.2)")
     g.add_argument("--batchnorm", action="store_true", default=None, help="add batch norm")
-    g.add_argument("--lr-schedule", choices=S.LR_SCHEDULES,
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="none, step or cosine (presets lr_step, lr_decay)")
     g.add_argument("--patience", type=int,
                    help="stop when the smoothed validation accuracy has not improved for this "
@@ -59,11 +74,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-warmup", type=int, default=0,
                    help="optimizer steps of linear learning-rate warm-up (default 0)")
     g = p.add_argument_group("execution and measurement")
-    g.add_argument("--device", default="cpu", choices=S.DEVICES)
+    g.add_argument("--device", default="cpu", choices=DEVICES)
     g.add_argument("--threads", type=int, default=1, help="intra-op threads (inter-op is 1)")
     g.add_argument("--compile", action="store_true", default=False,
                    help="torch.compile / XLA jit_compile")
-    g.add_argument("--precision", default="fp32", choices=S.PRECISIONS,
+    g.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32, or mixed bf16 / fp16 (fp32 weights; fp16 scales the loss)")
     g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,
                    help="TF32 matmuls and convolutions on a GPU (default off, both frameworks)")
@@ -126,37 +141,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _spec_from_args(a) -> S.RunSpec:
+def _spec_from_args(a) -> RunSpec:
     keys = ["family", "framework", "dataset", "size", "optimizer", "lr", "batch_size", "epochs",
             "max_steps", "seed", "l2", "weight_decay", "dropout", "batchnorm", "lr_schedule",
             "patience", "min_epochs", "lr_warmup", "device", "threads", "compile",
             "precision", "tf32", "conv_autotune",
             "warmup_steps", "block_steps", "block_seconds"]
-    return S.RunSpec.create(regulariser=a.regulariser, **{k: getattr(a, k) for k in keys})
+    return RunSpec.create(regulariser=a.regulariser, **{k: getattr(a, k) for k in keys})
 
 
 def cmd_list() -> int:
     w = sys.stdout.write
-    w("families: " + ", ".join(S.FAMILIES) + "\nframeworks: " + ", ".join(S.FRAMEWORKS) + "\n\n")
+    w("families: " + ", ".join(FAMILIES) + "\nframeworks: " + ", ".join(FRAMEWORKS) + "\n\n")
     w("datasets:\n")
-    for d in S.DATASETS.values():
+    for d in DATASETS.values():
         what = (f"vocabulary {d.vocab}, target length {d.target_len}" if d.kind == "text"
                 else f"classes {d.n_classes}")
         w(f"  {d.name:13s} {d.kind:6s} shape {d.shape} {what}  {d.description}\n")
     w("\nsizes (trainable parameters per dataset, - where the family cannot read it; xxl is "
       "meant for a GPU, seed = article):\n")
-    names = list(S.DATASETS)
-    for fam in S.FAMILIES:
+    names = list(DATASETS)
+    for fam in FAMILIES:
         w(f"  {fam}\n    {'size':6s}" + "".join(f"{n:>14s}" for n in names) + "  definition\n")
-        for size, arch in S.SIZES[fam].items():
-            counts = "".join(f"{S.param_count(fam, size, n):>14,d}" if S.reads(fam, n)
+        for size, arch in SIZES[fam].items():
+            counts = "".join(f"{param_count(fam, size, n):>14,d}" if reads(fam, n)
                              else f"{'-':>14s}" for n in names)
             w(f"    {size:6s}{counts}  {arch}\n")
     w("\noptimizers:\n")
-    for o in S.OPTIMIZERS.values():
+    for o in OPTIMIZERS.values():
         w(f"  {o.name:9s} {o.description}\n")
     w("\nregularisers (join with '+', e.g. dropout+l2+lr_decay):\n")
-    for r in S.REGULARISERS.values():
+    for r in REGULARISERS.values():
         w(f"  {r.name:10s} {r.description}\n")
     w("\nbatch sizes: full (full-batch gradient descent), 1 (stochastic), N (mini-batch)\n")
     return 0
@@ -188,19 +203,19 @@ def cmd_run_batch(a) -> int:
     try:
         items = json.loads(text)
     except ValueError as e:
-        raise S.SpecError(f"--specs is not valid JSON: {e}") from None
+        raise SpecError(f"--specs is not valid JSON: {e}") from None
     if not isinstance(items, list) or not items:
-        raise S.SpecError("--specs must be a non-empty JSON list of run specs")
-    specs = [S.RunSpec.from_dict(d) for d in items]
+        raise SpecError("--specs must be a non-empty JSON list of run specs")
+    specs = [RunSpec.from_dict(d) for d in items]
     if a.lr_from:
         from .lr_select import load_choices, resolve
 
         choices = load_choices(a.lr_from)
         specs = [resolve(s, choices, a.lr_from) for s in specs]
     if len({s.framework for s in specs}) > 1:
-        raise S.SpecError("a batch must hold one framework (one framework per process)")
+        raise SpecError("a batch must hold one framework (one framework per process)")
     if len({s.threads for s in specs}) > 1:
-        raise S.SpecError("a batch must hold one thread count (thread pools are set once)")
+        raise SpecError("a batch must hold one thread count (thread pools are set once)")
     with measuring_slots_for(specs) as waited:
         # Waiting is idle time, not overhead of the job: the log says how long it was.
         print(f"slot wait {waited:.1f} s", file=sys.stderr, flush=True)
@@ -237,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             return select_main(a.batches, a.runs_dir, a.out, a.race)
         if getattr(a, "func", None):
             return a.func(a)
-    except (S.SpecError, RecordWriteError) as e:
+    except (SpecError, RecordWriteError) as e:
         print(f"python -m bench {a.verb}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_BAD_INPUT

@@ -34,20 +34,20 @@ def fake_data(spec: RunSpec, n: int, seed: int = 0):
     return x, y.astype(np.int64)
 
 
-def check_snapshot_round_trip(B, spec: RunSpec) -> None:
-    """`B.snapshot` then more steps then `B.restore` gives back the same eval outputs, so
-    the weights and the normalisation statistics both came back (one backend module `B`)."""
-    trainer = B.Trainer(B.build(spec), spec)
+def check_snapshot_round_trip(backend, spec: RunSpec) -> None:
+    """snapshot, more steps, then restore give back the same eval outputs, so the weights
+    and the normalisation statistics both came back (`backend`: one backend module)."""
+    trainer = backend.Trainer(backend.build(spec), spec)
     x, y = fake_data(spec, 64)
-    xd, yd = B.to_device(x), B.to_device(y)
+    xd, yd = backend.to_device(x), backend.to_device(y)
     # a translation model's outputs are teacher-forced on the targets
     targets = (yd,) if spec.family == "seq2seq" else ()
     trainer.step(xd, yd, 1e-2)
-    state, before = B.snapshot(trainer.model), trainer.predict(xd, 32, *targets)
+    state, before = backend.snapshot(trainer.model), trainer.predict(xd, 32, *targets)
     for _ in range(3):  # moves the weights and the running statistics
         trainer.step(xd, yd, 1e-2)
     assert not np.allclose(trainer.predict(xd, 32, *targets), before)
-    B.restore(trainer.model, state)
+    backend.restore(trainer.model, state)
     np.testing.assert_array_equal(trainer.predict(xd, 32, *targets), before)
 
 

@@ -5,8 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from bench import __version__
-from bench import aggregate as A
+from bench import __version__, aggregate
 from bench.records import write_json_atomic
 from bench.spec import RunSpec, SpecError
 
@@ -14,12 +13,12 @@ from bench.spec import RunSpec, SpecError
 def test_flatten_nested_dict_and_list():
     rec = {"run_id": "r", "env": {"cpu": {"model": "x", "n": 2}, "gpu": None},
            "curve": [{"epoch": 1, "val_acc": 0.5}], "status": "ok"}
-    assert A.flatten(rec) == {
+    assert aggregate.flatten(rec) == {
         "run_id": "r", "env.cpu.model": "x", "env.cpu.n": 2, "env.gpu": None,
         "curve": '[{"epoch":1,"val_acc":0.5}]', "status": "ok",
     }
-    assert json.loads(A.flatten(rec)["curve"]) == rec["curve"]
-    assert A.flatten({}) == {}
+    assert json.loads(aggregate.flatten(rec)["curve"]) == rec["curve"]
+    assert aggregate.flatten({}) == {}
 
 
 def _record(spec: RunSpec, status="ok", **kw):
@@ -47,12 +46,12 @@ def study(tmp_path):
 
 def test_main_writes_one_row_per_run(tmp_path, study, capsys):
     csv, pq = tmp_path / "out" / "summary.csv", tmp_path / "out" / "summary.parquet"
-    assert A.main(study["batches"], str(study["runs"]), str(csv), str(pq)) == 0
+    assert aggregate.main(study["batches"], str(study["runs"]), str(csv), str(pq)) == 0
     df = pd.read_csv(csv)
     assert list(df["run_id"]) == study["ids"]
     assert list(df["status"]) == study["statuses"]  # failed runs kept, not dropped
-    lead = [c for c in A.LEADING if c in df.columns]
-    assert lead == A.LEADING  # every leading column present in these records ...
+    lead = [c for c in aggregate.LEADING if c in df.columns]
+    assert lead == aggregate.LEADING  # every leading column present in these records ...
     assert list(df.columns[: len(lead)]) == lead  # ... and first, in order
     rest = list(df.columns[len(lead):])
     assert rest == sorted(rest)
@@ -68,7 +67,7 @@ def test_main_writes_one_row_per_run(tmp_path, study, capsys):
 
 def test_main_csv_only(tmp_path, study):
     csv = tmp_path / "summary.csv"
-    assert A.main(study["batches"], str(study["runs"]), str(csv), None) == 0
+    assert aggregate.main(study["batches"], str(study["runs"]), str(csv), None) == 0
     assert len(pd.read_csv(csv)) == 4
     assert not list(tmp_path.glob("*.parquet"))
 
@@ -77,7 +76,7 @@ def test_missing_and_unreadable_records_warn(tmp_path, study, capsys):
     (study["runs"] / f"{study['ids'][0]}.json").unlink()
     (study["runs"] / f"{study['ids'][1]}.json").write_text('{"run_id": "x", "sta')
     csv = tmp_path / "summary.csv"
-    assert A.main(study["batches"], str(study["runs"]), str(csv), None) == 0
+    assert aggregate.main(study["batches"], str(study["runs"]), str(csv), None) == 0
     assert list(pd.read_csv(csv)["run_id"]) == study["ids"][2:]
     err = capsys.readouterr().err
     assert "warning: 2 run record(s) missing or unreadable" in err
@@ -88,13 +87,13 @@ def test_no_records_at_all_still_writes_header(tmp_path, capsys):
     batch = tmp_path / "b.json"
     batch.write_text(json.dumps(["nope-1", "nope-2"]))
     csv = tmp_path / "summary.csv"
-    assert A.main([str(batch)], str(tmp_path / "runs"), str(csv), None) == 0
-    assert list(pd.read_csv(csv).columns) == A.LEADING
+    assert aggregate.main([str(batch)], str(tmp_path / "runs"), str(csv), None) == 0
+    assert list(pd.read_csv(csv).columns) == aggregate.LEADING
     assert "warning" in capsys.readouterr().err
 
 
 def test_collect_splits_found_and_missing(study):
-    rows, missing = A.collect(study["ids"] + ["ghost"], study["runs"])
+    rows, missing = aggregate.collect(study["ids"] + ["ghost"], study["runs"])
     assert [r["run_id"] for r in rows] == study["ids"]
     assert missing == ["ghost"]
 
@@ -105,7 +104,7 @@ def test_a_record_of_another_version_is_refused_in_one_line(tmp_path, study):
     write_json_atomic(path, {**old, "bench_version": "0.2.0"})
     csv = tmp_path / "summary.csv"
     with pytest.raises(SpecError, match=r"recorded by bench 0\.2\.0, this is") as e:
-        A.main(study["batches"], str(study["runs"]), str(csv), None)
+        aggregate.main(study["batches"], str(study["runs"]), str(csv), None)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
     assert not csv.exists()  # nothing written from a mixed table
 
@@ -125,7 +124,7 @@ def test_lr_roles_mark_chosen_and_grid_runs(tmp_path):
             "lr": 0.003, "grid": grid, "race": False}
     sel.write_text(json.dumps({"units": [unit]}))
     csv = tmp_path / "summary.csv"
-    A.main([str(batch)], str(runs), str(csv), None, [str(sel)])
+    aggregate.main([str(batch)], str(runs), str(csv), None, [str(sel)])
     df = pd.read_csv(csv, keep_default_na=False)
     # a full grid: its run at the chosen rate is also a study run (seed 0 of torch)
     assert list(df["lr_role"]) == ["grid", "chosen", "grid", "chosen", ""]
@@ -133,6 +132,6 @@ def test_lr_roles_mark_chosen_and_grid_runs(tmp_path):
     assert list(df["lr_grid_size"]) == [3, 3, 3, 3, 0]
     # a race: its runs stopped early, so even the winner's race run is not a study run
     sel.write_text(json.dumps({"units": [{**unit, "race": True}]}))
-    A.main([str(batch)], str(runs), str(csv), None, [str(sel)])
+    aggregate.main([str(batch)], str(runs), str(csv), None, [str(sel)])
     df = pd.read_csv(csv, keep_default_na=False)
     assert list(df["lr_role"]) == ["grid", "grid", "grid", "chosen", ""]

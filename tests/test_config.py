@@ -155,22 +155,22 @@ def test_imdb_needs_allow_pickle(schema, smoke, tmp_path):
 
 
 def test_schema_enums_match_registries(schema):
-    from bench import spec as S
+    import bench.spec
 
     defs = yaml.safe_load(schema.read_text())["$defs"]
-    assert defs["family"]["enum"] == list(S.FAMILIES)
-    assert defs["framework"]["enum"] == list(S.FRAMEWORKS)
-    assert defs["dataset"]["enum"] == list(S.DATASETS)
-    assert set(defs["size"]["enum"]) == set(S.SIZE_NAMES)
-    assert defs["optimizer"]["enum"] == list(S.OPTIMIZERS)
+    assert defs["family"]["enum"] == list(bench.spec.FAMILIES)
+    assert defs["framework"]["enum"] == list(bench.spec.FRAMEWORKS)
+    assert defs["dataset"]["enum"] == list(bench.spec.DATASETS)
+    assert set(defs["size"]["enum"]) == set(bench.spec.SIZE_NAMES)
+    assert defs["optimizer"]["enum"] == list(bench.spec.OPTIMIZERS)
     assert set(yaml.safe_load(schema.read_text())["properties"]["device"]["enum"]) == set(
-        S.DEVICES)
+        bench.spec.DEVICES)
 
 
 def test_every_regulariser_name_passes_the_schema(schema, smoke):
-    from bench import spec as S
+    import bench.spec
 
-    names = list(S.REGULARISERS)
+    names = list(bench.spec.REGULARISERS)
     combo = "+".join(n for n in names if n not in ("none", "lr_step"))
     cfg = _edit(smoke, ["study", "regularisers"], names + [combo])
     assert check_config(cfg, schema)["study"]["regularisers"][-1] == combo

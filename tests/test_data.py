@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from bench import data as D
+from bench import data
 from bench.spec import DATASETS, SpecError
 
 # name -> (n_train, n_val, n_test), as documented in DatasetInfo.description
@@ -18,10 +18,10 @@ BUILTIN = {
 
 @pytest.fixture(scope="module")
 def loaded():
-    return {name: D.load(name) for name in BUILTIN}
+    return {name: data.load(name) for name in BUILTIN}
 
 
-def _check_layout(d: D.Data):
+def _check_layout(d: data.Data):
     info = DATASETS[d.name]
     for x, y in ((d.x_train, d.y_train), (d.x_val, d.y_val), (d.x_test, d.y_test)):
         assert x.shape[1:] == info.shape
@@ -43,7 +43,7 @@ def test_builtin_registry_is_covered():
 
 
 def test_translation_pairs_load_with_both_test_sets():
-    d = D.load("en_fr_numbers")
+    d = data.load("en_fr_numbers")
     info = DATASETS["en_fr_numbers"]
     assert d.sizes() == {"n_train": 600, "n_val": 300, "n_test": 1000, "n_test_long": 500}
     for x, y in ((d.x_train, d.y_train), (d.x_val, d.y_val), (d.x_test, d.y_test),
@@ -68,8 +68,8 @@ def test_translation_pairs_need_num2words(monkeypatch):
 
     text_pairs.vocabulary.cache_clear()
     monkeypatch.setattr(builtins, "__import__", no_num2words)
-    with pytest.raises(D.DataError, match="pip install num2words"):
-        D.load("en_fr_numbers")
+    with pytest.raises(data.DataError, match="pip install num2words"):
+        data.load("en_fr_numbers")
     text_pairs.vocabulary.cache_clear()
 
 
@@ -91,7 +91,7 @@ def test_digits_values_in_unit_interval(loaded):
 
 @pytest.mark.parametrize("name", ["digits", "tokens"])
 def test_builtin_load_is_deterministic(loaded, name):
-    a, b = loaded[name], D.load(name)
+    a, b = loaded[name], data.load(name)
     for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
 
@@ -100,7 +100,7 @@ def test_mnist1d_deterministic_and_leaves_global_rng_alone(loaded):
     np.random.seed(1234)
     random.seed(1234)
     np_before, py_before = np.random.get_state(), random.getstate()
-    b = D.load("mnist1d")
+    b = data.load("mnist1d")
     np_after, py_after = np.random.get_state(), random.getstate()
     assert py_after == py_before
     assert np_after[0] == np_before[0]
@@ -137,7 +137,7 @@ def test_tokens_label_is_marker_order(loaded):
 
 
 def test_tokens_swapping_markers_flips_label_and_keeps_bag():
-    x, y = D.make_tokens(200, length=20, vocab=50, seed=5)
+    x, y = data.make_tokens(200, length=20, vocab=50, seed=5)
     swapped = x.copy()
     swapped[x == 1], swapped[x == 2] = 2, 1
     a, b = _marker_positions(swapped)
@@ -161,9 +161,9 @@ def test_tokens_bag_of_words_carries_no_label(loaded):
 
 
 def test_make_tokens_deterministic_by_seed():
-    a = D.make_tokens(50, seed=1)
-    b = D.make_tokens(50, seed=1)
-    c = D.make_tokens(50, seed=2)
+    a = data.make_tokens(50, seed=1)
+    b = data.make_tokens(50, seed=1)
+    c = data.make_tokens(50, seed=2)
     np.testing.assert_array_equal(a[0], b[0])
     assert not np.array_equal(a[0], c[0])
 
@@ -200,7 +200,7 @@ def _write_imdb(path, x_train, x_test):
 
 def test_mnist_from_user_file(tmp_path):
     _write_mnist(tmp_path / "mnist.npz")
-    d = D.load("mnist", tmp_path)
+    d = data.load("mnist", tmp_path)
     assert d.sizes() == {"n_train": 90, "n_val": 10, "n_test": 20}
     _check_layout(d)
     for x in (d.x_train, d.x_val, d.x_test):
@@ -215,15 +215,15 @@ def test_mnist_from_user_file(tmp_path):
 
 def test_mnist_user_file_split_is_deterministic(tmp_path):
     _write_mnist(tmp_path / "mnist.npz")
-    a, b = D.load("mnist", tmp_path), D.load("mnist", tmp_path)
+    a, b = data.load("mnist", tmp_path), data.load("mnist", tmp_path)
     np.testing.assert_array_equal(a.x_val, b.x_val)
     np.testing.assert_array_equal(a.y_train, b.y_train)
 
 
 @pytest.mark.parametrize("name", ["mnist", "imdb"])
 def test_missing_user_file_names_path(tmp_path, name):
-    with pytest.raises(D.DataError) as e:
-        D.load(name, tmp_path, allow_pickle=True)
+    with pytest.raises(data.DataError) as e:
+        data.load(name, tmp_path, allow_pickle=True)
     assert str(tmp_path / DATASETS[name].file) in str(e.value)
 
 
@@ -232,8 +232,8 @@ def test_missing_user_file_names_path(tmp_path, name):
 def test_garbage_user_file_is_data_error(tmp_path, name, allow_pickle):
     path = tmp_path / DATASETS[name].file
     path.write_bytes(b"this is not an npz file\x00\x01\x02" * 40)
-    with pytest.raises(D.DataError) as e:
-        D.load(name, tmp_path, allow_pickle=allow_pickle)
+    with pytest.raises(data.DataError) as e:
+        data.load(name, tmp_path, allow_pickle=allow_pickle)
     assert str(path) in str(e.value)
 
 
@@ -241,8 +241,8 @@ def test_garbage_user_file_does_not_advise_allow_pickle(tmp_path):
     # A file that is not an .npz at all is corrupt; telling the user to pass --allow-pickle
     # would have them unpickle an arbitrary file.
     (tmp_path / "mnist.npz").write_bytes(b"garbage" * 100)
-    with pytest.raises(D.DataError) as e:
-        D.load("mnist", tmp_path)
+    with pytest.raises(data.DataError) as e:
+        data.load("mnist", tmp_path)
     assert "allow-pickle" not in str(e.value)
 
 
@@ -251,8 +251,8 @@ def test_truncated_npz_is_data_error(tmp_path, allow_pickle):
     _write_mnist(tmp_path / "full.npz")
     blob = (tmp_path / "full.npz").read_bytes()
     (tmp_path / "mnist.npz").write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(D.DataError, match="corrupt"):
-        D.load("mnist", tmp_path, allow_pickle=allow_pickle)
+    with pytest.raises(data.DataError, match="corrupt"):
+        data.load("mnist", tmp_path, allow_pickle=allow_pickle)
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -266,16 +266,16 @@ def test_truncated_npz_is_data_error(tmp_path, allow_pickle):
 ])
 def test_malformed_mnist_is_data_error(tmp_path, override, needle):
     _write_mnist(tmp_path / "mnist.npz", **override)
-    with pytest.raises(D.DataError) as e:
-        D.load("mnist", tmp_path)
+    with pytest.raises(data.DataError) as e:
+        data.load("mnist", tmp_path)
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
 
 
 def test_imdb_needs_allow_pickle(tmp_path):
     _write_imdb(tmp_path / "imdb.npz", [[1, 5, 7]] * 20, [[1, 9]] * 10)
-    with pytest.raises(D.DataError) as e:
-        D.load("imdb", tmp_path)
+    with pytest.raises(data.DataError) as e:
+        data.load("imdb", tmp_path)
     assert "--allow-pickle" in str(e.value)
     assert str(tmp_path / "imdb.npz") in str(e.value)
 
@@ -286,7 +286,7 @@ def test_imdb_pad_truncate_and_vocab(tmp_path):
     long = [list(rng.integers(1, 30000, 300)) for _ in range(30)]
     short = [[1, 14, 22, 16]] * 10
     _write_imdb(tmp_path / "imdb.npz", long + short, short + long[:5])
-    d = D.load("imdb", tmp_path, allow_pickle=True)
+    d = data.load("imdb", tmp_path, allow_pickle=True)
     assert d.sizes() == {"n_train": 36, "n_val": 4, "n_test": 15}
     _check_layout(d)
     # the short test sequences: their tokens first, zero padding after
@@ -299,10 +299,10 @@ def test_imdb_pad_truncate_and_vocab(tmp_path):
 
 def test_imdb_non_integer_sequences_are_data_error(tmp_path):
     _write_imdb(tmp_path / "imdb.npz", [["a", "b"]] * 10, [[1]] * 5)
-    with pytest.raises(D.DataError, match="corrupt"):
-        D.load("imdb", tmp_path, allow_pickle=True)
+    with pytest.raises(data.DataError, match="corrupt"):
+        data.load("imdb", tmp_path, allow_pickle=True)
 
 
 def test_unknown_dataset_is_spec_error(tmp_path):
     with pytest.raises(SpecError, match="'cifar10'"):
-        D.load("cifar10", tmp_path)
+        data.load("cifar10", tmp_path)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import writes_denied
 
-from bench import records as R
+from bench import records
 from bench.records import RecordWriteError, read_record, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_failed_rename_keeps_old_file_and_names_path(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(R.os, "replace", broken_replace)
+    monkeypatch.setattr(records.os, "replace", broken_replace)
     with pytest.raises(RecordWriteError) as e:
         write_json_atomic(path, _record(status="diverged"))
     assert str(path) in str(e.value)
@@ -126,11 +126,12 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
     path = tmp_path / "r.json"
     dead = tmp_path / ".r.json.k1ll3d.tmp"
     dead.write_text('{"run_id": "x", "sta')
-    os.utime(dead, (R._PROCESS_START - 5, R._PROCESS_START - 5))  # written before we started
+    before = records._PROCESS_START - 5  # written before we started
+    os.utime(dead, (before, before))
     (tmp_path / ".r.json.writing.tmp").write_text("")  # a live duplicate writer's, just now
     (tmp_path / ".other.json.abc.tmp").write_text("")
     os.utime(tmp_path / ".other.json.abc.tmp", (0, 0))
-    assert R.remove_stale_temps(path) == 1
+    assert records.remove_stale_temps(path) == 1
     # Another run's write, and a write newer than this process, are left alone.
     assert _leftovers(tmp_path) == [".other.json.abc.tmp", ".r.json.writing.tmp"]
 
@@ -170,13 +171,13 @@ def test_every_status_is_read_back_and_has_its_own_report_column(tmp_path):
     from bench.report.tables import status_counts
 
     rows = []
-    for status in R.STATUSES:
+    for status in records.STATUSES:
         path = tmp_path / f"{status}.json"
         write_json_atomic(path, _record(status=status, family="cnn", framework="torch"))
         rows.append(read_record(path))
-    assert [r["status"] for r in rows] == list(R.STATUSES)
+    assert [r["status"] for r in rows] == list(records.STATUSES)
     counts = status_counts(pd.DataFrame(rows))
-    assert list(counts.columns) == ["family", "framework", *R.STATUSES, "total"]
-    assert counts[list(R.STATUSES)].to_numpy().tolist() == [[1] * len(R.STATUSES)]
+    assert list(counts.columns) == ["family", "framework", *records.STATUSES, "total"]
+    assert counts[list(records.STATUSES)].to_numpy().tolist() == [[1] * len(records.STATUSES)]
     # runners keep final records and rerun the rest: only a crash is worth retrying
-    assert [s for s in R.STATUSES if s not in R.FINAL_STATUSES] == ["error"]
+    assert [s for s in records.STATUSES if s not in records.FINAL_STATUSES] == ["error"]

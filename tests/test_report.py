@@ -21,10 +21,7 @@ import pandas as pd
 import pytest
 
 from bench import aggregate, report
-from bench.report import figures as F
-from bench.report import pages as P
-from bench.report import tables as T
-from bench.report import tuning as TU
+from bench.report import figures, pages, tables, tuning
 from bench.spec import RunSpec, param_count
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +41,7 @@ STEPS_PER_EPOCH, BATCH = 56, 64
 def strict():
     """A panel that fails to build raises here, instead of showing its error on the page."""
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(P, "STRICT", True)
+        m.setattr(pages, "STRICT", True)
         yield
 
 
@@ -169,7 +166,7 @@ def write_summary(records: list[dict], path: Path) -> Path:
 
 def frame(records: list[dict], tmp_path: Path, name: str = "s.parquet") -> pd.DataFrame:
     """The normalised summary table of `records`, through parquet as the report reads it."""
-    return T.load_summary(write_summary(records, tmp_path / name))
+    return tables.load_summary(write_summary(records, tmp_path / name))
 
 
 def write_tuning_study(tune_dir: Path, name: str = "cnn_adam", multi: bool = True) -> Path:
@@ -322,8 +319,8 @@ def _assert_same(csv: list, plotted: list, what: str) -> None:
 
 
 def test_csv_rows_are_exactly_the_plotted_points(tmp_path):
-    df = T.load_summary(write_summary(smoke_records(), tmp_path / "s.parquet"))
-    studies = [TU.load_study(write_tuning_study(tmp_path / "tune"))]
+    df = tables.load_summary(write_summary(smoke_records(), tmp_path / "s.parquet"))
+    studies = [tuning.load_study(write_tuning_study(tmp_path / "tune"))]
     n_checked = 0
     for page in report.build_pages(df, studies):
         for panel in _figures(page):
@@ -348,8 +345,8 @@ def test_csv_rows_are_exactly_the_plotted_points(tmp_path):
 
 def test_written_csvs_match_the_panels(full):
     out = full
-    df = T.load_summary(out.parent / "results" / "summary.parquet")
-    studies = TU.find_studies(out.parent / "results" / "tune")
+    df = tables.load_summary(out.parent / "results" / "summary.parquet")
+    studies = tuning.find_studies(out.parent / "results" / "tune")
     for page in report.build_pages(df, studies):
         for panel in page.panels:
             if panel.data is None:
@@ -472,12 +469,12 @@ def test_cli_verb_and_missing_summary(tmp_path, bench_cmd, repo_root):
 
 
 def test_selection_rules_pick_the_scale_recipe_and_the_sweep_size(tmp_path):
-    df = T.load_summary(write_summary(smoke_records(), tmp_path / "s.parquet"))
-    recipe, rows = T.scale_selection(df, "cnn", "mnist1d")
-    assert recipe[:3] == ("adam", "none", T.LR_CHOSEN) and set(rows["size"]) == set(SIZES)
+    df = tables.load_summary(write_summary(smoke_records(), tmp_path / "s.parquet"))
+    recipe, rows = tables.scale_selection(df, "cnn", "mnist1d")
+    assert recipe[:3] == ("adam", "none", tables.LR_CHOSEN) and set(rows["size"]) == set(SIZES)
     assert set(rows["lr_role"]) == {"chosen"} and rows["lr"].nunique() > 1  # one lr per size
-    assert T.recipe_label(recipe) == "adam + none, lr chosen per size on validation"
-    size, rows = T.sweep_selection(df, "cnn", "mnist1d")
+    assert tables.recipe_label(recipe) == "adam + none, lr chosen per size on validation"
+    size, rows = tables.sweep_selection(df, "cnn", "mnist1d")
     assert size == "xs"
     assert rows[["optimizer", "regulariser"]].drop_duplicates().shape[0] == 4
 
@@ -487,28 +484,28 @@ def test_time_to_target_from_the_curve():
                                 {"epoch": 2, "elapsed_s": 4.0, "val_acc": 0.8},
                                 {"epoch": 3, "elapsed_s": 6.0, "val_acc": 0.9}]),
            "best_val_acc": 0.9}
-    assert T.time_to(row, 0.75) == 4.0
-    assert T.time_to(row, 0.5) == 2.0
-    assert math.isinf(T.time_to(row, 0.95))
-    assert math.isinf(T.time_to({"curve": "", "best_val_acc": math.nan}, 0.1))
+    assert tables.time_to(row, 0.75) == 4.0
+    assert tables.time_to(row, 0.5) == 2.0
+    assert math.isinf(tables.time_to(row, 0.95))
+    assert math.isinf(tables.time_to({"curve": "", "best_val_acc": math.nan}, 0.1))
 
 
 def test_tuning_study_parts(tmp_path):
-    st = TU.load_study(write_tuning_study(tmp_path))
+    st = tuning.load_study(write_tuning_study(tmp_path))
     assert not st.problem
     assert st.objectives == ["values_val_acc", "values_train_samples_per_s"]
     assert st.directions == ["maximize", "maximize"]
-    s = TU.pruning_savings(st)
+    s = tuning.pruning_savings(st)
     assert s["pruned"] == 4 and s["failed"] == 1 and s["trials"] == 16  # the void one dropped
     # pruned trials ran 3 s where a completed one took a median of 17 s ...
     done = [10.0 + n for n in range(16) if n % 4 != 3 and n != 5]
     assert s["saved_s"] == pytest.approx(4 * (np.median(done) - 3.0))
     # ... and 1 epoch of a budget of 4
     assert s["epochs_saved"] == 4 * 3 and s["epochs_budget"] == 4
-    single = TU.load_study(write_tuning_study(tmp_path, "single", multi=False))
+    single = tuning.load_study(write_tuning_study(tmp_path, "single", multi=False))
     assert single.objectives == ["value"] and single.directions == ["maximize"]
-    assert TU.pruning_savings(single)["saved_s"] == pytest.approx(s["saved_s"])
-    m = TU.pareto_mask(np.array([[0.9, 5], [0.8, 4], [0.7, 6], [0.9, 4]]),
+    assert tuning.pruning_savings(single)["saved_s"] == pytest.approx(s["saved_s"])
+    m = tuning.pareto_mask(np.array([[0.9, 5], [0.8, 4], [0.7, 6], [0.9, 4]]),
                        ["maximize", "minimize"])
     assert m.tolist() == [False, False, False, True]
 
@@ -516,8 +513,8 @@ def test_tuning_study_parts(tmp_path):
 def test_tuning_study_without_table_is_explained(tmp_path):
     (tmp_path / "tune" / "half").mkdir(parents=True)
     write_tuning_study(tmp_path / "tune", "stale")
-    df = T.load_summary(write_summary(smoke_records()[:4], tmp_path / "s.parquet"))
-    page = P.tuning_page(df, TU.find_studies(tmp_path / "tune", ["half", "gone"]))
+    df = tables.load_summary(write_summary(smoke_records()[:4], tmp_path / "s.parquet"))
+    page = pages.tuning_page(df, tuning.find_studies(tmp_path / "tune", ["half", "gone"]))
     text = "".join(map(str, page.blocks))
     assert "no trials table" in text and "gone cannot be shown: its folder does not exist" in text
     assert "stale" not in text  # a study the workflow no longer names is not shown
@@ -527,9 +524,9 @@ def test_tuned_runs_stay_on_the_tuning_page(full):
     out = full
     for csv in (out / "data").glob("scale-*.csv"):
         assert not (pd.read_csv(csv)["y"] == 0.99).any()
-    tuning = visible_text((out / "tuning.html").read_text())
-    assert re.search(r"PyTorch\s+cnn\s+mnist1d\s+xs\s+3 of 3\s+0\.990", tuning)
-    assert "Pruning stopped 4 of 16 trials early. In epochs: 52 trained, 12 not" in tuning
+    text = visible_text((out / "tuning.html").read_text())
+    assert re.search(r"PyTorch\s+cnn\s+mnist1d\s+xs\s+3 of 3\s+0\.990", text)
+    assert "Pruning stopped 4 of 16 trials early. In epochs: 52 trained, 12 not" in text
 
 
 # ---------------------------------------------------------------------------- what enters
@@ -550,16 +547,16 @@ def test_failed_runs_count_at_chance_accuracy_and_are_named(tmp_path):
     del failed["n_classes"]  # not recorded: chance falls back to 1/10
     recs[recs.index(victim)] = failed
     df = frame(recs, tmp_path)
-    _, rows = T.scale_selection(df, "cnn", "mnist1d")
+    _, rows = tables.scale_selection(df, "cnn", "mnist1d")
     others = [r["test_acc"] for r in _study(recs, family="cnn", framework="torch", size="s",
                                             regulariser="none") if r["status"] == "ok"]
-    pts = T.scale_points(rows, "test_acc")
+    pts = tables.scale_points(rows, "test_acc")
     at = pts[(pts["framework"] == "torch") & (pts["size"] == "s")].iloc[0]
     assert len(others) == 2 and at["n_seeds"] == 3 and at["n_failed"] == 1
     assert at["mean"] == pytest.approx((sum(others) + 0.1) / 3)
-    thr = T.scale_points(rows, "train_samples_per_s")
+    thr = tables.scale_points(rows, "train_samples_per_s")
     assert thr[(thr["framework"] == "torch") & (thr["size"] == "s")].iloc[0]["n_seeds"] == 2
-    panel = F.scale_panel(df, "cnn", "mnist1d", "k")
+    panel = figures.scale_panel(df, "cnn", "mnist1d", "k")
     trace = next(t for t in panel.fig.data if t.meta == "torch accuracy")
     hover = [c[1] for c in trace.customdata]
     assert hover[list(trace.x).index(at["params"])].endswith(
@@ -567,38 +564,39 @@ def test_failed_runs_count_at_chance_accuracy_and_are_named(tmp_path):
     assert "1 of 18 runs failed (counted at chance accuracy)" in panel.caption
     assert "1 of 18 runs failed (excluded)" in panel.caption
     # an explicit class count sets chance
-    assert T.normalise(pd.DataFrame([{"status": "oom", "n_classes": 4}]))["acc_stat"][0] == 0.25
+    oom = tables.normalise(pd.DataFrame([{"status": "oom", "n_classes": 4}]))
+    assert oom["acc_stat"][0] == 0.25
 
 
 def test_accuracy_is_pooled_only_where_the_seeds_are_disjoint(tmp_path):
     recs = smoke_records()
     df = frame(recs, tmp_path)
-    _, rows = T.scale_selection(df, "cnn", "mnist1d")
-    pts = T.scale_points(rows, "test_acc")
-    pooled = pts[pts["framework"] == T.POOLED]
+    _, rows = tables.scale_selection(df, "cnn", "mnist1d")
+    pts = tables.scale_points(rows, "test_acc")
+    pooled = pts[pts["framework"] == tables.POOLED]
     assert list(pooled["size"]) == list(SIZES) and (pooled["n_seeds"] == 6).all()
     m = [r["test_acc"] for r in _study(recs, family="cnn", size="m")]
     assert pooled.iloc[-1]["mean"] == pytest.approx(np.mean(m))
-    assert T.POOLED not in set(T.scale_points(rows, "train_samples_per_s")["framework"])
+    assert tables.POOLED not in set(tables.scale_points(rows, "train_samples_per_s")["framework"])
     assert "pooled over the frameworks (the black line), whose seeds are disjoint" in (
-        F.scale_panel(df, "cnn", "mnist1d", "k").caption)
+        figures.scale_panel(df, "cnn", "mnist1d", "k").caption)
     # TensorFlow on PyTorch's seeds: the runs are not independent, nothing is pooled
     same = [dict(r, seed=r["seed"] - 1000) if r["framework"] == "tf" else r for r in recs]
     df2 = frame(same, tmp_path, "same.parquet")
-    _, rows2 = T.scale_selection(df2, "cnn", "mnist1d")
-    assert T.POOLED not in set(T.scale_points(rows2, "test_acc")["framework"])
+    _, rows2 = tables.scale_selection(df2, "cnn", "mnist1d")
+    assert tables.POOLED not in set(tables.scale_points(rows2, "test_acc")["framework"])
     assert "Accuracy is not pooled over the frameworks: they share seeds" in (
-        F.scale_panel(df2, "cnn", "mnist1d", "k").caption)
-    assert T.POOLED not in set(F.sweep_cells(T.sweep_selection(df2, "cnn", "mnist1d")[1],
-                                             math.nan)["framework"])
+        figures.scale_panel(df2, "cnn", "mnist1d", "k").caption)
+    cells = figures.sweep_cells(tables.sweep_selection(df2, "cnn", "mnist1d")[1], math.nan)
+    assert tables.POOLED not in set(cells["framework"])
     # overlap at one size only: pooled at the other two
     part = [dict(r, seed=r["seed"] - 1000) if r["framework"] == "tf" and r["size"] == "m"
             else r for r in recs]
     df3 = frame(part, tmp_path, "part.parquet")
-    _, rows3 = T.scale_selection(df3, "cnn", "mnist1d")
-    pts3 = T.scale_points(rows3, "test_acc")
-    assert list(pts3.loc[pts3["framework"] == T.POOLED, "size"]) == ["xs", "s"]
-    assert "at 2 of 3 sizes (xs, s)" in F.scale_panel(df3, "cnn", "mnist1d", "k").caption
+    _, rows3 = tables.scale_selection(df3, "cnn", "mnist1d")
+    pts3 = tables.scale_points(rows3, "test_acc")
+    assert list(pts3.loc[pts3["framework"] == tables.POOLED, "size"]) == ["xs", "s"]
+    assert "at 2 of 3 sizes (xs, s)" in figures.scale_panel(df3, "cnn", "mnist1d", "k").caption
 
 
 def _flat(recs: list[dict]) -> list[dict]:
@@ -616,7 +614,7 @@ def _flat(recs: list[dict]) -> list[dict]:
 
 
 def test_headline_findings_name_a_winner_only_where_the_interval_excludes_zero(tmp_path):
-    flat = P.findings(frame(_flat(smoke_records()), tmp_path))
+    flat = pages.findings(frame(_flat(smoke_records()), tmp_path))
     assert "cnn on mnist1d (pooled, 12 runs): no clear winner: m (18.7k params) and xs " \
            "(1.33k params) overlap (difference +0.000, 95% CI [" in flat[0]
     assert "beats" not in flat[0]
@@ -629,12 +627,12 @@ def test_headline_findings_name_a_winner_only_where_the_interval_excludes_zero(t
     for r in recs:
         if r["optimizer"] == "adam" and r["regulariser"] == "dropout":
             r["test_acc"] += 0.1
-    won = P.findings(frame(recs, tmp_path, "won.parquet"))
+    won = pages.findings(frame(recs, tmp_path, "won.parquet"))
     assert re.search(r"cnn \(size xs, pooled\): best adam \+ dropout \(0\.900\), runner-up "
                      r"adam \+ none \(0\.800\): adam \+ dropout beats adam \+ none by \+0\.100 "
                      r"\(95% CI \[\+0\.0\d+, \+0\.1\d+\]\)", won[2])
     # the default synthetic study: accuracy grows with size, TensorFlow is 1.5x faster
-    found = P.findings(frame(smoke_records(), tmp_path, "default.parquet"))
+    found = pages.findings(frame(smoke_records(), tmp_path, "default.parquet"))
     assert "m (38.5k params) beats xs (1.08k params)" in found[0]
     assert re.search(r"TensorFlow is 1\.5\dx faster than PyTorch \(95% CI", found[1])
     assert "TensorFlow in 6, and neither in 0" in found[1]
@@ -645,7 +643,7 @@ def test_vs_published_table_verdicts(tmp_path):
     for r in _study(recs, size="m", optimizer="adam", regulariser="none"):
         k = int(r["seed"]) % 1000
         r["test_acc"] = 0.95 + 0.005 * (k - 1) if r["family"] == "cnn" else 0.88 + 0.02 * (k - 1)
-    t = T.published_table(frame(recs, tmp_path)).set_index(["family", "framework"])
+    t = tables.published_table(frame(recs, tmp_path)).set_index(["family", "framework"])
     assert set(t.loc["cnn", "verdict"]) == {"reaches"}
     assert (t.loc["cnn", "size"] == "m").all() and (t.loc["cnn", "published"] == 0.94).all()
     # n = 3 per framework: 0.88 +- 0.049 reaches 0.91; pooled n = 6: 0.88 +- 0.019 does not
@@ -654,12 +652,12 @@ def test_vs_published_table_verdicts(tmp_path):
     assert t.loc[("gru", "pooled"), "verdict"] == "below"
     assert t.loc[("gru", "pooled"), "n_seeds"] == 6
     assert t.loc[("gru", "pooled"), "mean"] == pytest.approx(0.88)
-    assert T.verdict(0.93, math.nan, 0.94) == "below, no interval"
-    page = P.overview_page(frame(recs, tmp_path, "o.parquet"), "s", [])
+    assert tables.verdict(0.93, math.nan, 0.94) == "below, no interval"
+    page = pages.overview_page(frame(recs, tmp_path, "o.parquet"), "s", [])
     text = "".join(str(b) for b in page.blocks) + "".join(p.caption for p in page.panels)
     assert "Greydanus 2020" in text and "within interval" in text
-    assert T.published_table(frame(_study(recs, family="cnn"), tmp_path, "c.parquet")).set_index(
-        "family").loc["gru", "verdict"] == "not run"
+    published = tables.published_table(frame(_study(recs, family="cnn"), tmp_path, "c.parquet"))
+    assert published.set_index("family").loc["gru", "verdict"] == "not run"
 
 
 def test_converged_share_is_counted_on_the_overview_and_in_captions(full):
@@ -676,7 +674,7 @@ def test_converged_share_is_counted_on_the_overview_and_in_captions(full):
 def test_memory_is_the_models_own_beside_its_estimate(tmp_path):
     recs = smoke_records()
     df = frame(recs, tmp_path)
-    panel = F.scale_panel(df, "cnn", "mnist1d", "k")
+    panel = figures.scale_panel(df, "cnn", "mnist1d", "k")
     data = panel.data
     mem = data[data["trace"] == "tf memory"]
     want = [np.mean([r["model_mem_mb"] for r in _study(recs, family="cnn", framework="tf",
@@ -689,7 +687,7 @@ def test_memory_is_the_models_own_beside_its_estimate(tmp_path):
     assert "TensorFlow: measured ∝ N^0.9" in panel.caption
     assert "growing slower than the estimate" in panel.caption
     assert "Estimate ∝ N^1.00" in panel.caption
-    base = F.baseline_panel(df, "b")
+    base = figures.baseline_panel(df, "b")
     assert "framework runtime, not the model" in base.title + str(base.body)
     med = base.data.set_index("framework")["median_rss_start_mb"]
     assert med["torch"] == pytest.approx(350, abs=5) and med["tf"] == pytest.approx(600, abs=5)
@@ -708,14 +706,14 @@ def test_frontier_picks_the_best_size_per_budget():
         # a second s run dips at 12e9: the frontier uses the best so far, 0.7 there
         + run("b2", "s", [4e9, 8e9, 12e9, 16e9], [0.40, 0.70, 0.60, 0.72])
         + run("c1", "m", [2e10, 4e10, 6e10, 8e10], [0.30, 0.60, 0.75, 0.80]))
-    front, segs = T.frontier(pts)
+    front, segs = tables.frontier(pts)
     assert [s for s, _, _ in segs] == ["xs", "s", "m"]
     assert segs[0][1:] == (1e9, 4e9) and segs[1][1:] == (8e9, 4e10) and segs[2][1:] == (6e10, 8e10)
     at = front.set_index("flops")
     assert at.loc[4e9, "size"] == "xs" and at.loc[4e9, "val_acc"] == pytest.approx(0.63)
     assert at.loc[12e9, "val_acc"] == pytest.approx(0.70)  # mean of best-so-far 0.70, 0.70
     assert at.loc[4e10, "size"] == "s" and at.loc[6e10, "size"] == "m"
-    assert F.frontier_sentence(segs) == (
+    assert figures.frontier_sentence(segs) == (
         "Best size by budget (leads held over less than 2x of compute left out): xs up to 4e9 "
         "FLOPs, s from 8e9 to 4e10, m from 6e10.")
 
@@ -725,15 +723,15 @@ def test_frontier_sentence_leaves_out_lead_changes_that_are_noise():
     # together); m takes over for good at 6.8e9 and l holds the last budgets
     segs = [("xs", 1e8, 1.5e9), ("s", 1.5e9, 1.5e9), ("xs", 1.6e9, 1.8e9), ("s", 1.9e9, 4.6e9),
             ("m", 4.8e9, 4.8e9), ("s", 5.1e9, 6.6e9), ("m", 6.8e9, 3.6e10), ("l", 4.2e10, 5e10)]
-    stable = F.stable_segments(segs)
+    stable = figures.stable_segments(segs)
     assert [s for s, _, _ in stable] == ["xs", "s", "m", "l"]
     assert stable[1][1:] == (1.9e9, 6.6e9) and stable[3] == ("l", 4.2e10, 5e10)
-    assert F.stable_segments(stable) == stable  # nothing left to merge
+    assert figures.stable_segments(stable) == stable  # nothing left to merge
 
 
 def test_compute_panel_plots_every_chosen_run_against_flops(full):
-    df = T.load_summary(full.parent / "results" / "summary.parquet")
-    panel = F.compute_panel(df, "gru", "mnist1d", "k")
+    df = tables.load_summary(full.parent / "results" / "summary.parquet")
+    panel = figures.compute_panel(df, "gru", "mnist1d", "k")
     runs = [t for t in panel.fig.data if t.meta != "frontier"]
     assert len(runs) == 18  # 3 sizes x 2 frameworks x 3 seeds at the chosen lr
     r = next(r for r in df.itertuples() if r.run_id == runs[0].meta)
@@ -772,10 +770,10 @@ def test_lr_panel_marks_the_chosen_rate_and_counts_the_race(tmp_path):
                                0.1: [0.5, 0.55, 0.6, 0.6]},
                          {0.001: 0.5, 0.01: 0.9, 0.1: 0.6}, fps=300.0, stop={0.1: 2}))
     df = frame(recs, tmp_path)
-    units = T.lr_units(df, "cnn", "mnist1d")
+    units = tables.lr_units(df, "cnn", "mnist1d")
     assert [(u["size"], u["chosen"], u["k"], len(u["members"])) for u in units] == [
         ("xs", 0.001, 3, 3), ("s", 0.01, 3, 3)]
-    panel = F.lr_panel(df, "cnn", "mnist1d", "k")
+    panel = figures.lr_panel(df, "cnn", "mnist1d", "k")
     xs_val = next(t for t in panel.fig.data if t.meta == "xs val")
     assert list(xs_val.x) == [0.001, 0.01, 0.1] and list(xs_val.y) == [0.8, 0.7, 0.5]
     assert list(xs_val.marker.symbol) == ["star", "circle", "circle"]
@@ -797,7 +795,7 @@ def test_lr_panel_marks_the_chosen_rate_and_counts_the_race(tmp_path):
             "29% of the grid's compute.") in cap
     assert ("A race stopped at 50% of the epochs would pick the same rate in 1 of 2 cases, at "
             "57% of the grid's compute.") in cap
-    assert F.lr_panel(df[df["lr_role"] != "grid"], "cnn", "mnist1d", "k") is None
+    assert figures.lr_panel(df[df["lr_role"] != "grid"], "cnn", "mnist1d", "k") is None
 
 
 def test_a_table_without_the_new_columns_still_renders_and_says_so(tmp_path):
@@ -932,7 +930,7 @@ def test_generation_page_is_built_linked_and_the_other_pages_cope(gen_report):
 def test_generation_quality_means_and_failures_at_zero(gen_report):
     pts = pd.read_csv(gen_report / "data" / "generation-quality-seq2seq-en-fr-numbers.csv")
     recs = seq2seq_records()
-    pooled = pts[pts["framework"] == T.POOLED].set_index(["metric", "size"])
+    pooled = pts[pts["framework"] == tables.POOLED].set_index(["metric", "size"])
     assert pooled.loc[("exact_match", "s"), "y"] == pytest.approx(SEQ_EM["s"])
     assert pooled.loc[("exact_match", "s"), "n_seeds"] == 6
     # the diverged PyTorch m run enters exact match at 0 (not 1/62), on both test sets
@@ -950,14 +948,14 @@ def test_generation_quality_means_and_failures_at_zero(gen_report):
     assert bleu["n_seeds"] == 2 and bleu["y"] == pytest.approx(np.mean(
         [r["bleu"] for r in recs if r["framework"] == "torch" and r["size"] == "m"
          and r["status"] == "ok"]))
-    assert not ((pts["framework"] == T.POOLED) & pts["metric"].str.contains("bleu|chrf")).any()
-    df = T.normalise(pd.DataFrame([{"family": "seq2seq", "status": "oom", "n_classes": 62},
+    assert not ((pts["framework"] == tables.POOLED) & pts["metric"].str.contains("bleu|chrf")).any()
+    df = tables.normalise(pd.DataFrame([{"family": "seq2seq", "status": "oom", "n_classes": 62},
                                    {"family": "cnn", "status": "oom", "n_classes": 10}]))
     assert list(df["chance"]) == [0.0, 0.1] and list(df["acc_stat"]) == [0.0, 0.1]
 
 
 def test_generation_captions_follow_the_data(tmp_path):
-    page = P.generation_page(frame(seq2seq_records(), tmp_path))
+    page = pages.generation_page(frame(seq2seq_records(), tmp_path))
     for panel in _figures(page):  # the CSV rows are the plotted points
         assert len(panel.fig.data) >= 4, panel.key
         for trace in panel.fig.data:
@@ -991,7 +989,7 @@ def test_generation_captions_follow_the_data(tmp_path):
     assert "exact match on test_long at xs +0.000" in unclear and "BLEU on test_long" in unclear
     assert "hurts" not in beam.caption
     # every size alike: no claim, and the caption says so
-    flat = P.generation_page(frame(seq2seq_records(None, {s: 0.5 for s in SIZES}), tmp_path,
+    flat = pages.generation_page(frame(seq2seq_records(None, {s: 0.5 for s in SIZES}), tmp_path,
                                    "flat.parquet"))
     quality = _gen_panel(flat, "quality").caption
     assert ("pooled, 12 runs: no clear difference in exact match between m (172k params) and "
@@ -1007,7 +1005,7 @@ def test_generation_examples_table_escapes_the_sentences(tmp_path):
             r["examples"][0]["greedy"] = bad
     from bench.report.html import render_page
 
-    page = P.generation_page(frame(recs, tmp_path))
+    page = pages.generation_page(frame(recs, tmp_path))
     text = render_page(page, "")
     sec = re.search(r'<section class="panel" id="generation-examples-.*?</section>', text,
                     flags=re.S).group(0)
@@ -1024,12 +1022,12 @@ def test_generation_examples_table_escapes_the_sentences(tmp_path):
 
 
 def test_generation_page_without_seq2seq_runs_says_so(tmp_path):
-    page = P.generation_page(frame([r for r in smoke_records() if r["family"] == "cnn"],
+    page = pages.generation_page(frame([r for r in smoke_records() if r["family"] == "cnn"],
                                    tmp_path))
     text = "".join(map(str, page.blocks))
     assert "holds no seq2seq runs" in text and not page.panels
     failed = [seq2seq_record("torch", "xs", 0, "oom"), seq2seq_record("tf", "xs", 1000, "error")]
-    page = P.generation_page(frame(failed, tmp_path, "failed.parquet"))
+    page = pages.generation_page(frame(failed, tmp_path, "failed.parquet"))
     assert "None of the 2 seq2seq runs finished with status ok" in "".join(map(str, page.blocks))
     assert not page.panels
 
@@ -1037,9 +1035,9 @@ def test_generation_page_without_seq2seq_runs_says_so(tmp_path):
 def test_generation_page_copes_with_seq2seq_records_without_the_new_fields(tmp_path):
     """Records without translation quality, decoding speed or examples (an older engine):
     each panel says what is missing; a failed run alone is no exact-match point at 0."""
-    new = T.NUMBER_COLUMNS[T.NUMBER_COLUMNS.index("exact_match"):] + ["examples"]
+    new = tables.NUMBER_COLUMNS[tables.NUMBER_COLUMNS.index("exact_match"):] + ["examples"]
     recs = [{k: v for k, v in r.items() if k not in new} for r in seq2seq_records()]
-    page = P.generation_page(frame(recs, tmp_path))
+    page = pages.generation_page(frame(recs, tmp_path))
     assert [p.fig for p in page.panels] == [None] * 4
     text = " ".join(p.message for p in page.panels)
     for what in ("translation quality", "decoding speed", "both greedy and beam-search scores",
@@ -1048,7 +1046,7 @@ def test_generation_page_copes_with_seq2seq_records_without_the_new_fields(tmp_p
     # one framework at one size, one seed: no interval, no ratio, no size trend
     one = [r for r in seq2seq_records() if r["framework"] == "tf" and r["size"] == "s"
            and r["seed"] == 1000]
-    page = P.generation_page(frame(one, tmp_path, "one.parquet"))
+    page = pages.generation_page(frame(one, tmp_path, "one.parquet"))
     assert "only one size has successful runs" in _gen_panel(page, "quality").caption
     assert "no framework ratio" in _gen_panel(page, "speed").caption
     assert "Beam search helps nowhere" in _gen_panel(page, "beam").caption

@@ -60,17 +60,17 @@ def browser():
 def smoke_report(tmp_path_factory):
     """The smoke study's runs (synthetic measurements), a failure, a tuned run, a hostile
     label and two tuning studies, rendered exactly as the report rule does."""
-    import test_report as R
+    import test_report
 
     tmp = tmp_path_factory.mktemp("browser")
-    recs = R.smoke_records({("gru", "s"): "oom"}) + R.seq2seq_records()
+    recs = test_report.smoke_records({("gru", "s"): "oom"}) + test_report.seq2seq_records()
     for r in recs:
         if r["regulariser"] == "dropout" and r["framework"] == "tf":
             r["regulariser"] = BAD
     tuned = dict(recs[0], tuned="cnn_adam", run_id=recs[0]["run_id"] + "-tuned")
-    summary = R.write_summary([*recs, tuned], tmp / "summary.parquet")
-    R.write_tuning_study(tmp / "tune", "cnn_adam")
-    R.write_tuning_study(tmp / "tune", "gru_single", multi=False)
+    summary = test_report.write_summary([*recs, tuned], tmp / "summary.parquet")
+    test_report.write_tuning_study(tmp / "tune", "cnn_adam")
+    test_report.write_tuning_study(tmp / "tune", "gru_single", multi=False)
     out = tmp / "reports"
     report.build_report(summary, out, tmp / "tune")
     return out

@@ -6,25 +6,30 @@ import re
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from bench import spec as S
+import bench.spec
 from bench.spec import RunSpec, SpecError
 
 # The scale ladder, smallest first; `seed` is the article's model, not a rung.
-LADDER = [s for s in S.SIZE_NAMES if s != "seed"]
+LADDER = [s for s in bench.spec.SIZE_NAMES if s != "seed"]
 # Every (family, dataset) a family can read: classifiers the images, series and tokens,
 # seq2seq the translation pairs.
-PAIRS = [(f, d) for f in S.FAMILIES for d in S.DATASETS if S.reads(f, d)]
-NON_TOKEN = [(f, d) for f, d in PAIRS if S.DATASETS[d].kind != "tokens"]
+PAIRS = [(f, d) for f in bench.spec.FAMILIES for d in bench.spec.DATASETS if bench.spec.reads(f, d)]
+NON_TOKEN = [(f, d) for f, d in PAIRS if bench.spec.DATASETS[d].kind != "tokens"]
 
 
 def ladder(family):
-    return [s for s in LADDER if s in S.SIZES[family]]
+    return [s for s in LADDER if s in bench.spec.SIZES[family]]
 
-NEUTRAL_MODULES = ["spec", "data", "init", "measure", "records", "study", "config", "slots",
-                   "aggregate"]
+# Every module but the two backends, found on disk so that a new module is checked too.
+_BENCH = Path(__file__).resolve().parents[1] / "bench"
+NEUTRAL_MODULES = sorted(
+    "bench." + ".".join(p.relative_to(_BENCH).with_suffix("").parts)
+    for p in _BENCH.rglob("*.py")
+    if p.stem not in ("torch_backend", "tf_backend", "__init__", "__main__"))
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:
@@ -40,7 +45,7 @@ def test_neutral_modules_import_no_framework(repo_root):
     code = (
         "import sys\n"
         f"for m in {NEUTRAL_MODULES!r}:\n"
-        "    __import__('bench.' + m)\n"
+        "    __import__(m)\n"
         "bad = [f for f in ('torch', 'tensorflow') if f in sys.modules]\n"
         "print('FRAMEWORKS:', bad)\n"
     )
@@ -54,16 +59,16 @@ def test_neutral_modules_import_no_framework(repo_root):
 
 
 def test_every_family_has_every_size_name():
-    for fam in S.CLASSIFIERS:
-        assert set(S.SIZES[fam]) == set(S.SIZE_NAMES), fam
+    for fam in bench.spec.CLASSIFIERS:
+        assert set(bench.spec.SIZES[fam]) == set(bench.spec.SIZE_NAMES), fam
     # the translation model tops out at `seed`, Marian's shape, already GPU-sized
-    assert set(S.SIZES["seq2seq"]) == set(S.SIZE_NAMES) - {"xxl"}
+    assert set(bench.spec.SIZES["seq2seq"]) == set(bench.spec.SIZE_NAMES) - {"xxl"}
 
 
 def test_seed_seq2seq_has_the_marian_shape():
-    s = S.SIZES["seq2seq"]["seed"]
+    s = bench.spec.SIZES["seq2seq"]["seed"]
     assert (s.enc_layers, s.dec_layers, s.d_model, s.heads, s.ff) == (6, 6, 512, 8, 2048)
-    assert S.param_count("seq2seq", "seed", "en_fr_numbers") == 44_172_350
+    assert bench.spec.param_count("seq2seq", "seed", "en_fr_numbers") == 44_172_350
 
 
 @pytest.mark.parametrize("family,dataset", [("seq2seq", "mnist1d"), ("cnn", "en_fr_numbers")])
@@ -72,7 +77,7 @@ def test_a_family_refuses_data_it_cannot_read(family, dataset):
         RunSpec(family=family, framework="torch", dataset=dataset, size="xs")
     _one_line(e)
     with pytest.raises(SpecError):
-        S.param_count(family, "xs", dataset)
+        bench.spec.param_count(family, "xs", dataset)
 
 
 def test_seq2seq_takes_label_smoothing_and_no_batch_norm():
@@ -88,98 +93,99 @@ def test_seq2seq_takes_label_smoothing_and_no_batch_norm():
 
 def test_seed_cnn_on_mnist_is_the_article_model():
     # Conv(32,3x3)-pool-Conv(64,3x3)-pool-Dense(128)-Dense(10), valid padding.
-    assert S.weight_shapes("cnn", "seed", "mnist") == [
+    assert bench.spec.weight_shapes("cnn", "seed", "mnist") == [
         ("conv1.kernel", (3, 3, 1, 32)), ("conv1.bias", (32,)),
         ("conv2.kernel", (3, 3, 32, 64)), ("conv2.bias", (64,)),
         ("dense.kernel", (5 * 5 * 64, 128)), ("dense.bias", (128,)),
         ("head.kernel", (128, 10)), ("head.bias", (10,)),
     ]
-    assert S.param_count("cnn", "seed", "mnist") == 225_034
+    assert bench.spec.param_count("cnn", "seed", "mnist") == 225_034
 
 
 def test_seed_lstm_on_tokens_is_the_article_model():
     # Embedding(10000, 64)-LSTM(128)-LSTM(128)-Dense(1), one 4h bias per layer (Keras).
-    assert S.weight_shapes("lstm", "seed", "tokens") == [
+    assert bench.spec.weight_shapes("lstm", "seed", "tokens") == [
         ("embed", (10000, 64)),
         ("rnn0.kernel", (64, 512)), ("rnn0.recurrent_kernel", (128, 512)), ("rnn0.bias", (512,)),
         ("rnn1.kernel", (128, 512)), ("rnn1.recurrent_kernel", (128, 512)),
         ("rnn1.bias", (512,)),
         ("head.kernel", (128, 1)), ("head.bias", (1,)),
     ]
-    assert S.param_count("lstm", "seed", "tokens") == 870_529
+    assert bench.spec.param_count("lstm", "seed", "tokens") == 870_529
 
 
 @pytest.mark.parametrize("family,dataset,batchnorm", [
     (f, d, bn) for f, d in PAIRS for bn in (False, True) if not (bn and f == "seq2seq")])
 def test_param_count_is_sum_of_weight_shapes(family, dataset, batchnorm):
-    for size in S.SIZES[family]:
-        shapes = S.weight_shapes(family, size, dataset, batchnorm)
+    for size in bench.spec.SIZES[family]:
+        shapes = bench.spec.weight_shapes(family, size, dataset, batchnorm)
         names = [n for n, _ in shapes]
         assert len(names) == len(set(names)), f"duplicate weight names: {names}"
         assert all(all(d >= 1 for d in shape) for _, shape in shapes)
-        assert S.param_count(family, size, dataset, batchnorm) == sum(
+        assert bench.spec.param_count(family, size, dataset, batchnorm) == sum(
             math.prod(shape) for _, shape in shapes)
 
 
 @pytest.mark.parametrize("family,dataset", [(f, d) for f, d in PAIRS if f != "seq2seq"])
 def test_batchnorm_adds_parameters(family, dataset):
-    assert S.param_count(family, "s", dataset, True) > S.param_count(family, "s", dataset)
+    count = bench.spec.param_count
+    assert count(family, "s", dataset, True) > count(family, "s", dataset)
 
 
 @pytest.mark.parametrize("family,dataset", PAIRS)
 def test_sizes_grow_strictly(family, dataset):
-    counts = [S.param_count(family, s, dataset) for s in ladder(family)]
+    counts = [bench.spec.param_count(family, s, dataset) for s in ladder(family)]
     assert counts == sorted(set(counts)), dict(zip(ladder(family), counts, strict=True))
 
 
 @pytest.mark.parametrize("family,dataset", NON_TOKEN)
 def test_sizes_span_three_orders_of_magnitude(family, dataset):
-    lo = S.param_count(family, ladder(family)[0], dataset)
-    hi = S.param_count(family, ladder(family)[-1], dataset)
+    lo = bench.spec.param_count(family, ladder(family)[0], dataset)
+    hi = bench.spec.param_count(family, ladder(family)[-1], dataset)
     assert hi >= 1000 * lo, (lo, hi)
 
 
 @pytest.mark.parametrize("family,dataset", PAIRS)
 def test_flops_positive_and_growing(family, dataset):
-    flops = [S.flops_per_sample(family, s, dataset) for s in ladder(family)]
+    flops = [bench.spec.flops_per_sample(family, s, dataset) for s in ladder(family)]
     assert all(isinstance(f, int) and f > 0 for f in flops)
     assert flops == sorted(set(flops)), dict(zip(ladder(family), flops, strict=True))
-    assert S.flops_per_sample(family, "seed", dataset) > 0
+    assert bench.spec.flops_per_sample(family, "seed", dataset) > 0
 
 
 def test_cnn_flops_match_hand_count_on_mnist():
     # conv1 26x26x9x1x32, conv2 11x11x9x32x64, dense 1600x128, head 128x10 multiply-adds.
     macs = 26 * 26 * 9 * 32 + 11 * 11 * 9 * 32 * 64 + 1600 * 128 + 128 * 10
-    assert S.flops_per_sample("cnn", "seed", "mnist") == 2 * macs
+    assert bench.spec.flops_per_sample("cnn", "seed", "mnist") == 2 * macs
 
 
 def test_binary_datasets_use_one_output():
-    for name, info in S.DATASETS.items():
+    for name, info in bench.spec.DATASETS.items():
         assert info.n_outputs == (1 if info.n_classes == 2 else info.n_classes), name
 
 
 def test_size_of_rejects_unknown():
     with pytest.raises(SpecError, match="'huge'"):
-        S.size_of("cnn", "huge")
+        bench.spec.size_of("cnn", "huge")
     with pytest.raises(SpecError, match="'mlp'"):
-        S.size_of("mlp", "xs")
+        bench.spec.size_of("mlp", "xs")
 
 
 # ---------------------------------------------------------------------------- cnn geometry
 
 
 def test_cnn_geometry_same_for_digits_valid_for_mnist():
-    pad, dims = S.cnn_geometry(S.DATASETS["digits"].shape)
+    pad, dims = bench.spec.cnn_geometry(bench.spec.DATASETS["digits"].shape)
     assert pad == "same"
     assert dims == [[8, 4, 4, 2], [8, 4, 4, 2]]
-    pad, dims = S.cnn_geometry(S.DATASETS["mnist"].shape)
+    pad, dims = bench.spec.cnn_geometry(bench.spec.DATASETS["mnist"].shape)
     assert pad == "valid"
     assert dims == [[26, 13, 11, 5], [26, 13, 11, 5]]
 
 
 @pytest.mark.parametrize("dataset", sorted({d for f, d in NON_TOKEN if f == "cnn"}))
 def test_cnn_geometry_never_collapses(dataset):
-    _, dims = S.cnn_geometry(S.DATASETS[dataset].shape)
+    _, dims = bench.spec.cnn_geometry(bench.spec.DATASETS[dataset].shape)
     assert all(d[3] >= 1 for d in dims)
 
 
@@ -187,12 +193,12 @@ def test_cnn_geometry_never_collapses(dataset):
 
 
 def test_parse_regulariser_canonical_order_and_dedup():
-    a, sa = S.parse_regulariser("dropout+l2")
-    b, sb = S.parse_regulariser("l2+dropout")
+    a, sa = bench.spec.parse_regulariser("dropout+l2")
+    b, sb = bench.spec.parse_regulariser("l2+dropout")
     assert a == b == "l2+dropout"
     assert sa == sb == {"l2": 1e-4, "dropout": 0.2}
-    assert S.parse_regulariser("l2+l2")[0] == "l2"
-    assert S.parse_regulariser("none") == ("none", {})
+    assert bench.spec.parse_regulariser("l2+l2")[0] == "l2"
+    assert bench.spec.parse_regulariser("none") == ("none", {})
 
 
 @pytest.mark.parametrize("label,bad", [
@@ -201,17 +207,17 @@ def test_parse_regulariser_canonical_order_and_dedup():
 ])
 def test_parse_regulariser_rejects(label, bad):
     with pytest.raises(SpecError) as e:
-        S.parse_regulariser(label)
+        bench.spec.parse_regulariser(label)
     assert bad in _one_line(e)
 
 
-@pytest.mark.parametrize("name", list(S.REGULARISERS))
+@pytest.mark.parametrize("name", list(bench.spec.REGULARISERS))
 def test_every_regulariser_preset_reaches_the_spec(name):
     home = (("seq2seq", "en_fr_numbers") if name == "label_smoothing" else ("cnn", "digits"))
     spec = RunSpec.create(regulariser=name, family=home[0], framework="torch", dataset=home[1],
                           size="xs")
     assert spec.regulariser == name
-    for key, value in S.REGULARISERS[name].preset.items():
+    for key, value in bench.spec.REGULARISERS[name].preset.items():
         assert getattr(spec, key) == value, key
 
 
@@ -263,13 +269,13 @@ def test_create_normalises_batch_size_and_rejects_unknown_settings():
     ("128", 128),
 ])
 def test_parse_batch_size_accepts(value, want):
-    assert S.parse_batch_size(value) == want
+    assert bench.spec.parse_batch_size(value) == want
 
 
 @pytest.mark.parametrize("value", [0, -1, "0", "abc", "", None, "1.5", "full-batch"])
 def test_parse_batch_size_rejects(value):
     with pytest.raises(SpecError) as e:
-        S.parse_batch_size(value)
+        bench.spec.parse_batch_size(value)
     assert repr(value) in _one_line(e)
 
 
@@ -278,16 +284,16 @@ def test_parse_batch_size_rejects_fractional_numbers(value):
     # A fractional batch size is as wrong as the string "1.5"; silently truncating 1.5 to 1
     # turns a mini-batch run into a stochastic one.
     with pytest.raises(SpecError):
-        S.parse_batch_size(value)
+        bench.spec.parse_batch_size(value)
     with pytest.raises(SpecError):
         _base(batch_size=value)
 
 
 def test_batch_regime():
-    assert S.batch_regime("full") == "full-batch"
-    assert S.batch_regime(1) == "stochastic"
-    assert S.batch_regime(2) == "mini-batch"
-    assert S.batch_regime(S.parse_batch_size("256")) == "mini-batch"
+    assert bench.spec.batch_regime("full") == "full-batch"
+    assert bench.spec.batch_regime(1) == "stochastic"
+    assert bench.spec.batch_regime(2) == "mini-batch"
+    assert bench.spec.batch_regime(bench.spec.parse_batch_size("256")) == "mini-batch"
 
 
 # ---------------------------------------------------------------------------- RunSpec
@@ -323,17 +329,18 @@ def test_runspec_rejects_bad_number(field, value):
 
 
 def test_runspec_size_must_exist_for_family():
-    for fam in S.FAMILIES:
-        for size in S.SIZES[fam]:
+    for fam in bench.spec.FAMILIES:
+        for size in bench.spec.SIZES[fam]:
             _base(family=fam, size=size, dataset="en_fr_numbers" if fam == "seq2seq"
                   else "digits")
 
 
 _CHOICES = {
-    "family": S.FAMILIES, "framework": S.FRAMEWORKS, "dataset": tuple(S.DATASETS),
-    "size": LADDER, "optimizer": tuple(S.OPTIMIZERS), "device": S.DEVICES,
-    "lr_schedule": S.LR_SCHEDULES, "regulariser": tuple(S.REGULARISERS),
-    "precision": S.PRECISIONS,
+    "family": bench.spec.FAMILIES, "framework": bench.spec.FRAMEWORKS,
+    "dataset": tuple(bench.spec.DATASETS),
+    "size": LADDER, "optimizer": tuple(bench.spec.OPTIMIZERS), "device": bench.spec.DEVICES,
+    "lr_schedule": bench.spec.LR_SCHEDULES, "regulariser": tuple(bench.spec.REGULARISERS),
+    "precision": bench.spec.PRECISIONS,
 }
 
 

@@ -22,7 +22,7 @@ from backend_reference import fake_data  # noqa: E402
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from bench import torch_backend as B  # noqa: E402
+from bench import torch_backend as backend  # noqa: E402
 from bench.spec import CLASSIFIERS, RunSpec, flops_per_sample  # noqa: E402
 
 # Every classifier on every input kind, the 2-D 'valid' CNN (mnist's shape) and the
@@ -38,13 +38,13 @@ N = 3
 
 @pytest.fixture(autouse=True)
 def _setup():
-    B.setup(1, "cpu", 0)
+    backend.setup(1, "cpu", 0)
 
 
 def counted_flops(spec: RunSpec) -> dict[str, int]:
     """Forward FLOPs per sample of the torch model for `spec`, by aten op, in eval mode,
     with the two kernels the counter cannot see replaced by ones it can."""
-    model = B.build(spec).eval()
+    model = backend.build(spec).eval()
     x, y = (torch.as_tensor(a) for a in fake_data(spec, N))
     inputs = (x, y[:, :-1]) if spec.family == "seq2seq" else (x,)
     with warnings.catch_warnings():

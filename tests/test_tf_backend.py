@@ -21,7 +21,7 @@ from backend_reference import (  # noqa: E402
     reference_update,
 )
 
-from bench import tf_backend as B  # noqa: E402
+from bench import tf_backend as backend  # noqa: E402
 from bench.data import load  # noqa: E402
 from bench.generate import beam_search, greedy  # noqa: E402
 from bench.init import init_weights  # noqa: E402
@@ -43,7 +43,7 @@ CASES += [(f, d, "seed") for f in CLASSIFIERS for d in ("mnist", "tokens")]
 
 @pytest.fixture(autouse=True, scope="module")
 def _setup():
-    B.setup(1, "cpu", 0)
+    backend.setup(1, "cpu", 0)
     # init_weights' QR factorisations crawl when OpenBLAS spins 2 threads on a busy 2-core box.
     with threadpoolctl.threadpool_limits(1):
         yield
@@ -57,31 +57,31 @@ def make_spec(family="cnn", dataset="digits", size="xs", **kw) -> RunSpec:
 @pytest.mark.parametrize("family,dataset,size", CASES)
 def test_weights_match_spec(family, dataset, size, batchnorm):
     spec = make_spec(family, dataset, size, batchnorm=batchnorm)
-    model = B.build(spec)
-    assert B.n_params(model) == param_count(family, size, dataset, batchnorm)
-    weights = B.get_weights(model)
+    model = backend.build(spec)
+    assert backend.n_params(model) == param_count(family, size, dataset, batchnorm)
+    weights = backend.get_weights(model)
     shapes = [s for _, s in weight_shapes(family, size, dataset, batchnorm)]
     assert [w.shape for w in weights] == shapes
     assert all(w.dtype == np.float32 for w in weights)
     for got, want in zip(weights, init_weights(spec), strict=True):
         np.testing.assert_array_equal(got, want)
     shifted = [w + 1.0 for w in weights]
-    B.set_weights(model, shifted)
-    for got, want in zip(B.get_weights(model), shifted, strict=True):
+    backend.set_weights(model, shifted)
+    for got, want in zip(backend.get_weights(model), shifted, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
 def test_set_weights_rejects_bad_shapes():
-    model = B.build(make_spec())
-    weights = B.get_weights(model)
+    model = backend.build(make_spec())
+    weights = backend.get_weights(model)
     with pytest.raises(ValueError):
-        B.set_weights(model, weights[:-1])
+        backend.set_weights(model, weights[:-1])
     with pytest.raises(ValueError):
-        B.set_weights(model, [np.zeros((1, 1), np.float32)] + weights[1:])
+        backend.set_weights(model, [np.zeros((1, 1), np.float32)] + weights[1:])
 
 
 def test_positional_encoding_formula():
-    pe = B.PositionalEncoding(5, 6).pe.numpy()
+    pe = backend.PositionalEncoding(5, 6).pe.numpy()
     pos, i = 3, 2  # dims 2i and 2i+1 = 4, 5
     angle = pos / 10000 ** (2 * i / 6)
     np.testing.assert_allclose(pe[pos, 4:6], [np.sin(angle), np.cos(angle)], rtol=1e-6)
@@ -100,14 +100,14 @@ LEARNABLE = {
 def test_training_learns(family):
     dataset, lr = LEARNABLE.get(family, ("digits", 1e-2))
     spec = make_spec(family, dataset, lr=lr)
-    trainer = B.Trainer(B.build(spec), spec)
+    trainer = backend.Trainer(backend.build(spec), spec)
     x, y = fake_data(spec, 512)
-    xd, yd = B.to_device(x), B.to_device(y)
+    xd, yd = backend.to_device(x), backend.to_device(y)
     loss0, _ = trainer.evaluate(xd, yd, 128)
     rng = np.random.default_rng(0)
     for _ in range(100):
         idx = rng.integers(0, len(y), 32)
-        B.scalar(trainer.step(B.take(xd, idx), B.take(yd, idx), spec.lr))
+        backend.scalar(trainer.step(backend.take(xd, idx), backend.take(yd, idx), spec.lr))
     loss, acc = trainer.evaluate(xd, yd, 128)
     assert loss < 0.5 * loss0
     assert acc > 0.75
@@ -119,9 +119,9 @@ def test_training_learns(family):
 def test_every_optimizer_reduces_loss(optimizer):
     lr = 1e-2 if optimizer in ("adamw", "rmsprop") else 5e-2
     spec = make_spec("cnn", "mnist1d", optimizer=optimizer, lr=lr)
-    trainer = B.Trainer(B.build(spec), spec)
+    trainer = backend.Trainer(backend.build(spec), spec)
     x, y = fake_data(spec, 256)
-    xd, yd = B.to_device(x), B.to_device(y)
+    xd, yd = backend.to_device(x), backend.to_device(y)
     loss0, _ = trainer.evaluate(xd, yd, 256)
     for _ in range(60):
         trainer.step(xd, yd, spec.lr)
@@ -136,7 +136,7 @@ def test_optimizer_update_rules(optimizer):
     scale = 1e-6 if optimizer in ("adam", "adamw", "rmsprop") else 1.0
     grads = [rng.standard_normal(6).astype(np.float32) * scale for _ in range(5)]
     lrs = [0.1, 0.05, 0.2, 0.01, 0.1]
-    opt = B._optimizer(make_spec(optimizer=optimizer))
+    opt = backend._optimizer(make_spec(optimizer=optimizer))
     var = tf.Variable(p0)
     opt.build([var])
     for g, lr in zip(grads, lrs, strict=True):
@@ -150,21 +150,21 @@ def test_l2_and_weight_decay_semantics():
     """loss = data + l2*sum(w^2) over ndim>=2; p -= lr*wd*p before a plain SGD step."""
     l2, wd, lr = 1e-2, 0.1, 0.05
     spec = make_spec("cnn", "digits", optimizer="sgd", l2=l2, weight_decay=wd)
-    model = B.build(spec)
-    trainer = B.Trainer(model, spec)
+    model = backend.build(spec)
+    trainer = backend.Trainer(model, spec)
     x, y = fake_data(spec, 16)
-    xd, yd = B.to_device(x), B.to_device(y)
+    xd, yd = backend.to_device(x), backend.to_device(y)
     net, variables = model.net, model.variables
     with tf.GradientTape() as tape:
         data_loss = tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=yd, logits=net(xd, training=True))
         )
     grads = [g.numpy() for g in tape.gradient(data_loss, variables)]
-    w0 = B.get_weights(model)
+    w0 = backend.get_weights(model)
     penalty = sum(float((w.astype(np.float64) ** 2).sum()) for w in w0 if w.ndim >= 2)
-    loss = B.scalar(trainer.step(xd, yd, lr))
+    loss = backend.scalar(trainer.step(xd, yd, lr))
     assert loss == pytest.approx(float(data_loss) + l2 * penalty, rel=1e-5)
-    for w, g, got in zip(w0, grads, B.get_weights(model), strict=True):
+    for w, g, got in zip(w0, grads, backend.get_weights(model), strict=True):
         decayed = w.ndim >= 2
         want = w - lr * wd * w * decayed - lr * (g + 2 * l2 * w * decayed)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
@@ -178,14 +178,15 @@ def test_deterministic_with_dropout_and_batchnorm(family):
     x, y = fake_data(spec, 64)
 
     def losses():
-        trainer = B.Trainer(B.build(spec), spec)
-        xd, yd = B.to_device(x), B.to_device(y)
+        trainer = backend.Trainer(backend.build(spec), spec)
+        xd, yd = backend.to_device(x), backend.to_device(y)
         rng = np.random.default_rng(0)
         out = []
         for _ in range(8):
             idx = rng.integers(0, len(y), 16)
-            out.append(B.scalar(trainer.step(B.take(xd, idx), B.take(yd, idx), 1e-3)))
-        return out, B.get_weights(trainer.model)
+            xb, yb = backend.take(xd, idx), backend.take(yd, idx)
+            out.append(backend.scalar(trainer.step(xb, yb, 1e-3)))
+        return out, backend.get_weights(trainer.model)
 
     (a, wa), (b, wb) = losses(), losses()
     assert a == b
@@ -195,9 +196,9 @@ def test_deterministic_with_dropout_and_batchnorm(family):
 
 def test_eval_predict_infer_and_no_retracing():
     spec = make_spec("cnn", "tokens", dropout=0.2)
-    trainer = B.Trainer(B.build(spec), spec)
+    trainer = backend.Trainer(backend.build(spec), spec)
     x, y = fake_data(spec, 37)
-    xd, yd = B.to_device(x), B.to_device(y)
+    xd, yd = backend.to_device(x), backend.to_device(y)
     for n in (16, 7, 37):  # mini, partial and full batches share one trace
         trainer.step(xd[:n], yd[:n], 1e-3)
     assert trainer._step.experimental_get_tracing_count() == 1
@@ -220,38 +221,39 @@ def test_xla_step_matches_graph_step():
     out = []
     for compile_ in (False, True):
         spec = make_spec("cnn", "mnist1d", compile=compile_)
-        trainer = B.Trainer(B.build(spec), spec)
+        trainer = backend.Trainer(backend.build(spec), spec)
         if x is None:
             x, y = fake_data(spec, 32)
-        out.append([B.scalar(trainer.step(B.to_device(x), B.to_device(y), 1e-3)) for _ in range(3)])
+        xd, yd = backend.to_device(x), backend.to_device(y)
+        out.append([backend.scalar(trainer.step(xd, yd, 1e-3)) for _ in range(3)])
     np.testing.assert_allclose(out[0], out[1], rtol=1e-4)
 
 
 def test_setup_and_devices():
-    info = B.setup(1, "cpu", 0)
+    info = backend.setup(1, "cpu", 0)
     assert info["device"] == "cpu" and info["framework_version"] == tf.__version__
-    assert B.setup(1, "auto", 0)["device"] == "cpu"
+    assert backend.setup(1, "auto", 0)["device"] == "cpu"
     with pytest.raises(SpecError, match="no GPU is visible to tensorflow"):
-        B.setup(1, "cuda", 0)
+        backend.setup(1, "cuda", 0)
     with pytest.raises(SpecError):
-        B.setup(1, "tpu", 0)
-    B.reset_peak_memory()
-    assert B.peak_memory() is None
-    B.sync()
+        backend.setup(1, "tpu", 0)
+    backend.reset_peak_memory()
+    assert backend.peak_memory() is None
+    backend.sync()
 
 
 def test_is_oom():
-    assert B.is_oom(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"))
-    assert B.is_oom(MemoryError())
-    assert B.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
-    assert B.is_oom(RuntimeError("CUDA out of memory"))
-    assert not B.is_oom(RuntimeError("shape mismatch"))
-    assert not B.is_oom(ValueError("out of memory"))
+    assert backend.is_oom(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"))
+    assert backend.is_oom(MemoryError())
+    assert backend.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory"))
+    assert backend.is_oom(RuntimeError("CUDA out of memory"))
+    assert not backend.is_oom(RuntimeError("shape mismatch"))
+    assert not backend.is_oom(ValueError("out of memory"))
 
 
 @pytest.mark.parametrize("family", CLASSIFIERS)
 def test_snapshot_restores_weights_and_batchnorm_statistics(family):
-    check_snapshot_round_trip(B, make_spec(family, "digits", batchnorm=True))
+    check_snapshot_round_trip(backend, make_spec(family, "digits", batchnorm=True))
 
 
 # ---------------------------------------------------------------------------- seq2seq
@@ -284,31 +286,31 @@ def s2s_data():
 def trained(s2s_data):
     """An xs model after 300 Adam steps: right on some sentences, wrong on others."""
     spec = s2s_spec(optimizer="adam", lr=3e-3)
-    trainer = B.Trainer(B.build(spec), spec)
-    x, y = B.to_device(s2s_data.x_train), B.to_device(s2s_data.y_train)
+    trainer = backend.Trainer(backend.build(spec), spec)
+    x, y = backend.to_device(s2s_data.x_train), backend.to_device(s2s_data.y_train)
     rng = np.random.default_rng(0)
     for _ in range(300):
         idx = rng.integers(0, len(s2s_data.y_train), 64)
-        trainer.step(B.take(x, idx), B.take(y, idx), spec.lr)
+        trainer.step(backend.take(x, idx), backend.take(y, idx), spec.lr)
     return trainer
 
 
 @pytest.mark.parametrize("size", ["xs", "s"])
 def test_seq2seq_weights_match_spec(size):
     spec = s2s_spec(size)
-    model = B.build(spec)
-    assert B.n_params(model) == param_count("seq2seq", size, S2S)
+    model = backend.build(spec)
+    assert backend.n_params(model) == param_count("seq2seq", size, S2S)
     shapes = weight_shapes("seq2seq", size, S2S)
-    weights = B.get_weights(model)
+    weights = backend.get_weights(model)
     assert [w.shape for w in weights] == [s for _, s in shapes]
     for got, want in zip(weights, init_weights(spec), strict=True):
         np.testing.assert_array_equal(got, want)
     new = random_weights(spec)
-    B.set_weights(model, new)
-    for got, want in zip(B.get_weights(model), new, strict=True):
+    backend.set_weights(model, new)
+    for got, want in zip(backend.get_weights(model), new, strict=True):
         np.testing.assert_array_equal(got, want)
     # L2 and weight decay act on the embedding and the kernels, nothing else
-    trainer = B.Trainer(model, spec)
+    trainer = backend.Trainer(model, spec)
     decayed = {id(v) for (name, _), v in zip(shapes, model.variables, strict=True)
                if name == "embed" or name.endswith(".kernel")}
     assert {id(v) for v in trainer._decayed} == decayed
@@ -317,11 +319,11 @@ def test_seq2seq_weights_match_spec(size):
 @pytest.mark.parametrize("size", ["xs", "s"])
 def test_seq2seq_forward_matches_numpy_reference(size, s2s_data):
     spec = s2s_spec(size)
-    model = B.build(spec)
+    model = backend.build(spec)
     weights = random_weights(spec)
-    B.set_weights(model, weights)
+    backend.set_weights(model, weights)
     x, y = s2s_data.x_train[:8], s2s_data.y_train[:8]
-    got = B.Trainer(model, spec).predict(x, 5, y)  # a partial batch too
+    got = backend.Trainer(model, spec).predict(x, 5, y)  # a partial batch too
     want = seq2seq_reference.forward(spec, weights, x, y[:, :-1])
     assert got.shape == (8, 20, spec.info.vocab)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
@@ -329,9 +331,9 @@ def test_seq2seq_forward_matches_numpy_reference(size, s2s_data):
 
 def test_seq2seq_source_padding_is_masked(s2s_data):
     spec = s2s_spec()
-    model = B.build(spec)
-    B.set_weights(model, random_weights(spec))
-    trainer = B.Trainer(model, spec)
+    model = backend.build(spec)
+    backend.set_weights(model, random_weights(spec))
+    trainer = backend.Trainer(model, spec)
     x, y = s2s_data.x_train[:8], s2s_data.y_train[:8, :-1]
     assert (x == 0).any()
     base = trainer.next_logprobs(trainer.encode(x), y)
@@ -351,9 +353,9 @@ def test_seq2seq_source_padding_is_masked(s2s_data):
 
 def test_seq2seq_decoder_is_causal(s2s_data):
     spec = s2s_spec()
-    model = B.build(spec)
-    B.set_weights(model, random_weights(spec))
-    trainer = B.Trainer(model, spec)
+    model = backend.build(spec)
+    backend.set_weights(model, random_weights(spec))
+    trainer = backend.Trainer(model, spec)
     x, y = s2s_data.x_train[:4], s2s_data.y_train[:4].copy()
     base = trainer.predict(x, 4, y)
     j = 6
@@ -389,12 +391,13 @@ def test_seq2seq_exact_match_is_greedy_exact_match(trained, s2s_data):
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
 def test_seq2seq_label_smoothing_loss(eps, s2s_data):
     spec = s2s_spec(optimizer="sgd", label_smoothing=eps)
-    model = B.build(spec)
-    B.set_weights(model, random_weights(spec))
-    trainer = B.Trainer(model, spec)
+    model = backend.build(spec)
+    backend.set_weights(model, random_weights(spec))
+    trainer = backend.Trainer(model, spec)
     x, y = s2s_data.x_train[:16], s2s_data.y_train[:16]
     want = seq2seq_reference.smoothed_loss(trainer.predict(x, 16, y), y[:, 1:], eps)
-    loss = B.scalar(trainer.step(B.to_device(x), B.to_device(y), 0.0))  # lr 0: a pure loss
+    # lr 0: a pure loss
+    loss = backend.scalar(trainer.step(backend.to_device(x), backend.to_device(y), 0.0))
     assert loss == pytest.approx(want, rel=1e-5)
     if eps:  # the formula's terms differ: smoothing moves the loss
         assert abs(want - seq2seq_reference.smoothed_loss(
@@ -419,9 +422,9 @@ def test_seq2seq_decoding_does_not_retrace(trained, s2s_data):
 
 def test_seq2seq_training_reduces_loss_without_retracing(s2s_data):
     spec = s2s_spec(optimizer="adam", lr=1e-2, label_smoothing=0.1, dropout=0.1)
-    trainer = B.Trainer(B.build(spec), spec)
-    x, y = B.to_device(s2s_data.x_train[:48]), B.to_device(s2s_data.y_train[:48])
-    losses = [B.scalar(trainer.step(x[:32], y[:32], spec.lr)) for _ in range(30)]
+    trainer = backend.Trainer(backend.build(spec), spec)
+    x, y = backend.to_device(s2s_data.x_train[:48]), backend.to_device(s2s_data.y_train[:48])
+    losses = [backend.scalar(trainer.step(x[:32], y[:32], spec.lr)) for _ in range(30)]
     trainer.step(x, y, spec.lr)  # another batch size, the same trace
     assert losses[-1] < 0.7 * losses[0]
     assert trainer._step.experimental_get_tracing_count() == 1
@@ -435,40 +438,40 @@ def test_seq2seq_dropout_is_seeded_and_snapshot_restores(s2s_data):
     x, y = s2s_data.x_train[:32], s2s_data.y_train[:32]
 
     def run():
-        trainer = B.Trainer(B.build(spec), spec)
-        return trainer, [B.scalar(trainer.step(x, y, 1e-2)) for _ in range(3)]
+        trainer = backend.Trainer(backend.build(spec), spec)
+        return trainer, [backend.scalar(trainer.step(x, y, 1e-2)) for _ in range(3)]
 
     (trainer, a), (_, b) = run(), run()
     assert a == b
-    state, before = B.snapshot(trainer.model), trainer.predict(x, 32, y)
+    state, before = backend.snapshot(trainer.model), trainer.predict(x, 32, y)
     trainer.step(x, y, 1e-2)
     assert not np.allclose(trainer.predict(x, 32, y), before)
-    B.restore(trainer.model, state)
+    backend.restore(trainer.model, state)
     np.testing.assert_array_equal(trainer.predict(x, 32, y), before)
 
 
 def test_seq2seq_xla_step_matches_graph_step(s2s_data):
-    x, y = B.to_device(s2s_data.x_train[:16]), B.to_device(s2s_data.y_train[:16])
+    x, y = backend.to_device(s2s_data.x_train[:16]), backend.to_device(s2s_data.y_train[:16])
     out = []
     for compile_ in (False, True):
         spec = s2s_spec(compile=compile_, optimizer="adam", lr=1e-2, label_smoothing=0.1)
-        trainer = B.Trainer(B.build(spec), spec)
-        out.append([B.scalar(trainer.step(x, y, 1e-2)) for _ in range(3)])
+        trainer = backend.Trainer(backend.build(spec), spec)
+        out.append([backend.scalar(trainer.step(x, y, 1e-2)) for _ in range(3)])
     np.testing.assert_allclose(out[0], out[1], rtol=1e-4)
 
 
 def test_seq2seq_shared_snapshot_round_trip():
-    check_snapshot_round_trip(B, s2s_spec(dropout=0.1))
+    check_snapshot_round_trip(backend, s2s_spec(dropout=0.1))
 
 
 # ---------------------------------------------------------------------------- precision
 
 
 def test_math_settings_are_set_alike_whatever_tf_defaults_to():
-    B.setup(1, "cpu", 0, tf32=True, conv_autotune=False)
+    backend.setup(1, "cpu", 0, tf32=True, conv_autotune=False)
     assert tf.config.experimental.tensor_float_32_execution_enabled()
     assert os.environ["TF_CUDNN_USE_AUTOTUNE"] == "0"
-    B.setup(1, "cpu", 0)  # the defaults: TF32 off (TF's own default is on), autotune on
+    backend.setup(1, "cpu", 0)  # the defaults: TF32 off (TF's own default is on), autotune on
     assert not tf.config.experimental.tensor_float_32_execution_enabled()
     assert os.environ["TF_CUDNN_USE_AUTOTUNE"] == "1"
 
@@ -478,24 +481,24 @@ def test_math_settings_are_set_alike_whatever_tf_defaults_to():
                                             ("seq2seq", "en_fr_numbers")])
 def test_bf16_computes_in_bf16_keeps_fp32_weights_and_learns(family, dataset):
     spec = make_spec(family, dataset, precision="bf16", lr=3e-3)
-    model = B.build(spec)
-    trainer = B.Trainer(model, spec)
+    model = backend.build(spec)
+    trainer = backend.Trainer(model, spec)
     assert {v.dtype for v in model.net.trainable_variables} == {"float32"}
     dense = [la for la in model.net._flatten_layers() if isinstance(la, keras.layers.Dense)]
     assert dense and {la.compute_dtype for la in dense} == {"bfloat16"}
     assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
     rng = np.random.default_rng(0)
     if family == "seq2seq":
-        x = B.to_device(rng.integers(3, spec.info.vocab, (16, *spec.info.shape)))
-        y = B.to_device(np.concatenate([np.ones((16, 1), int), rng.integers(
+        x = backend.to_device(rng.integers(3, spec.info.vocab, (16, *spec.info.shape)))
+        y = backend.to_device(np.concatenate([np.ones((16, 1), int), rng.integers(
             3, spec.info.vocab, (16, spec.info.target_len - 1))], 1))
     else:
-        x = B.to_device(rng.integers(0, spec.info.vocab, (16, *spec.info.shape))
+        x = backend.to_device(rng.integers(0, spec.info.vocab, (16, *spec.info.shape))
                         if spec.info.kind == "tokens" else
                         rng.normal(size=(16, *spec.info.shape)))
-        y = B.to_device(rng.integers(0, spec.info.n_outputs if spec.info.n_outputs > 1 else 2,
+        y = backend.to_device(rng.integers(0, spec.info.n_outputs if spec.info.n_outputs > 1 else 2,
                                      16))
-    losses = [B.scalar(trainer.step(x, y, 3e-3)) for _ in range(15)]
+    losses = [backend.scalar(trainer.step(x, y, 3e-3)) for _ in range(15)]
     logits = trainer.predict(x, 16, y) if family == "seq2seq" else trainer.infer(x)
     assert np.asarray(logits).dtype == np.float32  # logits leave in fp32
     assert losses[-1] < losses[0]  # one batch, memorised
@@ -503,8 +506,8 @@ def test_bf16_computes_in_bf16_keeps_fp32_weights_and_learns(family, dataset):
 
 def test_fp16_scales_the_loss():
     spec = make_spec("cnn", "digits", precision="fp16")
-    trainer = B.Trainer(B.build(spec), spec)
+    trainer = backend.Trainer(backend.build(spec), spec)
     assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
-    x = B.to_device(np.random.default_rng(0).normal(size=(8, 8, 8, 1)))
-    assert np.isfinite(B.scalar(trainer.step(x, B.to_device(np.arange(8) % 10), 1e-3)))
+    x = backend.to_device(np.random.default_rng(0).normal(size=(8, 8, 8, 1)))
+    assert np.isfinite(backend.scalar(trainer.step(x, backend.to_device(np.arange(8) % 10), 1e-3)))
     assert trainer.optimizer.iterations.numpy() == 1

@@ -24,7 +24,7 @@ from backend_reference import (  # noqa: E402
     reference_update,
 )
 
-from bench import torch_backend as B  # noqa: E402
+from bench import torch_backend as backend  # noqa: E402
 from bench.init import init_weights  # noqa: E402
 from bench.spec import (  # noqa: E402
     BATCHNORM_EPS,
@@ -47,7 +47,7 @@ CASES += [(f, d, "seed") for f in CLASSIFIERS for d in ("mnist", "tokens")]
 
 @pytest.fixture(autouse=True)
 def _setup():
-    B.setup(1, "cpu", 0)
+    backend.setup(1, "cpu", 0)
 
 
 def make_spec(family="cnn", dataset="digits", size="xs", **kw) -> RunSpec:
@@ -182,49 +182,49 @@ def reference_forward(spec: RunSpec, weights: list[np.ndarray], x: np.ndarray) -
 @pytest.mark.parametrize("family,dataset,size", CASES)
 def test_weights_match_spec(family, dataset, size, batchnorm):
     spec = make_spec(family, dataset, size, batchnorm=batchnorm)
-    model = B.build(spec)
-    assert B.n_params(model) == param_count(family, size, dataset, batchnorm)
-    weights = B.get_weights(model)
+    model = backend.build(spec)
+    assert backend.n_params(model) == param_count(family, size, dataset, batchnorm)
+    weights = backend.get_weights(model)
     shapes = [s for _, s in weight_shapes(family, size, dataset, batchnorm)]
     assert [w.shape for w in weights] == shapes
     assert all(w.dtype == np.float32 for w in weights)
     for got, want in zip(weights, init_weights(spec), strict=True):
         np.testing.assert_array_equal(got, want)
     shifted = [w + 1.0 for w in weights]
-    B.set_weights(model, shifted)
-    for got, want in zip(B.get_weights(model), shifted, strict=True):
+    backend.set_weights(model, shifted)
+    for got, want in zip(backend.get_weights(model), shifted, strict=True):
         np.testing.assert_array_equal(got, want)
     # get_weights returns copies, not views of the live parameters
-    before = B.get_weights(model)
-    B.set_weights(model, weights)
+    before = backend.get_weights(model)
+    backend.set_weights(model, weights)
     for got, want in zip(before, shifted, strict=True):
         np.testing.assert_array_equal(got, want)
 
 
 def test_article_cnn_has_225034_parameters():
-    assert B.n_params(B.build(make_spec("cnn", "mnist", "seed"))) == 225_034
+    assert backend.n_params(backend.build(make_spec("cnn", "mnist", "seed"))) == 225_034
 
 
 def test_set_weights_rejects_bad_shapes():
-    model = B.build(make_spec())
-    weights = B.get_weights(model)
+    model = backend.build(make_spec())
+    weights = backend.get_weights(model)
     with pytest.raises(ValueError):
-        B.set_weights(model, weights[:-1])
+        backend.set_weights(model, weights[:-1])
     with pytest.raises(ValueError):
-        B.set_weights(model, [np.zeros((1, 1), np.float32)] + weights[1:])
+        backend.set_weights(model, [np.zeros((1, 1), np.float32)] + weights[1:])
     with pytest.raises(ValueError):  # would broadcast into a bias without the check
-        B.set_weights(model, weights[:1] + [weights[1][:1]] + weights[2:])
+        backend.set_weights(model, weights[:1] + [weights[1][:1]] + weights[2:])
 
 
 @pytest.mark.parametrize("batchnorm", [False, True])
 @pytest.mark.parametrize("family,dataset,size", CASES)
 def test_forward_matches_numpy_reference(family, dataset, size, batchnorm):
     spec = make_spec(family, dataset, size, batchnorm=batchnorm, dropout=0.5)
-    model = B.build(spec)
+    model = backend.build(spec)
     weights = random_weights(spec)
-    B.set_weights(model, weights)
+    backend.set_weights(model, weights)
     x, _ = fake_data(spec, 5)
-    got = B.Trainer(model, spec).predict(x, 5)
+    got = backend.Trainer(model, spec).predict(x, 5)
     want = reference_forward(spec, weights, x)
     assert got.shape == (5, spec.info.n_outputs)
     np.testing.assert_allclose(got, want, atol=2e-4, rtol=1e-4)
@@ -232,18 +232,18 @@ def test_forward_matches_numpy_reference(family, dataset, size, batchnorm):
 
 def test_lstm_second_bias_stays_zero_and_frozen():
     spec = make_spec("lstm", "tokens", "m", optimizer="adam", lr=0.1, weight_decay=0.1)
-    model = B.build(spec)
-    trainer = B.Trainer(model, spec)
+    model = backend.build(spec)
+    trainer = backend.Trainer(model, spec)
     x, y = fake_data(spec, 16)
     for _ in range(2):
-        trainer.step(B.to_device(x), B.to_device(y), 0.1)
+        trainer.step(backend.to_device(x), backend.to_device(y), 0.1)
     for i in range(spec.arch.layers):
         b = getattr(model.rnn, f"bias_hh_l{i}")
         assert not b.requires_grad and not b.any()
 
 
 def test_positional_encoding_formula():
-    pe = B._positions(5, 6).numpy()
+    pe = backend._positions(5, 6).numpy()
     pos, i = 3, 2  # dims 2i and 2i+1 = 4, 5
     angle = pos / 10000 ** (2 * i / 6)
     np.testing.assert_allclose(pe[pos, 4:6], [np.sin(angle), np.cos(angle)], rtol=1e-6)
@@ -254,7 +254,7 @@ def test_positional_encoding_formula():
 
 def test_batchnorm_keeps_keras_statistics():
     """Biased batch variance in the normalisation and in the running average."""
-    bn = B.BatchNorm(3)
+    bn = backend.BatchNorm(3)
     x = torch.randn(8, 3, 4, 4) * 3 + 1
     y = bn(x)
     xs = x.double().numpy()
@@ -277,9 +277,9 @@ def test_batchnorm_keeps_keras_statistics():
 def test_batchnorm_trains_on_one_sample(family):
     """Stochastic training (batch 1) with batch norm: Keras allows it, so must we."""
     spec = make_spec(family, "digits", batchnorm=True, batch_size=1)
-    trainer = B.Trainer(B.build(spec), spec)
+    trainer = backend.Trainer(backend.build(spec), spec)
     x, y = fake_data(spec, 1)
-    loss = B.scalar(trainer.step(B.to_device(x), B.to_device(y), 1e-3))
+    loss = backend.scalar(trainer.step(backend.to_device(x), backend.to_device(y), 1e-3))
     assert np.isfinite(loss)
 
 
@@ -298,14 +298,14 @@ LEARNABLE = {
 def test_training_learns(family):
     dataset, lr = LEARNABLE[family]
     spec = make_spec(family, dataset, lr=lr)
-    trainer = B.Trainer(B.build(spec), spec)
+    trainer = backend.Trainer(backend.build(spec), spec)
     x, y = fake_data(spec, 512)
-    xd, yd = B.to_device(x), B.to_device(y)
+    xd, yd = backend.to_device(x), backend.to_device(y)
     loss0, _ = trainer.evaluate(xd, yd, 128)
     rng = np.random.default_rng(0)
     for _ in range(100):
         idx = rng.integers(0, len(y), 32)
-        B.scalar(trainer.step(B.take(xd, idx), B.take(yd, idx), spec.lr))
+        backend.scalar(trainer.step(backend.take(xd, idx), backend.take(yd, idx), spec.lr))
     loss, acc = trainer.evaluate(xd, yd, 128)
     assert loss < 0.5 * loss0
     assert acc > 0.75
@@ -315,9 +315,9 @@ def test_training_learns(family):
 def test_every_optimizer_reduces_loss(optimizer):
     lr = 1e-2 if optimizer in ("adamw", "rmsprop") else 5e-2
     spec = make_spec("cnn", "mnist1d", optimizer=optimizer, lr=lr)
-    trainer = B.Trainer(B.build(spec), spec)
+    trainer = backend.Trainer(backend.build(spec), spec)
     x, y = fake_data(spec, 256)
-    xd, yd = B.to_device(x), B.to_device(y)
+    xd, yd = backend.to_device(x), backend.to_device(y)
     loss0, _ = trainer.evaluate(xd, yd, 256)
     for _ in range(60):
         trainer.step(xd, yd, spec.lr)
@@ -333,7 +333,7 @@ def test_optimizer_update_rules(optimizer):
     grads = [rng.standard_normal(6).astype(np.float32) * scale for _ in range(5)]
     lrs = [0.1, 0.05, 0.2, 0.01, 0.1]
     p = torch.nn.Parameter(torch.from_numpy(p0.copy()))
-    opt = B._optimizer(optimizer, [p], 0.1)
+    opt = backend._optimizer(optimizer, [p], 0.1)
     for g, lr in zip(grads, lrs, strict=True):
         p.grad = torch.from_numpy(g)
         for group in opt.param_groups:
@@ -349,22 +349,22 @@ def test_l2_and_weight_decay_semantics(family, dataset):
     """loss = data + l2*sum(w^2) over canonical ndim>=2; p -= lr*wd*p before plain SGD."""
     l2, wd, lr = 1e-2, 0.1, 0.05
     spec = make_spec(family, dataset, optimizer="sgd", l2=l2, weight_decay=wd)
-    model = B.build(spec)
-    B.set_weights(model, random_weights(spec))
-    trainer = B.Trainer(model, spec)
+    model = backend.build(spec)
+    backend.set_weights(model, random_weights(spec))
+    trainer = backend.Trainer(model, spec)
     x, y = fake_data(spec, 16)
-    xd, yd = B.to_device(x), B.to_device(y)
-    w0 = B.get_weights(model)
+    xd, yd = backend.to_device(x), backend.to_device(y)
+    w0 = backend.get_weights(model)
     # gradient of the data loss alone, read back in canonical layout via an SGD step of lr 1
-    probe = B.build(spec)
-    B.set_weights(probe, w0)
-    plain = B.Trainer(probe, make_spec(family, dataset, optimizer="sgd"))
-    data_loss = B.scalar(plain.step(xd, yd, 1.0))
-    grads = [a - b for a, b in zip(w0, B.get_weights(probe), strict=True)]
+    probe = backend.build(spec)
+    backend.set_weights(probe, w0)
+    plain = backend.Trainer(probe, make_spec(family, dataset, optimizer="sgd"))
+    data_loss = backend.scalar(plain.step(xd, yd, 1.0))
+    grads = [a - b for a, b in zip(w0, backend.get_weights(probe), strict=True)]
     penalty = sum(float((w.astype(np.float64) ** 2).sum()) for w in w0 if w.ndim >= 2)
-    loss = B.scalar(trainer.step(xd, yd, lr))
+    loss = backend.scalar(trainer.step(xd, yd, lr))
     assert loss == pytest.approx(data_loss + l2 * penalty, rel=1e-5)
-    for w, g, got in zip(w0, grads, B.get_weights(model), strict=True):
+    for w, g, got in zip(w0, grads, backend.get_weights(model), strict=True):
         decayed = w.ndim >= 2
         want = w - lr * wd * w * decayed - lr * (g + 2 * l2 * w * decayed)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
@@ -376,14 +376,15 @@ def test_deterministic_with_dropout_and_batchnorm(family):
     x, y = fake_data(spec, 64)
 
     def losses():
-        B.setup(1, "cpu", spec.seed)
-        trainer = B.Trainer(B.build(spec), spec)
-        xd, yd = B.to_device(x), B.to_device(y)
+        backend.setup(1, "cpu", spec.seed)
+        trainer = backend.Trainer(backend.build(spec), spec)
+        xd, yd = backend.to_device(x), backend.to_device(y)
         rng = np.random.default_rng(0)
         out = []
         for _ in range(8):
             idx = rng.integers(0, len(y), 16)
-            out.append(B.scalar(trainer.step(B.take(xd, idx), B.take(yd, idx), 1e-3)))
+            xb, yb = backend.take(xd, idx), backend.take(yd, idx)
+            out.append(backend.scalar(trainer.step(xb, yb, 1e-3)))
         return out, trainer.predict(xd, 32)
 
     (a, pa), (b, pb) = losses(), losses()
@@ -393,9 +394,9 @@ def test_deterministic_with_dropout_and_batchnorm(family):
 
 def test_eval_predict_infer():
     spec = make_spec("cnn", "tokens", dropout=0.2)
-    trainer = B.Trainer(B.build(spec), spec)
+    trainer = backend.Trainer(backend.build(spec), spec)
     x, y = fake_data(spec, 37)
-    xd, yd = B.to_device(x), B.to_device(y)
+    xd, yd = backend.to_device(x), backend.to_device(y)
     for n in (16, 7, 37):
         assert trainer.step(xd[:n], yd[:n], 1e-3).shape == ()
     loss, acc = trainer.evaluate(xd, yd, 16)
@@ -418,76 +419,76 @@ def test_compiled_step_matches_eager_step():
     out = []
     for compile_ in (False, True):
         spec = make_spec("cnn", "mnist1d", compile=compile_)
-        trainer = B.Trainer(B.build(spec), spec)
+        trainer = backend.Trainer(backend.build(spec), spec)
         if x is None:
             x, y = fake_data(spec, 32)
-        out.append([B.scalar(trainer.step(B.to_device(x), B.to_device(y), 1e-3))
+        out.append([backend.scalar(trainer.step(backend.to_device(x), backend.to_device(y), 1e-3))
                     for _ in range(3)])
     np.testing.assert_allclose(out[0], out[1], rtol=1e-4)
 
 
 def test_data_helpers():
-    xd = B.to_device(np.arange(12, dtype=np.float64).reshape(6, 2))
+    xd = backend.to_device(np.arange(12, dtype=np.float64).reshape(6, 2))
     assert xd.dtype == torch.float32
-    yd = B.to_device(np.arange(6, dtype=np.int32))
+    yd = backend.to_device(np.arange(6, dtype=np.int32))
     assert yd.dtype == torch.int64
-    np.testing.assert_array_equal(B.take(yd, np.array([4, 1])).numpy(), [4, 1])
-    np.testing.assert_array_equal(B.take(xd, np.array([5])).numpy(), [[10, 11]])
-    assert B.scalar(torch.tensor(2.5)) == 2.5
+    np.testing.assert_array_equal(backend.take(yd, np.array([4, 1])).numpy(), [4, 1])
+    np.testing.assert_array_equal(backend.take(xd, np.array([5])).numpy(), [[10, 11]])
+    assert backend.scalar(torch.tensor(2.5)) == 2.5
 
 
 # ---------------------------------------------------------------------------- setup, speed
 
 
 def test_setup_and_devices():
-    info = B.setup(2, "cpu", 0)
+    info = backend.setup(2, "cpu", 0)
     assert info["device"] == "cpu" and info["framework_version"] == torch.__version__
     assert "channels_last_conv2d=True" in info["framework_tuning"]
     assert torch.get_num_threads() == 2 and torch.get_num_interop_threads() == 1
-    B.setup(1, "cpu", 0)
+    backend.setup(1, "cpu", 0)
     assert torch.get_num_threads() == 1
     if not torch.cuda.is_available():
-        assert B.setup(1, "auto", 0)["device"] == "cpu"
+        assert backend.setup(1, "auto", 0)["device"] == "cpu"
         with pytest.raises(SpecError, match="no GPU is visible to torch"):
-            B.setup(1, "cuda", 0)
-        assert B.peak_memory() is None
+            backend.setup(1, "cuda", 0)
+        assert backend.peak_memory() is None
     with pytest.raises(SpecError):
-        B.setup(1, "tpu", 0)
-    B.setup(1, "cpu", 0)
-    B.reset_peak_memory()
-    assert B.peak_memory() is None
-    B.sync()
+        backend.setup(1, "tpu", 0)
+    backend.setup(1, "cpu", 0)
+    backend.reset_peak_memory()
+    assert backend.peak_memory() is None
+    backend.sync()
 
 
 def test_setup_seeds_torch():
-    B.setup(1, "cpu", 7)
+    backend.setup(1, "cpu", 7)
     a = torch.rand(3)
-    B.setup(1, "cpu", 7)
+    backend.setup(1, "cpu", 7)
     assert torch.equal(a, torch.rand(3))
 
 
 def test_is_oom():
-    assert B.is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
-    assert B.is_oom(MemoryError())
-    assert B.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
-    assert not B.is_oom(RuntimeError("shape mismatch"))
-    assert not B.is_oom(ValueError("out of memory"))
+    assert backend.is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert backend.is_oom(MemoryError())
+    assert backend.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
+    assert not backend.is_oom(RuntimeError("shape mismatch"))
+    assert not backend.is_oom(ValueError("out of memory"))
 
 
 def test_image_cnn_runs_channels_last():
     """The CPU speed default: NHWC batches feed channels-last convolutions, no reorders."""
-    model = B.build(make_spec("cnn", "mnist", "seed"))
+    model = backend.build(make_spec("cnn", "mnist", "seed"))
     for conv in (model.conv1, model.conv2):
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(4, 28, 28, 1).permute(0, 3, 1, 2)
     assert x.is_contiguous(memory_format=torch.channels_last)
     # ...and gives what NCHW gives.
     spec = make_spec("cnn", "digits", "s")
-    model = B.build(spec)
+    model = backend.build(spec)
     weights = random_weights(spec)
-    B.set_weights(model, weights)
+    backend.set_weights(model, weights)
     xs, _ = fake_data(spec, 4)
-    np.testing.assert_allclose(B.Trainer(model, spec).predict(xs, 4),
+    np.testing.assert_allclose(backend.Trainer(model, spec).predict(xs, 4),
                                reference_forward(spec, weights, xs), atol=2e-4)
 
 
@@ -498,12 +499,12 @@ def test_training_steps_do_not_fault_pages_in():
     Without it the article's CNN faults in 2,000-5,000 pages per step (its activations
     are returned to the OS on free and faulted back in on the next step).
     """
-    B.setup(1, "cpu", 0)
-    assert B.cpu_tuning()["keep_freed_memory"] is True
+    backend.setup(1, "cpu", 0)
+    assert backend.cpu_tuning()["keep_freed_memory"] is True
     spec = make_spec("cnn", "mnist", "seed")
-    trainer = B.Trainer(B.build(spec), spec)
+    trainer = backend.Trainer(backend.build(spec), spec)
     x, y = fake_data(spec, 64)
-    xd, yd = B.to_device(x), B.to_device(y)
+    xd, yd = backend.to_device(x), backend.to_device(y)
     for _ in range(3):
         trainer.step(xd, yd, 1e-3)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -514,8 +515,8 @@ def test_training_steps_do_not_fault_pages_in():
 
 def test_openmp_spin_default_and_user_override():
     """Imported first, the backend shortens libgomp's spin; a user's setting wins."""
-    code = ("import os, bench.torch_backend as B; "
-            "print(os.environ.get('GOMP_SPINCOUNT'), B.cpu_tuning()['omp_wait'])")
+    code = ("import os, bench.torch_backend as backend; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), backend.cpu_tuning()['omp_wait'])")
     env = {k: v for k, v in os.environ.items()
            if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
 
@@ -535,7 +536,7 @@ def test_module_imports_no_tensorflow():
 
 @pytest.mark.parametrize("family", CLASSIFIERS)
 def test_snapshot_restores_weights_and_batchnorm_statistics(family):
-    check_snapshot_round_trip(B, make_spec(family, "digits", batchnorm=True))
+    check_snapshot_round_trip(backend, make_spec(family, "digits", batchnorm=True))
 
 
 # ---------------------------------------------------------------------------- seq2seq
@@ -555,19 +556,19 @@ def pairs():
 @pytest.mark.parametrize("size", ["xs", "s", "seed"])
 def test_seq2seq_weights_match_spec(size):
     spec = _seq2seq(size)
-    model = B.build(spec)
-    assert B.n_params(model) == param_count("seq2seq", size, "en_fr_numbers")
-    got = [w.shape for w in B.get_weights(model)]
+    model = backend.build(spec)
+    assert backend.n_params(model) == param_count("seq2seq", size, "en_fr_numbers")
+    got = [w.shape for w in backend.get_weights(model)]
     assert got == [shape for _, shape in weight_shapes("seq2seq", size, "en_fr_numbers")]
 
 
 @pytest.mark.parametrize("size", ["xs", "s"])
 def test_seq2seq_forward_matches_numpy_reference(pairs, size):
     spec = _seq2seq(size)
-    model = B.build(spec)
+    model = backend.build(spec)
     w = random_weights(spec)
-    B.set_weights(model, w)
-    trainer = B.Trainer(model, spec)
+    backend.set_weights(model, w)
+    trainer = backend.Trainer(model, spec)
     x, y = pairs.x_train[:8], pairs.y_train[:8]
     got = trainer.predict(x, 4, y)
     want = seq2seq_reference.forward(spec, w, x, y[:, :-1])
@@ -576,10 +577,10 @@ def test_seq2seq_forward_matches_numpy_reference(pairs, size):
 
 def test_seq2seq_masks_source_padding_and_is_causal(pairs):
     spec = _seq2seq("s")
-    model = B.build(spec)
+    model = backend.build(spec)
     w = random_weights(spec)
-    B.set_weights(model, w)
-    trainer = B.Trainer(model, spec)
+    backend.set_weights(model, w)
+    trainer = backend.Trainer(model, spec)
     x, y = pairs.x_train[:4], pairs.y_train[:4].copy()
     assert (x == 0).any()
     base = trainer.predict(x, 4, y)
@@ -588,11 +589,11 @@ def test_seq2seq_masks_source_padding_and_is_causal(pairs):
     # output layer's own logit for it, class 0, does move)
     w2 = [a.copy() for a in w]
     w2[0][0] += 1.0
-    B.set_weights(model, w2)
+    backend.set_weights(model, w2)
     real = y[:, 1:] != 0
     np.testing.assert_allclose(trainer.predict(x, 4, y)[real][:, 1:], base[real][:, 1:],
                                atol=1e-5)
-    B.set_weights(model, w)
+    backend.set_weights(model, w)
     y[:, 5:] = 9  # a later target token never reaches an earlier position
     np.testing.assert_allclose(trainer.predict(x, 4, y)[:, :5], base[:, :5], atol=1e-5)
     assert not np.allclose(trainer.predict(x, 4, y)[:, 5:], base[:, 5:], atol=1e-3)
@@ -600,15 +601,15 @@ def test_seq2seq_masks_source_padding_and_is_causal(pairs):
 
 def test_seq2seq_loss_is_label_smoothed_cross_entropy_over_real_tokens(pairs):
     spec = _seq2seq(label_smoothing=0.1)
-    model = B.build(spec)
+    model = backend.build(spec)
     w = random_weights(spec)
-    B.set_weights(model, w)
-    trainer = B.Trainer(model, spec)
+    backend.set_weights(model, w)
+    trainer = backend.Trainer(model, spec)
     x, y = pairs.x_train[:16], pairs.y_train[:16]
     logits = seq2seq_reference.forward(spec, w, x, y[:, :-1])
     want = seq2seq_reference.smoothed_loss(logits, y[:, 1:], 0.1)
     model.train(False)  # no dropout here; the step's loss is computed before its update
-    got = B.scalar(trainer.step(B.to_device(x), B.to_device(y), 0.0))
+    got = backend.scalar(trainer.step(backend.to_device(x), backend.to_device(y), 0.0))
     assert got == pytest.approx(want, rel=1e-4)
     loss, _ = trainer.evaluate(x, y, 8)  # evaluation: plain cross-entropy
     assert loss == pytest.approx(seq2seq_reference.smoothed_loss(logits, y[:, 1:], 0.0),
@@ -619,12 +620,12 @@ def test_seq2seq_teacher_forced_exact_match_is_greedy_exact_match(pairs):
     from bench.generate import greedy
 
     spec = _seq2seq("s", lr=1e-2)
-    trainer = B.Trainer(B.build(spec), spec)
-    x, y = B.to_device(pairs.x_train), B.to_device(pairs.y_train)
+    trainer = backend.Trainer(backend.build(spec), spec)
+    x, y = backend.to_device(pairs.x_train), backend.to_device(pairs.y_train)
     first = None
     for _ in range(6):
         for i in range(0, 600 - 31, 32):
-            loss = B.scalar(trainer.step(x[i:i + 32], y[i:i + 32], 1e-2))
+            loss = backend.scalar(trainer.step(x[i:i + 32], y[i:i + 32], 1e-2))
             first = first or loss
     assert loss < 0.5 * first  # it learns
     _, exact = trainer.evaluate(pairs.x_val, pairs.y_val, 128)
@@ -635,17 +636,17 @@ def test_seq2seq_teacher_forced_exact_match_is_greedy_exact_match(pairs):
 
 
 def test_seq2seq_snapshot_round_trip():
-    check_snapshot_round_trip(B, _seq2seq())
+    check_snapshot_round_trip(backend, _seq2seq())
 
 
 # ---------------------------------------------------------------------------- precision
 
 
 def test_math_settings_are_set_alike_whatever_torch_defaults_to():
-    B.setup(1, "cpu", 0, tf32=True, conv_autotune=False)
+    backend.setup(1, "cpu", 0, tf32=True, conv_autotune=False)
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     assert not torch.backends.cudnn.benchmark
-    B.setup(1, "cpu", 0)  # the defaults: TF32 off (cuDNN's own default is on), autotune on
+    backend.setup(1, "cpu", 0)  # the defaults: TF32 off (cuDNN's own default is on), autotune on
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     assert torch.backends.cudnn.benchmark
 
@@ -655,24 +656,24 @@ def test_math_settings_are_set_alike_whatever_torch_defaults_to():
                                             ("seq2seq", "en_fr_numbers")])
 def test_bf16_computes_products_in_bf16_keeps_fp32_weights_and_learns(family, dataset):
     spec = make_spec(family, dataset, precision="bf16", lr=3e-3)
-    model = B.build(spec)
-    trainer = B.Trainer(model, spec)
+    model = backend.build(spec)
+    trainer = backend.Trainer(model, spec)
     out_dtypes = set()
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
             m.register_forward_hook(lambda mod, i, o: out_dtypes.add(o.dtype))
     rng = np.random.default_rng(0)
     if family == "seq2seq":
-        x = B.to_device(rng.integers(3, spec.info.vocab, (16, *spec.info.shape)))
-        y = B.to_device(np.concatenate([np.ones((16, 1), int), rng.integers(
+        x = backend.to_device(rng.integers(3, spec.info.vocab, (16, *spec.info.shape)))
+        y = backend.to_device(np.concatenate([np.ones((16, 1), int), rng.integers(
             3, spec.info.vocab, (16, spec.info.target_len - 1))], 1))
     else:
-        x = B.to_device(rng.integers(0, spec.info.vocab, (16, *spec.info.shape))
+        x = backend.to_device(rng.integers(0, spec.info.vocab, (16, *spec.info.shape))
                         if spec.info.kind == "tokens" else
                         rng.normal(size=(16, *spec.info.shape)))
-        y = B.to_device(rng.integers(0, spec.info.n_outputs if spec.info.n_outputs > 1 else 2,
+        y = backend.to_device(rng.integers(0, spec.info.n_outputs if spec.info.n_outputs > 1 else 2,
                                      16))
-    losses = [B.scalar(trainer.step(x, y, 3e-3)) for _ in range(15)]
+    losses = [backend.scalar(trainer.step(x, y, 3e-3)) for _ in range(15)]
     assert torch.bfloat16 in out_dtypes
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     logits = trainer.predict(x, 16, y) if family == "seq2seq" else trainer.infer(x)
@@ -682,12 +683,12 @@ def test_bf16_computes_products_in_bf16_keeps_fp32_weights_and_learns(family, da
 
 def test_fp16_scales_the_loss_and_an_unsupported_kernel_fails_in_one_line():
     spec = make_spec("cnn", "digits", precision="fp16")
-    trainer = B.Trainer(B.build(spec), spec)
+    trainer = backend.Trainer(backend.build(spec), spec)
     assert trainer.scaler is not None and trainer.scaler.get_scale() > 1
-    x = B.to_device(np.random.default_rng(0).normal(size=(8, 8, 8, 1)))
-    assert np.isfinite(B.scalar(trainer.step(x, B.to_device(np.arange(8) % 10), 1e-3)))
+    x = backend.to_device(np.random.default_rng(0).normal(size=(8, 8, 8, 1)))
+    assert np.isfinite(backend.scalar(trainer.step(x, backend.to_device(np.arange(8) % 10), 1e-3)))
     # oneDNN has no fp16 LSTM on a CPU: the Trainer says so before any step
     spec = make_spec("lstm", "mnist1d", precision="fp16")
     with pytest.raises(SpecError, match="precision fp16 is not supported by torch for lstm") as e:
-        B.Trainer(B.build(spec), spec)
+        backend.Trainer(backend.build(spec), spec)
     assert "\n" not in str(e.value)

@@ -49,16 +49,16 @@ def _cmd(a) -> int:
 def build_pages(df, studies, source: str = "the summary table", settings=None):
     """All pages for a normalised summary table and loaded tuning studies. `settings` lists
     (description, runs, link or None for these pages) of every measurement setting."""
-    from . import pages as P
+    from . import pages
 
     return [
-        P.overview_page(df, source, studies, settings),
-        P.scale_page(df),
-        P.frameworks_page(df),
-        P.sweep_page(df),
-        P.curves_page(df),
-        P.generation_page(df),
-        P.tuning_page(df, studies),
+        pages.overview_page(df, source, studies, settings),
+        pages.scale_page(df),
+        pages.frameworks_page(df),
+        pages.sweep_page(df),
+        pages.curves_page(df),
+        pages.generation_page(df),
+        pages.tuning_page(df, studies),
     ]
 
 
@@ -68,13 +68,12 @@ def build_report(summary: str | Path, out: str | Path, tune_dir: str | Path | No
     import plotly
     from plotly.offline import get_plotlyjs
 
-    from . import tables as T
-    from . import tuning as TU
+    from . import tables, tuning
     from .html import write_page
 
     t0 = time.perf_counter()
-    df = T.load_summary(summary)
-    studies = TU.find_studies(tune_dir, studies)
+    df = tables.load_summary(summary)
+    studies = tuning.find_studies(tune_dir, studies)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Stale CSVs from an earlier report would be misleading: the data folder is rebuilt.
@@ -88,7 +87,7 @@ def build_report(summary: str | Path, out: str | Path, tune_dir: str | Path | No
               f"tuning studies: {len(studies)}.")
     # Runs on other hardware or settings are never drawn beside these: the most common
     # setting gets the pages here, every other one its own under settings/<n>/.
-    parts = T.split_by_setting(df)
+    parts = tables.split_by_setting(df)
     settings_dir = out / SETTINGS_DIR
     if settings_dir.is_dir():
         shutil.rmtree(settings_dir)
@@ -97,7 +96,7 @@ def build_report(summary: str | Path, out: str | Path, tune_dir: str | Path | No
     for i, (setting, part) in enumerate(parts):
         here = out if i == 0 else settings_dir / str(i)
         up = "" if i == 0 else "../../"
-        listing = [(T.describe_setting(st), len(p), None if j == i else
+        listing = [(tables.describe_setting(st), len(p), None if j == i else
                     up + ("index.html" if j == 0 else links[j - 1]))
                    for j, (st, p) in enumerate(parts)] if setting else None
         for page in build_pages(part, studies if i == 0 else [], str(summary), listing):

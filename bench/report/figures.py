@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .. import stats
-from . import tables as T
+from . import tables
 from .html import Panel, esc
 
 html_unescape = html.unescape
@@ -83,9 +83,9 @@ def _n_text(pts: pd.DataFrame) -> str:
         v = sorted({int(x) for x in v})
         return (f"{v[0]}" if len(v) == 1 else f"{v[0]}-{v[-1]}") if v else "0"
 
-    own = pts[pts["framework"] != T.POOLED]["n_seeds"]
+    own = pts[pts["framework"] != tables.POOLED]["n_seeds"]
     text = f"{rng(own)} seeds"
-    pooled = pts[pts["framework"] == T.POOLED]["n_seeds"]
+    pooled = pts[pts["framework"] == tables.POOLED]["n_seeds"]
     if len(pooled):
         text += f"; {rng(pooled)} pooled"
     return text
@@ -104,7 +104,7 @@ POOLED_COLOR = "#212529"
 
 def _style(fw: str, i: int) -> dict:
     """Line and marker of a framework's line; the pooled line black and thicker."""
-    if fw == T.POOLED:
+    if fw == tables.POOLED:
         return {"line": {"color": POOLED_COLOR, "width": 3},
                 "marker": {"color": POOLED_COLOR, "size": 8, "symbol": "diamond"}}
     # equal values in both frameworks (same initial weights, same batches) would hide one
@@ -151,7 +151,7 @@ def _points_trace(fig, pts: pd.DataFrame, meta: str, name: str, style: dict, col
 
 def _fit_rows(rows: pd.DataFrame, pts: pd.DataFrame, fw: str) -> pd.DataFrame:
     """The runs behind a line: one framework's, or for the pooled line those at its sizes."""
-    if fw == T.POOLED:
+    if fw == tables.POOLED:
         return rows[rows["size"].isin(set(pts["size"]))]
     return rows[rows["framework"] == fw]
 
@@ -175,7 +175,7 @@ def _fit_trace(fig, fit: stats.PowerLawFit, xs_from: pd.Series, meta: str, name:
 
 
 def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
-    recipe, rows = T.scale_selection(df, family, dataset)
+    recipe, rows = tables.scale_selection(df, family, dataset)
     title = f"{family} on {dataset}: accuracy, throughput and memory against parameter count"
     ok = rows[rows["status"] == "ok"]
     if ok.empty:
@@ -187,24 +187,24 @@ def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
     sentences = []
     acc_pts = None
     for col, (metric, axis_title, short, fit_error) in enumerate(SCALE_METRICS, 1):
-        accuracy = metric in T.ACCURACY_METRICS
-        pts_all = T.scale_points(rows, metric)
+        accuracy = metric in tables.ACCURACY_METRICS
+        pts_all = tables.scale_points(rows, metric)
         if col == 1:
             acc_pts = pts_all
         per_line = []
-        lines = sorted(set(pts_all["framework"]), key=T.framework_rank)
+        lines = sorted(set(pts_all["framework"]), key=tables.framework_rank)
         for i, fw in enumerate(lines):
             pts = pts_all[pts_all["framework"] == fw]
-            name = T.framework_name(fw)
+            name = tables.framework_name(fw)
             style = _style(fw, i)
             _points_trace(fig, pts, f"{fw} {short}", name, style, col, col == 1, accuracy,
                           data, metric)
             fr = _fit_rows(rows, pts, fw)
-            vals = T.metric_values(fr, metric)
+            vals = tables.metric_values(fr, metric)
             keep = vals.notna()
             yvals = 1.0 - vals[keep] if fit_error else vals[keep]
             fit = stats.power_law_fit(fr.loc[keep, "params"], yvals,
-                                      clusters=T.fit_clusters(fr[keep]))
+                                      clusters=tables.fit_clusters(fr[keep]))
             per_line.append((fw, pts, fit))
             if fit.holds:
                 _fit_trace(fig, fit, fr.loc[keep, "params"], f"{fw} {short} fit",
@@ -220,21 +220,21 @@ def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
         fig.update_xaxes(type="log", title_text="parameters", row=1, col=col)
         fig.update_yaxes(title_text=esc(axis_title), row=1, col=col)
         sentences.append(_scale_sentence(short, per_line, fit_error, rows, est))
-    own = acc_pts[acc_pts["framework"] != T.POOLED]
+    own = acc_pts[acc_pts["framework"] != tables.POOLED]
     one_seed = ""
     if own.empty or own["n_seeds"].max() <= 1:
-        pooled = acc_pts.loc[acc_pts["framework"] == T.POOLED, "n_seeds"]
+        pooled = acc_pts.loc[acc_pts["framework"] == tables.POOLED, "n_seeds"]
         one_seed = (" One seed per point: no interval." if pooled.empty else
                     f" One seed per framework and size: no interval on the framework lines; "
                     f"the pooled points hold {int(pooled.max())} runs.")
-    caption = (f"Recipe: {T.recipe_label(recipe)}; mean over seeds with 95% t-interval "
+    caption = (f"Recipe: {tables.recipe_label(recipe)}; mean over seeds with 95% t-interval "
                f"({_n_text(acc_pts)}); dotted: power law fitted where it holds "
                f"(≥{stats.FIT_MIN_SIZES} sizes, R² ≥ {stats.FIT_MIN_R2:g} in log-log), the "
                f"exponent's 95% CI from a bootstrap over seeds (each seed's runs at every "
                f"size resampled together; with fewer than {stats.MIN_CLUSTERS} seeds the "
                f"slope's t-interval, named where used).\n" + pooling_sentence(rows) + "\n"
                + "\n".join(sentences)
-               + f"\n{T.cap_phrase(rows, capital=True)}."
+               + f"\n{tables.cap_phrase(rows, capital=True)}."
                + one_seed)
     fig.update_layout(legend={"orientation": "h", "y": -0.2})
     return Panel(key, title, caption, fig, pd.DataFrame(data), height=450)
@@ -268,7 +268,7 @@ def pooling_sentence(rows: pd.DataFrame,
     """What was pooled over frameworks in a figure's accuracy, and why.
 
     A cell (grouped `by`) is pooled where its frameworks ran disjoint seeds, as
-    `T.scale_points` and `sweep_cells` do; `apart` names what is never pooled in the figure,
+    `tables.scale_points` and `sweep_cells` do; `apart` names what is never pooled in the figure,
     `shown` where the pooled values are drawn, `what` the cells in words.
     """
     cells = [(k, p) for k, p in rows.groupby(list(by), sort=False)
@@ -276,10 +276,10 @@ def pooling_sentence(rows: pd.DataFrame,
     if not cells:
         return "One framework: nothing to pool."
     pooled = [" + ".join(k) if isinstance(k, tuple) else k for k, p in cells
-              if T.seeds_disjoint(p)]
-    seeds = "; ".join(f"{T.framework_name(fw)} {T.seed_text(T.seeds_of(part))}"
+              if tables.seeds_disjoint(p)]
+    seeds = "; ".join(f"{tables.framework_name(fw)} {tables.seed_text(tables.seeds_of(part))}"
                       for fw, part in sorted(rows.groupby("framework"),
-                                             key=lambda kv: T.framework_rank(kv[0])))
+                                             key=lambda kv: tables.framework_rank(kv[0])))
     if len(pooled) == len(cells):
         return (f"Accuracy is also pooled over the frameworks{shown}, whose seeds are "
                 f"disjoint ({seeds}); {apart}.")
@@ -311,11 +311,11 @@ def _scale_sentence(short: str, per_line: list, fit_error: bool, rows: pd.DataFr
     parts, laws = [], []
     for fw, pts, fit in per_line:
         first, last = pts.iloc[0], pts.iloc[-1]
-        trend = f"{T.fmt_num(first['mean'])}{unit} at {first['size']}"
+        trend = f"{tables.fmt_num(first['mean'])}{unit} at {first['size']}"
         if len(pts) > 1:
-            trend += f" to {T.fmt_num(last['mean'])} at {last['size']}"
-        parts.append(f"{T.framework_name(fw)} {trend}")
-        laws.append((T.framework_name(fw), fit))
+            trend += f" to {tables.fmt_num(last['mean'])} at {last['size']}"
+        parts.append(f"{tables.framework_name(fw)} {trend}")
+        laws.append((tables.framework_name(fw), fit))
     text = f"{label}: " + "; ".join(parts) + "."
     reasons = {f.reason for _, f in laws if not f.holds}
     what = "test error" if fit_error else ("measured" if short == "memory" else short)
@@ -330,7 +330,7 @@ def _scale_sentence(short: str, per_line: list, fit_error: bool, rows: pd.DataFr
     if short == "memory" and est is not None:
         text += (f" Estimate ∝ N^{est.b:.2f} (R² {est.r2:.2f})." if est.holds
                  else f" Estimate: {est.describe()}.")
-    failed = T.failed_phrase(rows, counted=short == "accuracy")
+    failed = tables.failed_phrase(rows, counted=short == "accuracy")
     if failed:
         text += f" {failed}."
     if short == "throughput" and {"torch", "tf"} <= {fw for fw, _, _ in per_line}:
@@ -355,15 +355,15 @@ def _counts_text(rows: pd.DataFrame) -> str:
 def baseline_panel(df: pd.DataFrame, key: str) -> Panel:
     """The framework runtime's resident memory before any model is built, per framework."""
     title = "Runtime baseline per framework (framework runtime, not the model)"
-    rows = T.study_rows(df)
+    rows = tables.study_rows(df)
     rows = rows[rows["rss_start_mb"].notna()]
     if rows.empty:
         return Panel(key, title, message="No run recorded its resident memory before the "
                      "model was built (rss_start_mb).")
     out, data = [], []
-    for fw, part in sorted(rows.groupby("framework"), key=lambda kv: T.framework_rank(kv[0])):
+    for fw, part in sorted(rows.groupby("framework"), key=lambda kv: tables.framework_rank(kv[0])):
         v = part["rss_start_mb"]
-        out.append([T.framework_name(fw), len(v), f"{v.median():.0f}",
+        out.append([tables.framework_name(fw), len(v), f"{v.median():.0f}",
                     f"{v.min():.0f}-{v.max():.0f}"])
         data.append({"trace": "baseline", "framework": fw, "runs": len(v),
                      "median_rss_start_mb": float(v.median()), "min": float(v.min()),
@@ -390,7 +390,7 @@ def _unit_label(u: dict, units: list[dict]) -> str:
 def lr_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel | None:
     """Validation and test accuracy against the learning rate of every grid; None without
     a grid."""
-    units = T.lr_units(df, family, dataset)
+    units = tables.lr_units(df, family, dataset)
     if not units:
         return None
     title = f"{family} on {dataset}: accuracy against learning rate, per size"
@@ -400,10 +400,10 @@ def lr_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel | N
     for i, u in enumerate(units):
         m = u["members"]
         label = _unit_label(u, units)
-        val, test = T.grid_scores(m)
+        val, test = tables.grid_scores(m)
         chosen = np.isclose(m["lr"], u["chosen"], rtol=1e-9, atol=0) if math.isfinite(
             u["chosen"]) else np.zeros(len(m), bool)
-        failed = m["status"].isin(T.FAILED).to_numpy()
+        failed = m["status"].isin(tables.FAILED).to_numpy()
         symbols = ["star" if c else ("x" if f else "circle")
                    for c, f in zip(chosen, failed, strict=True)]
         sizes = [16 if c else 8 for c in chosen]
@@ -440,13 +440,13 @@ def lr_caption(units: list[dict]) -> str:
     for u in units:
         grids.setdefault((u["k"], u["seed"], u["framework"], u["regulariser"]), []).append(u)
     how = "; ".join(
-        f"grid of {k} learning rates at seed {s} in {T.framework_name(fw)} (regulariser "
+        f"grid of {k} learning rates at seed {s} in {tables.framework_name(fw)} (regulariser "
         f"{reg}; {len(us)} unit{'s' if len(us) > 1 else ''})"
         for (k, s, fw, reg), us in grids.items())
     text = (f"Each line is one unit's {how}, chosen by best validation accuracy; test "
             f"accuracy never used. Star: the chosen rate; x: a run that failed (at chance).")
     picked = [u for u in units if math.isfinite(u["chosen"])]
-    agree = sum(bool(np.isclose(T.validation_pick(u), u["chosen"], rtol=1e-9, atol=0))
+    agree = sum(bool(np.isclose(tables.validation_pick(u), u["chosen"], rtol=1e-9, atol=0))
                 for u in picked)
     if picked:
         chosen = ", ".join(f"{_unit_label(u, units)} {u['chosen']:g}" for u in picked)
@@ -461,7 +461,7 @@ def lr_caption(units: list[dict]) -> str:
                  f"{', '.join(_unit_label(u, units) for u in edge)}.")
     gaps = []
     for u in picked:
-        _, test = T.grid_scores(u["members"])
+        _, test = tables.grid_scores(u["members"])
         at = test[np.isclose(u["members"]["lr"], u["chosen"], rtol=1e-9, atol=0)]
         if len(at) and test.notna().any():
             gaps.append(float(test.max() - at.iloc[0]))
@@ -469,8 +469,8 @@ def lr_caption(units: list[dict]) -> str:
         worse = sum(g > 0 for g in gaps)
         text += (f" The test-best rate differs from the chosen one in {worse} of {len(gaps)} "
                  f"units" + (f" (by up to {max(gaps):.3f} test accuracy)." if worse else "."))
-    for frac in T.RACE_FRACTIONS:
-        r = T.race_agreement(units, frac)
+    for frac in tables.RACE_FRACTIONS:
+        r = tables.race_agreement(units, frac)
         if not r["cases"]:
             continue
         cost = (f", at {r['share']:.0%} of the grid's compute" if math.isfinite(r["share"])
@@ -493,22 +493,22 @@ def fmt_flops(x: float) -> str:
 
 def compute_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
     """Validation accuracy against training FLOPs per run, by size, and the frontier."""
-    recipe, rows = T.scale_selection(df, family, dataset)
+    recipe, rows = tables.scale_selection(df, family, dataset)
     title = f"{family} on {dataset}: validation accuracy against training compute"
     ok = rows[rows["status"] == "ok"]
-    pts = T.compute_points(ok)
+    pts = tables.compute_points(ok)
     if pts.empty:
         return Panel(key, title, message=f"No learning curve of {family} on {dataset} with "
                      f"training FLOPs recorded ({_counts_text(rows)}).")
-    front, segs = T.frontier(pts)
-    sizes = sorted(set(pts["size"]), key=T._size_rank)
+    front, segs = tables.frontier(pts)
+    sizes = sorted(set(pts["size"]), key=tables._size_rank)
     fig = go.Figure()
     data = []
     for i, size in enumerate(sizes):
         c = PALETTE[i % len(PALETTE)]
         for j, (rid, run) in enumerate(pts[pts["size"] == size].groupby("run_id", sort=False)):
             run = run.sort_values("flops")
-            label = f"{size} ({T.fmt_count(run['params'].iloc[0])} params)"
+            label = f"{size} ({tables.fmt_count(run['params'].iloc[0])} params)"
             fig.add_trace(go.Scatter(
                 x=run["flops"].tolist(), y=run["val_acc"].tolist(), mode="lines+markers",
                 meta=rid, name=esc(label), legendgroup=esc(size), showlegend=j == 0,
@@ -534,14 +534,14 @@ def compute_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pane
     fig.update_layout(xaxis={"type": "log", "title": {"text": "training FLOPs spent (log)"}},
                       yaxis={"title": {"text": "validation accuracy"}},
                       legend={"orientation": "h", "y": -0.2})
-    caption = (f"Recipe: {T.recipe_label(recipe)}. Every ok run's validation accuracy after "
+    caption = (f"Recipe: {tables.recipe_label(recipe)}. Every ok run's validation accuracy after "
                f"each epoch against the training FLOPs it had spent (FLOPs per sample x "
                f"samples seen), coloured by size. Black: the compute-efficient frontier "
                f"(as Kaplan et al. 2020 and Hoffmann et al. 2022 read it from loss), at each "
                f"budget the best size's mean over its runs of the best validation accuracy "
                f"reached within the budget. " + frontier_sentence(segs))
-    caption += f" {T.cap_phrase(rows, capital=True)}."
-    failed = T.failed_phrase(rows, counted=False)
+    caption += f" {tables.cap_phrase(rows, capital=True)}."
+    failed = tables.failed_phrase(rows, counted=False)
     if failed:
         caption += f" Not drawn: {failed}."
     return Panel(key, title, caption, fig, pd.DataFrame(data), height=440)
@@ -612,13 +612,13 @@ def framework_cells(df: pd.DataFrame, dataset: str, scale_only: bool = True) -> 
     (`stats.diff_t_ci`). Where the frameworks share seeds the runs are positively correlated
     and the Welch interval is conservative (wider than a paired one).
     """
-    rows = T.study_rows(df)
+    rows = tables.study_rows(df)
     rows = rows[rows["dataset"] == dataset]
     out = []
-    for family, _ in [g for g in T.groups(df) if g[1] == dataset]:
+    for family, _ in [g for g in tables.groups(df) if g[1] == dataset]:
         fam = rows[rows["family"] == family]
         if scale_only:
-            recipe, _rows = T.scale_selection(df, family, dataset)
+            recipe, _rows = tables.scale_selection(df, family, dataset)
             fam = fam[fam["recipe"] == recipe]
         if fam.empty:
             continue
@@ -631,14 +631,14 @@ def framework_cells(df: pd.DataFrame, dataset: str, scale_only: bool = True) -> 
             pt_ok, tf_ok = pt[pt["status"] == "ok"], tf[tf["status"] == "ok"]
             thr = stats.ratio_t_ci(pt_ok["train_samples_per_s"], tf_ok["train_samples_per_s"])
             mem = stats.ratio_t_ci(pt_ok["model_mem_mb"], tf_ok["model_mem_mb"])
-            acc = stats.diff_t_ci(T.metric_values(pt, "test_acc"),
-                                  T.metric_values(tf, "test_acc"))
+            acc = stats.diff_t_ci(tables.metric_values(pt, "test_acc"),
+                                  tables.metric_values(tf, "test_acc"))
             out.append({
                 "family": family, "dataset": dataset, "size": key[0],
-                "size_order": T._size_rank(key[0]),
-                "recipe": T.recipe_label(key[1:]), "params": float(part["params"].median()),
-                "n_torch": len(pt), "n_tf": len(tf), "n_failed": T.n_failed(part),
-                "seeds_disjoint": T.seeds_disjoint(part),
+                "size_order": tables._size_rank(key[0]),
+                "recipe": tables.recipe_label(key[1:]), "params": float(part["params"].median()),
+                "n_torch": len(pt), "n_tf": len(tf), "n_failed": tables.n_failed(part),
+                "seeds_disjoint": tables.seeds_disjoint(part),
                 "throughput_ratio": thr.value, "throughput_ratio_lo": thr.lo,
                 "throughput_ratio_hi": thr.hi,
                 "memory_ratio": mem.value, "memory_ratio_lo": mem.lo, "memory_ratio_hi": mem.hi,
@@ -659,9 +659,9 @@ FW_METRICS = [("throughput_ratio", "throughput PyTorch / TensorFlow", 1.0),
 
 def frameworks_panel(df: pd.DataFrame, dataset: str, key: str) -> Panel:
     title = f"PyTorch vs TensorFlow on {dataset}, per family and size (scale recipe)"
-    fws = set(T.ok_rows(df[df["dataset"] == dataset])["framework"])
+    fws = set(tables.ok_rows(df[df["dataset"] == dataset])["framework"])
     if not {"torch", "tf"} <= fws:
-        have = ", ".join(T.framework_name(f) for f in sorted(fws)) or "none"
+        have = ", ".join(tables.framework_name(f) for f in sorted(fws)) or "none"
         return Panel(key, title, message=f"A comparison needs successful runs in both "
                      f"frameworks on {dataset}; frameworks with successful runs: {have}.")
     cells = framework_cells(df, dataset)
@@ -809,28 +809,28 @@ def _reg_order(labels) -> list[str]:
 
 def sweep_cells(rows: pd.DataFrame, target: float) -> pd.DataFrame:
     """Per framework, optimizer and regulariser: accuracy mean/t-interval (failures at
-    chance) and time-to-target (ok runs); plus a `T.POOLED` cell per (optimizer,
+    chance) and time-to-target (ok runs); plus a `tables.POOLED` cell per (optimizer,
     regulariser) whose frameworks ran disjoint seeds (accuracy only)."""
     out = []
     for (fw, opt, reg), part in rows.groupby(["framework", "optimizer", "regulariser"]):
         ok = part[part["status"] == "ok"]
-        acc = stats.mean_t_ci(T.metric_values(part, "test_acc"))
-        times = np.array([T.time_to_of(p, target) for p in ok["curve_pts"]]) if (
+        acc = stats.mean_t_ci(tables.metric_values(part, "test_acc"))
+        times = np.array([tables.time_to_of(p, target) for p in ok["curve_pts"]]) if (
             len(ok) and math.isfinite(target)) else np.array([])
         reached = int(np.isfinite(times).sum())
         ttt = float(np.median(times)) if len(times) else math.nan
         out.append({"framework": fw, "optimizer": opt, "regulariser": reg, "n_runs": len(part),
-                    "n_ok": len(ok), "n_failed": T.n_failed(part), "acc": acc.value,
+                    "n_ok": len(ok), "n_failed": tables.n_failed(part), "acc": acc.value,
                     "acc_lo": acc.lo, "acc_hi": acc.hi, "n_seeds": acc.n,
                     "ttt_s": ttt if math.isfinite(ttt) else math.nan,
                     "n_reached": reached, "target": target})
     for (opt, reg), part in rows.groupby(["optimizer", "regulariser"]):
-        if not T.seeds_disjoint(part):
+        if not tables.seeds_disjoint(part):
             continue
-        acc = stats.mean_t_ci(T.metric_values(part, "test_acc"))
-        out.append({"framework": T.POOLED, "optimizer": opt, "regulariser": reg,
+        acc = stats.mean_t_ci(tables.metric_values(part, "test_acc"))
+        out.append({"framework": tables.POOLED, "optimizer": opt, "regulariser": reg,
                     "n_runs": len(part), "n_ok": int((part["status"] == "ok").sum()),
-                    "n_failed": T.n_failed(part), "acc": acc.value, "acc_lo": acc.lo,
+                    "n_failed": tables.n_failed(part), "acc": acc.value, "acc_lo": acc.lo,
                     "acc_hi": acc.hi, "n_seeds": acc.n, "ttt_s": math.nan, "n_reached": 0,
                     "target": target})
     # Columns even with no rows: callers filter on them (a family with no sweep at all).
@@ -844,24 +844,24 @@ SWEEP_COLUMNS = ["framework", "optimizer", "regulariser", "n_runs", "n_ok", "n_f
 def sweep_panel(df: pd.DataFrame, family: str, dataset: str, key: str, what: str) -> Panel:
     """what: 'acc' (test accuracy heatmap, with a pooled column where seeds are disjoint)
     or 'ttt' (time-to-target heatmap, per framework)."""
-    size, rows = T.sweep_selection(df, family, dataset)
+    size, rows = tables.sweep_selection(df, family, dataset)
     name = "test accuracy" if what == "acc" else "time to target"
     title = f"{family} on {dataset}, size {size or '-'}: {name} per optimizer and regulariser"
     ok = rows[rows["status"] == "ok"]
     if ok.empty:
         return Panel(key, title, message=f"No successful run of {family} on {dataset}: "
                      f"{_counts_text(rows)}.")
-    target, best = T.target_accuracy(df, family, dataset, size)
+    target, best = tables.target_accuracy(df, family, dataset, size)
     cells = sweep_cells(rows, target)
     if what != "acc":
-        cells = cells[cells["framework"] != T.POOLED]
-    fws = sorted(set(cells["framework"]), key=T.framework_rank)
+        cells = cells[cells["framework"] != tables.POOLED]
+    fws = sorted(set(cells["framework"]), key=tables.framework_rank)
     lookup = {(c["framework"], c["optimizer"], c["regulariser"]): c
               for c in cells.to_dict("records")}
     opts = sorted(set(cells["optimizer"]))
     regs = _reg_order(cells["regulariser"])
     fig = make_subplots(rows=1, cols=len(fws), horizontal_spacing=0.12,
-                        subplot_titles=[esc(T.framework_name(f)) for f in fws])
+                        subplot_titles=[esc(tables.framework_name(f)) for f in fws])
     data = []
     for col, fw in enumerate(fws, 1):
         z, text = [], []
@@ -907,7 +907,7 @@ def sweep_panel(df: pd.DataFrame, family: str, dataset: str, key: str, what: str
           else f"the learning rate chosen on validation for {int(chosen.sum())} of "
                f"{len(rows)} runs, the configured one for the others")
     caption = (f"Size {size} (the size with the most optimizer x regulariser cells), at {lr}. "
-               + caption + f" {T.cap_phrase(rows, capital=True)}.")
+               + caption + f" {tables.cap_phrase(rows, capital=True)}.")
     height = 160 + 70 * len(opts)
     return Panel(key, title, caption + _status_note(rows), fig, pd.DataFrame(data),
                  height=max(height, 320))
@@ -935,29 +935,29 @@ def _cell(r: dict | None, what: str) -> tuple[float, str]:
 
 def sweep_winner(rows: pd.DataFrame, fw: str) -> dict | None:
     """Best vs runner-up (optimizer, regulariser) cell of one framework or the pooled
-    cells (`T.best_vs_runner_up`); the pooled one only over cells with disjoint seeds."""
-    if fw == T.POOLED:
+    cells (`tables.best_vs_runner_up`); the pooled one only over cells with disjoint seeds."""
+    if fw == tables.POOLED:
         keep = [p.index for _, p in rows.groupby(["optimizer", "regulariser"])
-                if T.seeds_disjoint(p)]
+                if tables.seeds_disjoint(p)]
         part = rows.loc[np.concatenate(keep)] if keep else rows.iloc[:0]
     else:
         part = rows[rows["framework"] == fw]
-    return T.best_vs_runner_up(part, ["optimizer", "regulariser"])
+    return tables.best_vs_runner_up(part, ["optimizer", "regulariser"])
 
 
 def winner_text(w: dict) -> str:
     best, runner = " + ".join(w["best"]), " + ".join(w["runner"])
     return (f"best {best} ({w['best_mean']:.3f}), runner-up {runner} "
-            f"({w['runner_mean']:.3f}): " + T.claim(best, runner, w["diff"]))
+            f"({w['runner_mean']:.3f}): " + tables.claim(best, runner, w["diff"]))
 
 
 def _sweep_acc_caption(rows: pd.DataFrame, cells: pd.DataFrame) -> str:
     parts = []
-    for fw in sorted(set(cells["framework"]), key=T.framework_rank):
+    for fw in sorted(set(cells["framework"]), key=tables.framework_rank):
         part = cells[cells["framework"] == fw].dropna(subset=["acc"])
         if part.empty:
             continue
-        text = f"{T.framework_name(fw)}: "
+        text = f"{tables.framework_name(fw)}: "
         w = sweep_winner(rows, fw)
         if w is None:
             b = part.loc[part["acc"].idxmax()]
@@ -968,7 +968,7 @@ def _sweep_acc_caption(rows: pd.DataFrame, cells: pd.DataFrame) -> str:
             text += (f"; worst {worst['optimizer']} + {worst['regulariser']} "
                      f"({worst['acc']:.3f})")
         parts.append(text)
-    failed = T.failed_phrase(rows)
+    failed = tables.failed_phrase(rows)
     return (f"Mean test accuracy over seeds with 95% t-interval ({_n_text(cells)}). "
             + pooling_sentence(rows, "time-to-target stays per framework", " (its own panel)",
                                ("optimizer", "regulariser"), "cells") + " "
@@ -980,7 +980,7 @@ def _sweep_ttt_caption(cells: pd.DataFrame, target: float, best: float, family: 
     if not math.isfinite(target):
         return "No validation curve recorded: no time-to-target."
     text = (f"Wall-clock seconds from a run's start until validation accuracy first reaches "
-            f"{target:.3f} ({T.TARGET_FRACTION:.0%} of the best mean validation accuracy "
+            f"{target:.3f} ({tables.TARGET_FRACTION:.0%} of the best mean validation accuracy "
             f"{best:.3f} of any {family} configuration at size {size}); median over the ok "
             f"seeds of a cell, a seed that never reaches it counts as never; per framework, "
             f"since time is the framework's own.")
@@ -988,7 +988,7 @@ def _sweep_ttt_caption(cells: pd.DataFrame, target: float, best: float, family: 
     if len(hit):
         f = hit.loc[hit["ttt_s"].idxmin()]
         text += (f" Fastest: {f['optimizer']} + {f['regulariser']} on "
-                 f"{T.framework_name(f['framework'])} ({f['ttt_s']:.1f} s).")
+                 f"{tables.framework_name(f['framework'])} ({f['ttt_s']:.1f} s).")
     never = int((cells["n_ok"] > 0).sum() - len(hit))
     if never:
         text += f" {never} of {int((cells['n_ok'] > 0).sum())} cells did not reach it."
@@ -1009,15 +1009,15 @@ def curves_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel
     fig = go.Figure()
     data, labels, finals = [], [], []
     sort_cols = ["fw_rank", "size_order", "optimizer", "regulariser", "seed", "run_id"]
-    rows = rows.assign(fw_rank=rows["framework"].map(lambda f: T.framework_rank(f)))
+    rows = rows.assign(fw_rank=rows["framework"].map(lambda f: tables.framework_rank(f)))
     for r in rows.sort_values(sort_cols).to_dict("records"):
-        c = [(T._num(p.get("epoch")), T._num(p.get("val_acc")), T._num(p.get("elapsed_s")),
-              T._num(p.get("val_loss")), T._num(p.get("train_loss"))) for p in T._points(r)]
+        keys = ("epoch", "val_acc", "elapsed_s", "val_loss", "train_loss")
+        c = [tuple(tables._num(p.get(k)) for k in keys) for p in tables._points(r)]
         c = [p for p in c if math.isfinite(p[0]) and math.isfinite(p[1])]
         if not c:
             continue
         epochs, accs = [p[0] for p in c], [p[1] for p in c]
-        label = T.run_label(r) + ("" if r["status"] == "ok" else f" [{r['status']}]")
+        label = tables.run_label(r) + ("" if r["status"] == "ok" else f" [{r['status']}]")
         labels.append(label)
         fig.add_trace(go.Scatter(
             x=epochs, y=accs, mode="lines+markers", name=esc(label), meta=r["run_id"],
@@ -1050,8 +1050,8 @@ def curves_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel
     )
     best = max(finals)
     multi = [f for f in finals if f[3] > 1]
-    if T.cap_counts(rows)[1]:
-        shape = (f"{T.cap_phrase(rows, capital=True)}; the others stopped at a validation "
+    if tables.cap_counts(rows)[1]:
+        shape = (f"{tables.cap_phrase(rows, capital=True)}; the others stopped at a validation "
                  f"plateau.")
     elif multi:
         improving = sum(f[2] for f in multi)

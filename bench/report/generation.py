@@ -3,11 +3,11 @@ search and decoded examples, per dataset of a generating family (seq2seq).
 
 Rules (the same as the scale page's, `tables`):
 
-- Runs: the scale recipe of the family and dataset (`T.scale_selection`: study runs, the
+- Runs: the scale recipe of the family and dataset (`tables.scale_selection`: study runs, the
   recipe with the most sizes), any status.
 - Exact match is the translation's accuracy: a ``diverged``/``oom``/``error`` run counts at
   0 (the chance of an exact match), a pruned run is left out, and it is pooled over the
-  frameworks at a size where their seeds are disjoint (`T.EXACT_MATCH_METRICS`). BLEU, chrF,
+  frameworks at a size where their seeds are disjoint (`tables.EXACT_MATCH_METRICS`). BLEU, chrF,
   decoding speed and latency use ok runs only and stay per framework.
 - Per point: the mean over seeds with its Student-t interval; "is the largest size better
   than the smallest" is the Welch interval of the difference, claimed only where it
@@ -32,8 +32,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .. import stats
-from . import figures as F
-from . import tables as T
+from . import figures, tables
 from .html import Panel, esc, table
 
 TEST_SETS = (("", "test"), ("_long", "test_long"))
@@ -47,7 +46,7 @@ DEFAULT_BEAM_WIDTH, DEFAULT_LENGTH_PENALTY, DEFAULT_DECODE_BATCH = 4, 1.0, 64
 
 def groups(df: pd.DataFrame) -> list[tuple[str, str]]:
     """(family, dataset) pairs of the generating families, in registry order."""
-    return [(f, d) for f, d in T.groups(df) if f in T.GENERATION_FAMILIES]
+    return [(f, d) for f, d in tables.groups(df) if f in tables.GENERATION_FAMILIES]
 
 
 def test_sets_text(dataset: str) -> str:
@@ -72,20 +71,20 @@ def _setting(rows: pd.DataFrame, col: str, default: float) -> float:
 
 
 def _label(rows: pd.DataFrame, size: str) -> str:
-    return f"{size} ({T.fmt_count(rows.loc[rows['size'] == size, 'params'].median())} params)"
+    return f"{size} ({tables.fmt_count(rows.loc[rows['size'] == size, 'params'].median())} params)"
 
 
 def _order(rows: pd.DataFrame) -> list[str]:
-    return sorted(set(rows["framework"]) - {""}, key=T.framework_rank)
+    return sorted(set(rows["framework"]) - {""}, key=tables.framework_rank)
 
 
 def _style_of(fw: str, order: list[str]) -> dict:
     """The framework's line as the scale page draws it (the same index in every subplot)."""
-    return F._style(fw, order.index(fw) if fw in order else len(order))
+    return figures._style(fw, order.index(fw) if fw in order else len(order))
 
 
 class _Row:
-    """`F._points_trace` draws in row 1: this puts its trace in another row."""
+    """`figures._points_trace` draws in row 1: this puts its trace in another row."""
 
     def __init__(self, fig, row: int):
         self.fig, self.row = fig, row
@@ -95,16 +94,16 @@ class _Row:
 
 
 def points(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """`T.scale_points` of `metric`, empty where no ok run recorded it (an older record
+    """`tables.scale_points` of `metric`, empty where no ok run recorded it (an older record
     would otherwise show its failed runs alone, at 0)."""
     if rows.loc[rows["status"] == "ok", metric].isna().all():  # also: no ok run
-        return pd.DataFrame(columns=T.POINT_COLUMNS)
-    return T.scale_points(rows, metric)
+        return pd.DataFrame(columns=tables.POINT_COLUMNS)
+    return tables.scale_points(rows, metric)
 
 
 def _failed_text(rows: pd.DataFrame, counted: str, excluded: str) -> str:
     """'k of n runs failed (exact match counted at 0; excluded from BLEU and chrF)'."""
-    k = T.n_failed(rows)
+    k = tables.n_failed(rows)
     pruned = int((rows["status"] == "pruned").sum())
     parts = []
     if k:
@@ -140,23 +139,23 @@ def size_claims(rows: pd.DataFrame, metric: str = "exact_match",
     over frameworks where both sizes have disjoint seeds, else per framework."""
     if rows.loc[rows["status"] == "ok", metric].isna().all():
         return []
-    vals = T.metric_values(rows, metric)
+    vals = tables.metric_values(rows, metric)
     rows = rows[vals.notna()]
-    sizes = sorted(set(rows.loc[rows["status"] == "ok", "size"]), key=T._size_rank)
+    sizes = sorted(set(rows.loc[rows["status"] == "ok", "size"]), key=tables._size_rank)
     if len(sizes) < 2:
         return []
     small, large = sizes[0], sizes[-1]
     a, b = rows[rows["size"] == large], rows[rows["size"] == small]
-    if metric in T.ACCURACY_METRICS and T.seeds_disjoint(a) and T.seeds_disjoint(b):
-        parts = [(T.POOLED, a, b)]
+    if metric in tables.ACCURACY_METRICS and tables.seeds_disjoint(a) and tables.seeds_disjoint(b):
+        parts = [(tables.POOLED, a, b)]
     else:
         parts = [(fw, a[a["framework"] == fw], b[b["framework"] == fw]) for fw in _order(rows)]
     out = []
     for fw, x, y in parts:
         if x.empty or y.empty:
             continue
-        iv = stats.diff_t_ci(T.metric_values(x, metric), T.metric_values(y, metric))
-        out.append(f"{T.framework_name(fw)}, {len(x) + len(y)} runs: "
+        iv = stats.diff_t_ci(tables.metric_values(x, metric), tables.metric_values(y, metric))
+        out.append(f"{tables.framework_name(fw)}, {len(x) + len(y)} runs: "
                    + difference_phrase(_label(rows, large), _label(rows, small), iv, what))
     return out
 
@@ -166,10 +165,10 @@ def _trend(pts: pd.DataFrame, fmt) -> str:
     string or a function."""
     show = fmt.format if isinstance(fmt, str) else fmt
     parts = []
-    for fw in sorted(set(pts["framework"]), key=T.framework_rank):
+    for fw in sorted(set(pts["framework"]), key=tables.framework_rank):
         p = pts[pts["framework"] == fw]
         first, last = p.iloc[0], p.iloc[-1]
-        text = f"{T.framework_name(fw)} {show(first['mean'])} at {first['size']}"
+        text = f"{tables.framework_name(fw)} {show(first['mean'])} at {first['size']}"
         if len(p) > 1:
             text += f" to {show(last['mean'])} at {last['size']}"
         parts.append(text)
@@ -181,7 +180,7 @@ def _level(pts: pd.DataFrame, size: str, fmt: str) -> str:
     at = pts[pts["size"] == size]
     if at.empty:
         return "n/a"
-    pooled = at[at["framework"] == T.POOLED]
+    pooled = at[at["framework"] == tables.POOLED]
     at = pooled if len(pooled) else at
 
     def one(r) -> str:
@@ -191,25 +190,26 @@ def _level(pts: pd.DataFrame, size: str, fmt: str) -> str:
 
     if len(at) == 1:
         r = at.iloc[0]
-        return one(r) + (f" ({T.framework_name(r['framework'])})" if r["framework"] != T.POOLED
-                         else " (pooled)")
-    return ", ".join(f"{T.framework_name(r['framework'])} {one(r)}"
+        pooled = r["framework"] == tables.POOLED
+        return one(r) + (" (pooled)" if pooled else f" ({tables.framework_name(r['framework'])})")
+    return ", ".join(f"{tables.framework_name(r['framework'])} {one(r)}"
                      for _, r in at.iterrows())
 
 
 def quality_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
     """Exact match, BLEU and chrF (greedy) against parameter count, test and test_long."""
-    recipe, rows = T.scale_selection(df, family, dataset)
+    recipe, rows = tables.scale_selection(df, family, dataset)
     title = (f"{family} on {dataset}: exact match, BLEU and chrF (greedy decoding) against "
              f"parameter count")
     ok = rows[rows["status"] == "ok"]
     if ok.empty:
         return Panel(key, title, message=f"No successful run of {family} on {dataset}: "
-                     f"{F._counts_text(rows)}. Nothing to plot.")
+                     f"{figures._counts_text(rows)}. Nothing to plot.")
     recorded = [b + sfx for b, _, _ in QUALITY for sfx, _ in TEST_SETS]
     if ok[recorded].isna().all().all():
         return Panel(key, title, message=f"No ok run of {family} on {dataset} recorded its "
-                     f"translation quality (exact_match, bleu, chrf): {F._counts_text(rows)}.")
+                     "translation quality (exact_match, bleu, chrf): "
+                     f"{figures._counts_text(rows)}.")
     fig = make_subplots(rows=2, cols=3, horizontal_spacing=0.07, vertical_spacing=0.16,
                         subplot_titles=[f"{name}, {ts}" for _, ts in TEST_SETS
                                         for _, name, _ in QUALITY])
@@ -222,11 +222,12 @@ def quality_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pane
             metric = base + suffix
             pts_all = points(rows, metric)
             pts_of[metric] = pts_all
-            for fw in sorted(set(pts_all["framework"]), key=T.framework_rank):
+            for fw in sorted(set(pts_all["framework"]), key=tables.framework_rank):
                 pts = pts_all[pts_all["framework"] == fw]
-                F._points_trace(_Row(fig, r), pts, f"{fw} {metric}", T.framework_name(fw),
-                                _style_of(fw, order), c, fw not in shown,
-                                metric in T.ACCURACY_METRICS, data, metric)
+                figures._points_trace(_Row(fig, r), pts, f"{fw} {metric}",
+                                      tables.framework_name(fw), _style_of(fw, order), c,
+                                      fw not in shown, metric in tables.ACCURACY_METRICS, data,
+                                      metric)
                 shown.add(fw)
             if pts_all.empty:
                 n = (r - 1) * 3 + c
@@ -240,7 +241,7 @@ def quality_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pane
                                             else "exact match (fraction)"), row=r, col=c)
     fig.update_layout(legend={"orientation": "h", "y": -0.14})
     em = pts_of["exact_match"]
-    sizes = sorted(set(ok["size"]), key=T._size_rank)
+    sizes = sorted(set(ok["size"]), key=tables._size_rank)
     largest = sizes[-1]
     claims = size_claims(rows)
     if claims:
@@ -262,11 +263,11 @@ def quality_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pane
     if len(at) and (at["mean"] < 0.05).all():
         long += (" Exact match on test_long stays near 0, as expected: no training sentence "
                  "is that long.")
-    pooling = F.pooling_sentence(rows, "BLEU and chrF stay per framework").replace(
+    pooling = figures.pooling_sentence(rows, "BLEU and chrF stay per framework").replace(
         "Accuracy is", "Exact match is", 1)
     failed = _failed_text(rows, "exact match counted at 0", "excluded from BLEU and chrF")
-    caption = (f"Recipe: {T.recipe_label(recipe)}; greedy decoding; mean over seeds with 95% "
-               f"t-interval ({F._n_text(em) if len(em) else '0 seeds'}). Exact match is the "
+    caption = (f"Recipe: {tables.recipe_label(recipe)}; greedy decoding; mean over seeds with 95% "
+               f"t-interval ({figures._n_text(em) if len(em) else '0 seeds'}). Exact match is the "
                f"share of sentences translated exactly (a failed run counts at 0); BLEU and "
                f"chrF are sacrebleu corpus scores (0-100) of ok runs. "
                f"{test_sets_text(dataset)}.\n{pooling}\n{claim}\n"
@@ -292,7 +293,7 @@ def speed_ratios(rows: pd.DataFrame) -> pd.DataFrame:
         lat = stats.ratio_t_ci(tf["decode_latency_ms"], pt["decode_latency_ms"])
         for metric, iv in (("decode_tokens_per_s", thr), ("decode_latency_ms", lat)):
             if math.isfinite(iv.value):
-                out.append({"size": size, "size_order": T._size_rank(size),
+                out.append({"size": size, "size_order": tables._size_rank(size),
                             "params": float(part["params"].median()), "metric": metric,
                             "ratio": iv.value, "ci_lo": iv.lo, "ci_hi": iv.hi,
                             "n_torch": int(pt[metric].notna().sum()),
@@ -309,12 +310,12 @@ def _ratio_iv(r) -> stats.Interval:
 def speed_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
     """Decode throughput (batch 64) and latency (batch 1) against parameter count, per
     framework, with the PyTorch / TensorFlow ratio per size."""
-    _, rows = T.scale_selection(df, family, dataset)
+    _, rows = tables.scale_selection(df, family, dataset)
     title = f"{family} on {dataset}: decoding speed against parameter count"
     ok = rows[rows["status"] == "ok"]
     if ok[[m for m, _, _ in SPEED]].notna().sum().sum() == 0:
         return Panel(key, title, message=f"No ok run of {family} on {dataset} recorded its "
-                     f"decoding speed ({F._counts_text(rows)}).")
+                     f"decoding speed ({figures._counts_text(rows)}).")
     batch = int(_setting(ok, "decode_batch", DEFAULT_DECODE_BATCH))
     ratios = speed_ratios(rows)
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08, subplot_titles=[
@@ -325,12 +326,12 @@ def speed_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
     trends = []
     for col, (metric, name, axis) in enumerate(SPEED, 1):
         pts_all = points(rows, metric)
-        for fw in sorted(set(pts_all["framework"]), key=T.framework_rank):
+        for fw in sorted(set(pts_all["framework"]), key=tables.framework_rank):
             pts = pts_all[pts_all["framework"] == fw]
-            F._points_trace(fig, pts, f"{fw} {metric}", T.framework_name(fw),
+            figures._points_trace(fig, pts, f"{fw} {metric}", tables.framework_name(fw),
                             _style_of(fw, order), col, col == 1, False, data, metric)
         if len(pts_all):
-            trends.append(f"{name.capitalize()} ({axis}): {_trend(pts_all, T.fmt_num)}.")
+            trends.append(f"{name.capitalize()} ({axis}): {_trend(pts_all, tables.fmt_num)}.")
         fig.update_xaxes(type="log", title_text="parameters", row=1, col=col)
         fig.update_yaxes(type="log" if metric == "decode_tokens_per_s" else None,
                          title_text=esc(axis), row=1, col=col)
@@ -340,7 +341,7 @@ def speed_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
         if part.empty:
             continue
         meta = f"ratio {metric}"
-        c = F.PALETTE[(i + 2) % len(F.PALETTE)]
+        c = figures.PALETTE[(i + 2) % len(figures.PALETTE)]
         fig.add_trace(go.Scatter(
             x=part["params"].tolist(), y=part["ratio"].tolist(), mode="lines+markers",
             name=esc(f"PyTorch / TensorFlow, {label}"), meta=meta,
@@ -359,7 +360,7 @@ def speed_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
                          "ci_hi": r.ci_hi, "n_torch": r.n_torch, "n_tf": r.n_tf})
     if len(ratios):
         fig.add_hline(y=1.0, line={"color": "#555", "dash": "dash", "width": 1}, row=1, col=3)
-        fig.update_yaxes(type="log", **F.RATIO_TICKS, row=1, col=3)
+        fig.update_yaxes(type="log", **figures.RATIO_TICKS, row=1, col=3)
     else:
         fig.add_annotation(text="needs ok runs of both frameworks at a size", showarrow=False,
                            xref="x3 domain", yref="y3 domain", x=0.5, y=0.5)
@@ -379,17 +380,17 @@ def speed_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
                     f"{worst:.0%} of its median.")
     if len(ratios):
         per = []
-        for size in sorted(set(ratios["size"]), key=T._size_rank):
+        for size in sorted(set(ratios["size"]), key=tables._size_rank):
             at = ratios[ratios["size"] == size].set_index("metric")
             bits = []
             if "decode_tokens_per_s" in at.index:
                 r = at.loc["decode_tokens_per_s"]
                 bits.append(f"throughput ratio {r['ratio']:.2f}x: "
-                            + F.ratio_claim(_ratio_iv(r)))
+                            + figures.ratio_claim(_ratio_iv(r)))
             if "decode_latency_ms" in at.index:
                 r = at.loc["decode_latency_ms"]
                 bits.append(f"at batch 1 (latency ratio TensorFlow/PyTorch {r['ratio']:.2f}x) "
-                            + F.ratio_claim(_ratio_iv(r)))
+                            + figures.ratio_claim(_ratio_iv(r)))
             per.append(f"{_label(rows, size)}: " + "; ".join(bits))
         caption += ("\nPyTorch / TensorFlow, ratios of geometric means over seeds with the 95% "
                     "Welch interval on logs (right; above 1 PyTorch is faster): "
@@ -398,7 +399,7 @@ def speed_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
         caption += "\nNo size has ok runs in both frameworks: no framework ratio."
     train = points(rows, "train_tokens_per_s")
     if len(train):
-        caption += (f"\nTraining throughput (target tokens/s): {_trend(train, T.fmt_num)} "
+        caption += (f"\nTraining throughput (target tokens/s): {_trend(train, tables.fmt_num)} "
                     f"(the scale page gives it in sentences/s).")
     failed = _failed_text(rows, "", "excluded")
     if failed:
@@ -412,28 +413,28 @@ def speed_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
 def paired_points(rows: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     """Mean and t-interval of a - b over the ok runs of each size (a paired difference: both
     from the same run), pooled over frameworks where the size's seeds are disjoint, else per
-    framework; `T.POINT_COLUMNS`."""
+    framework; `tables.POINT_COLUMNS`."""
     diff = rows[a] - rows[b]
     out = []
     for size, part in rows.groupby("size", sort=False):
-        parts = ([(T.POOLED, part)] if T.seeds_disjoint(part)
+        parts = ([(tables.POOLED, part)] if tables.seeds_disjoint(part)
                  else [(fw, p) for fw, p in part.groupby("framework", sort=False)])
         for fw, p in parts:
             ok = p[p["status"] == "ok"]
             iv = stats.mean_t_ci(diff.loc[ok.index])
             out.append({"framework": fw, "size": size, "params": float(p["params"].median()),
                         "mean": iv.value, "ci_lo": iv.lo, "ci_hi": iv.hi, "n_seeds": iv.n,
-                        "n_runs": len(p), "n_failed": T.n_failed(p),
-                        "seeds": T.seed_text(T.seeds_of(ok))})
-    res = pd.DataFrame(out, columns=T.POINT_COLUMNS)
+                        "n_runs": len(p), "n_failed": tables.n_failed(p),
+                        "seeds": tables.seed_text(tables.seeds_of(ok))})
+    res = pd.DataFrame(out, columns=tables.POINT_COLUMNS)
     res = res[np.isfinite(res["mean"].astype(float))]
-    res = res.assign(_fw=res["framework"].map(T.framework_rank))
+    res = res.assign(_fw=res["framework"].map(tables.framework_rank))
     return res.sort_values(["_fw", "params"]).drop(columns="_fw").reset_index(drop=True)
 
 
 def beam_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
     """Beam search minus greedy decoding, exact match and BLEU, on test and test_long."""
-    _, rows = T.scale_selection(df, family, dataset)
+    _, rows = tables.scale_selection(df, family, dataset)
     title = f"{family} on {dataset}: beam search against greedy decoding, per size"
     ok = rows[rows["status"] == "ok"]
     width = int(_setting(ok, "beam_width", DEFAULT_BEAM_WIDTH))
@@ -448,18 +449,18 @@ def beam_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
         for suffix, ts in TEST_SETS:
             greedy, beam = base + suffix, f"beam_{base}{suffix}"
             pts_all = paired_points(rows, beam, greedy)
-            for fw in sorted(set(pts_all["framework"]), key=T.framework_rank):
+            for fw in sorted(set(pts_all["framework"]), key=tables.framework_rank):
                 pts = pts_all[pts_all["framework"] == fw]
                 style = _style_of(fw, order)
                 style = {"line": {**style["line"], "dash": SET_DASH[ts]},
                          "marker": {**style["marker"],
                                     "symbol": "circle" if ts == "test" else "x"}}
-                label = f"{T.framework_name(fw)}, {ts}"
-                F._points_trace(fig, pts, f"{fw} {beam}-{greedy}", label, style, col,
+                label = f"{tables.framework_name(fw)}, {ts}"
+                figures._points_trace(fig, pts, f"{fw} {beam}-{greedy}", label, style, col,
                                 col == 1, False, data, f"{beam}-{greedy}")
                 fig.data[-1].update(legendgroup=esc(f"{fw} {ts}"))
                 where = (f"{name} on {ts}"
-                         + ("" if fw == T.POOLED else f" ({T.framework_name(fw)})"))
+                         + ("" if fw == tables.POOLED else f" ({tables.framework_name(fw)})"))
                 for r in pts.itertuples():
                     iv = stats.Interval(r.mean, r.ci_lo, r.ci_hi, int(r.n_seeds))
                     text = (f"{r.size} {fmt.format(r.mean)} [{fmt.format(r.ci_lo)}, "
@@ -473,7 +474,7 @@ def beam_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
         fig.update_yaxes(title_text=esc(f"{name}, beam − greedy"), row=1, col=col)
     if not data:
         return Panel(key, title, message=f"No ok run of {family} on {dataset} recorded both "
-                     f"greedy and beam-search scores ({F._counts_text(rows)}).")
+                     f"greedy and beam-search scores ({figures._counts_text(rows)}).")
     fig.update_layout(legend={"orientation": "h", "y": -0.22})
     caption = (f"Beam search (width {width}, length penalty {penalty:g}) minus greedy "
                f"decoding of the same trained model, paired per run, mean over the ok runs "
@@ -526,21 +527,21 @@ def example_run(rows: pd.DataFrame) -> tuple[dict | None, int]:
     if ok.empty:
         return None, 0
     size = max(set(ok["size"]), key=lambda s: (ok.loc[ok["size"] == s, "params"].median(),
-                                               T._size_rank(s)))
+                                               tables._size_rank(s)))
     at = ok[ok["size"] == size]
     best = at.assign(_v=at["val_acc"].fillna(-math.inf),
-                     _fw=at["framework"].map(T.framework_rank)).sort_values(
+                     _fw=at["framework"].map(tables.framework_rank)).sort_values(
         ["_v", "_fw", "seed"], ascending=[False, True, True])
     return best.iloc[0].to_dict(), len(at)
 
 
 def examples_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
-    _, rows = T.scale_selection(df, family, dataset)
+    _, rows = tables.scale_selection(df, family, dataset)
     title = f"{family} on {dataset}: example translations"
     run, n = example_run(rows)
     if run is None:
         return Panel(key, title, message=f"No ok run of {family} on {dataset} recorded "
-                     f"decoded examples ({F._counts_text(rows)}).")
+                     f"decoded examples ({figures._counts_text(rows)}).")
     cells, data = [], []
     for e in parse_examples(run["examples"]):
         ref = str(e.get("reference", ""))
@@ -554,7 +555,8 @@ def examples_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pan
                      "reference": ref, "greedy": greedy, "beam": beam, "exact": match})
     val = run["val_acc"]
     val = f"{val:.3f}" if isinstance(val, float) and math.isfinite(val) else "n/a"
-    caption = (f"Run {T.run_label(run)} ({T.fmt_count(run['params'])} params): the best of "
+    caption = (f"Run {tables.run_label(run)} ({tables.fmt_count(run['params'])} params): "
+               "the best of "
                f"{n} ok run(s) at the largest size by validation exact match ({val}). The "
                f"sentences the run recorded, the first of each test set, decoded greedily "
                f"and by beam search; 'exact' names the decodings equal to the reference. "

@@ -12,10 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
-from . import figures as F
-from . import generation as G
-from . import tables as T
-from . import tuning as TU
+from . import figures, generation, tables, tuning
 from .html import Page, Panel, links, table
 
 # Tests set this to re-raise; the workflow shows a message in place of a panel that fails.
@@ -54,7 +51,7 @@ def _no_runs(page: Page, df: pd.DataFrame) -> bool:
         page.message("The summary table holds no runs: nothing ran yet, or every job failed "
                       "before writing a record.")
         return True
-    if T.ok_rows(df).empty:
+    if tables.ok_rows(df).empty:
         page.message(f"None of the {len(df)} runs finished with status ok "
                      f"({_status_line(df)}); there is nothing to plot. The overview lists "
                      "the failures and their messages.")
@@ -86,35 +83,36 @@ def findings(df: pd.DataFrame) -> list[str]:
 
 
 def _size_label(rows: pd.DataFrame, size: str) -> str:
-    return f"{size} ({T.fmt_count(rows.loc[rows['size'] == size, 'params'].median())} params)"
+    return f"{size} ({tables.fmt_count(rows.loc[rows['size'] == size, 'params'].median())} params)"
 
 
 def scale_claims(df: pd.DataFrame) -> list[str]:
     """Per family: largest vs smallest size of the scale recipe on test accuracy, pooled
     over frameworks where both sizes have disjoint seeds, else per framework."""
     out = []
-    for family, dataset in T.groups(df):
-        _, rows = T.scale_selection(df, family, dataset)
-        vals = T.metric_values(rows, "test_acc")
+    for family, dataset in tables.groups(df):
+        _, rows = tables.scale_selection(df, family, dataset)
+        vals = tables.metric_values(rows, "test_acc")
         rows = rows[vals.notna()]
         # sizes with a successful run; their failed runs count at chance
-        sizes = sorted(set(rows.loc[rows["status"] == "ok", "size"]), key=T._size_rank)
+        sizes = sorted(set(rows.loc[rows["status"] == "ok", "size"]), key=tables._size_rank)
         if len(sizes) < 2:
             continue
         small, large = sizes[0], sizes[-1]
         a, b = rows[rows["size"] == large], rows[rows["size"] == small]
-        if T.seeds_disjoint(a) and T.seeds_disjoint(b):
-            parts = [(T.POOLED, a, b)]
+        if tables.seeds_disjoint(a) and tables.seeds_disjoint(b):
+            parts = [(tables.POOLED, a, b)]
         else:
             parts = [(fw, a[a["framework"] == fw], b[b["framework"] == fw])
-                     for fw in sorted(set(rows["framework"]), key=T.framework_rank)]
+                     for fw in sorted(set(rows["framework"]), key=tables.framework_rank)]
         for fw, x, y in parts:
             if x.empty or y.empty:
                 continue
-            iv = stats.diff_t_ci(T.metric_values(x, "test_acc"), T.metric_values(y, "test_acc"))
-            out.append(f"{family} on {dataset} ({T.framework_name(fw)}, "
+            iv = stats.diff_t_ci(tables.metric_values(x, "test_acc"),
+                                 tables.metric_values(y, "test_acc"))
+            out.append(f"{family} on {dataset} ({tables.framework_name(fw)}, "
                        f"{len(x) + len(y)} runs): "
-                       + T.claim(_size_label(rows, large), _size_label(rows, small), iv))
+                       + tables.claim(_size_label(rows, large), _size_label(rows, small), iv))
     return out
 
 
@@ -124,8 +122,9 @@ def _finding_scale(df: pd.DataFrame) -> str:
         return ("Scale: no family has successful runs at two or more sizes, so there is no "
                 "scale trend to report.")
     lr = ("the learning rate chosen per size on validation"
-          if (T.study_rows(df)["lr_role"] == T.LR_CHOSEN).any() else "the configured learning rate")
-    gen = sorted({f for f, _ in T.groups(df)} & set(T.GENERATION_FAMILIES))
+          if (tables.study_rows(df)["lr_role"] == tables.LR_CHOSEN).any()
+          else "the configured learning rate")
+    gen = sorted({f for f, _ in tables.groups(df)} & set(tables.GENERATION_FAMILIES))
     em = (f"; for {', '.join(gen)} test accuracy is the greedy exact match, at chance 0"
           if gen else "")
     return (f"Scale (largest vs smallest size, test accuracy at {lr}, difference of means "
@@ -134,7 +133,7 @@ def _finding_scale(df: pd.DataFrame) -> str:
 
 
 def _finding_frameworks(df: pd.DataFrame) -> str:
-    cells = [F.framework_cells(df, ds) for ds in sorted(set(df["dataset"]) - {""})]
+    cells = [figures.framework_cells(df, ds) for ds in sorted(set(df["dataset"]) - {""})]
     cells = [c for c in cells if len(c)]
     if not cells:
         return ("Frameworks: no configuration has successful runs in both PyTorch and "
@@ -144,32 +143,32 @@ def _finding_frameworks(df: pd.DataFrame) -> str:
     if c.empty:
         return "Frameworks: throughput was not recorded in matched runs."
     far = c.loc[np.log(c["throughput_ratio"]).abs().idxmax()]
-    pt, tf, tie = F.ratio_counts(c, "throughput_ratio")
+    pt, tf, tie = figures.ratio_counts(c, "throughput_ratio")
     iv = stats.Interval(far["throughput_ratio"], far["throughput_ratio_lo"],
                         far["throughput_ratio_hi"], int(min(far["n_torch"], far["n_tf"])))
     return (f"Frameworks (training throughput, geometric means over seeds, 95% Welch interval "
             f"of the ratio): the largest gap is {far['family']} at size {far['size']} on "
-            f"{far['dataset']}: {F.ratio_claim(iv)}. Over {len(c)} matched family/size cells "
+            f"{far['dataset']}: {figures.ratio_claim(iv)}. Over {len(c)} matched family/size cells "
             f"PyTorch is clearly faster in {pt}, TensorFlow in {tf}, and neither in {tie} "
             f"(median PyTorch/TensorFlow ratio {c['throughput_ratio'].median():.2f}).")
 
 
 def _finding_sweep(df: pd.DataFrame) -> str:
     clauses = []
-    for family, dataset in T.groups(df):
-        size, rows = T.sweep_selection(df, family, dataset)
+    for family, dataset in tables.groups(df):
+        size, rows = tables.sweep_selection(df, family, dataset)
         if rows.empty:
             continue
-        pooled = F.sweep_winner(rows, T.POOLED)
+        pooled = figures.sweep_winner(rows, tables.POOLED)
         if pooled is not None:
-            wins = [(T.POOLED, pooled)]
+            wins = [(tables.POOLED, pooled)]
         else:
-            wins = [(fw, F.sweep_winner(rows, fw))
-                    for fw in sorted(set(rows["framework"]), key=T.framework_rank)]
+            wins = [(fw, figures.sweep_winner(rows, fw))
+                    for fw in sorted(set(rows["framework"]), key=tables.framework_rank)]
         for fw, w in wins:
             if w is not None:
-                clauses.append(f"{family} (size {size}, {T.framework_name(fw)}): "
-                               + F.winner_text(w))
+                clauses.append(f"{family} (size {size}, {tables.framework_name(fw)}): "
+                               + figures.winner_text(w))
     if not clauses:
         return ("Optimizers and regularisers: no family has two or more successful "
                 "optimizer x regulariser cells to compare.")
@@ -180,9 +179,9 @@ def _finding_sweep(df: pd.DataFrame) -> str:
 def figure_rows(df: pd.DataFrame) -> pd.DataFrame:
     """The runs behind the scale and sweep figures, each once."""
     parts = []
-    for family, dataset in T.groups(df):
-        parts.append(T.scale_selection(df, family, dataset)[1])
-        parts.append(T.sweep_selection(df, family, dataset)[1])
+    for family, dataset in tables.groups(df):
+        parts.append(tables.scale_selection(df, family, dataset)[1])
+        parts.append(tables.sweep_selection(df, family, dataset)[1])
     parts = [p for p in parts if len(p)]
     if not parts:
         return df.iloc[:0]
@@ -225,7 +224,7 @@ def overview_page(df: pd.DataFrame, source: str, studies: list,
                      "chrF), decoding speed, beam search against greedy, examples"),
                     ("tuning.html", f"Tuning studies ({len(studies)})")]))
     page.h2("What ran")
-    page.add(table([list(r) for r in T.grid_summary(df)], ["axis", "values"]))
+    page.add(table([list(r) for r in tables.grid_summary(df)], ["axis", "values"]))
     page.h2("Outcomes")
     page.add(safe("status", "Runs per status", lambda: _status_panel(df, keys("status"))))
     bad = df[df["status"] != "ok"]
@@ -233,7 +232,7 @@ def overview_page(df: pd.DataFrame, source: str, studies: list,
         page.add(safe("failures", "Runs that did not finish ok",
                       lambda: _failures_panel(bad, keys("failures"))))
     page.h2("Hardware and software")
-    page.add(table([list(r) for r in T.environment(df)], ["what", "recorded"]))
+    page.add(table([list(r) for r in tables.environment(df)], ["what", "recorded"]))
     page.h2("Compute spent")
     page.add(safe("compute", "Compute spent", lambda: _compute_panel(df, keys("compute"))))
     return page
@@ -243,18 +242,19 @@ def _published_panel(df: pd.DataFrame, key: str) -> Panel:
     from .html import Raw
 
     title = "Our best size beside the published MNIST-1D accuracies"
-    t = T.published_table(df)
+    t = tables.published_table(df)
     rows = []
     for r in t.itertuples():
         ours = (f"{r.mean:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]" if math.isfinite(r.ci_lo)
                 else (f"{r.mean:.3f} (no interval)" if math.isfinite(r.mean) else "n/a"))
-        rows.append([r.family, f"{r.published:.0%}", T.framework_name(r.framework) or "-",
-                     f"{r.size} ({T.fmt_count(r.params)} params, best of {r.n_sizes})"
+        rows.append([r.family, f"{r.published:.0%}", tables.framework_name(r.framework) or "-",
+                     f"{r.size} ({tables.fmt_count(r.params)} params, best of {r.n_sizes})"
                      if r.size else "-", ours, r.n_seeds, r.verdict])
-    epochs = sorted({int(e) for e in T.study_rows(df)["epochs"].dropna()})
+    epochs = sorted({int(e) for e in tables.study_rows(df)["epochs"].dropna()})
     budget = (f" Our runs train for at most {', '.join(map(str, epochs))} epochs and stop "
               f"earlier at a validation plateau." if epochs else "")
-    caption = (f"Published: MNIST-1D test accuracy, CNN 94% and GRU 91% ({T.PUBLISHED_SOURCE}; "
+    caption = ("Published: MNIST-1D test accuracy, CNN 94% and GRU 91% "
+               f"({tables.PUBLISHED_SOURCE}; "
                f"4000 train / 1000 test samples, Adam lr 1e-2, batch 100, 6000 steps, about "
                f"5k parameters). Ours: for each framework and the pooled runs, the size of the "
                f"scale recipe with the best mean test accuracy (failed runs at chance), with "
@@ -278,17 +278,17 @@ def _converged_panel(df: pd.DataFrame, key: str) -> Panel:
         return Panel(key, title, message="No run in the scale or sweep figures.")
     out, data = [], []
     for (fam, fw), part in sorted(rows.groupby(["family", "framework"]),
-                                  key=lambda kv: (kv[0][0], T.framework_rank(kv[0][1]))):
-        still, known = T.cap_counts(part)
-        out.append([fam, T.framework_name(fw), known, still,
+                                  key=lambda kv: (kv[0][0], tables.framework_rank(kv[0][1]))):
+        still, known = tables.cap_counts(part)
+        out.append([fam, tables.framework_name(fw), known, still,
                     f"{still / known:.0%}" if known else "not recorded"])
         data.append({"trace": "converged", "family": fam, "framework": fw, "ok_runs": known,
                      "still_improving": still})
-    still, known = T.cap_counts(rows)
-    caption = (f"{T.cap_phrase(rows, capital=True)} (converged = False: training hit its "
+    still, known = tables.cap_counts(rows)
+    caption = (f"{tables.cap_phrase(rows, capital=True)} (converged = False: training hit its "
                f"epoch cap while validation accuracy was still rising; the others stopped at "
                f"a plateau).")
-    if rows["family"].isin(T.GENERATION_FAMILIES).any():
+    if rows["family"].isin(tables.GENERATION_FAMILIES).any():
         caption += (" For seq2seq a falling validation loss counts as progress too (its exact "
                     "match can stay flat while it learns words).")
     if still:
@@ -309,11 +309,11 @@ def _status_panel(df: pd.DataFrame, key: str) -> Panel:
     import plotly.graph_objects as go
 
     title = "Runs per status, family and framework"
-    counts = T.status_counts(df)
+    counts = tables.status_counts(df)
     if counts.empty:
         return Panel(key, title, message="No runs in the summary table.",
                      data=pd.DataFrame(columns=["trace", "x", "y"]))
-    counts["x"] = counts["family"] + " / " + counts["framework"].map(T.framework_name)
+    counts["x"] = counts["family"] + " / " + counts["framework"].map(tables.framework_name)
     fig = go.Figure()
     data = []
     colors = {"ok": "#2b8a3e", "diverged": "#e67700", "oom": "#862e9c", "pruned": "#868e96",
@@ -335,7 +335,7 @@ def _status_panel(df: pd.DataFrame, key: str) -> Panel:
     worst = counts.assign(bad=counts["total"] - counts["ok"]).sort_values("bad").iloc[-1]
     if worst["bad"]:
         caption += (f" Most failures: {worst['family']} on "
-                    f"{T.framework_name(worst['framework'])} ({int(worst['bad'])} of "
+                    f"{tables.framework_name(worst['framework'])} ({int(worst['bad'])} of "
                     f"{int(worst['total'])} not ok).")
     return Panel(key, title, caption, fig, pd.DataFrame(data), height=360)
 
@@ -347,7 +347,7 @@ def _failures_panel(bad: pd.DataFrame, key: str) -> Panel:
             "regulariser", "seed", "message"]
     data = bad[cols].assign(trace="failures")
     shown = bad.head(50)
-    rows = [[T.run_label(r), r["family"], r["dataset"], r["status"], r["message"][:300]]
+    rows = [[tables.run_label(r), r["family"], r["dataset"], r["status"], r["message"][:300]]
             for _, r in shown.iterrows()]
     more = f" The first 50 are listed; all {len(bad)} are in the CSV." if len(bad) > 50 else ""
     return Panel(key, f"Runs that did not finish ok ({len(bad)})",
@@ -363,7 +363,7 @@ def _compute_panel(df: pd.DataFrame, key: str) -> Panel:
     from .html import esc
 
     title = "Compute spent per family and framework"
-    spent = T.compute_spent(df)
+    spent = tables.compute_spent(df)
     if df.empty:
         return Panel(key, title, message="No runs: no compute spent.")
     by = df.assign(wall_h=df["wall_s"].fillna(0) / 3600,
@@ -371,11 +371,11 @@ def _compute_panel(df: pd.DataFrame, key: str) -> Panel:
     g = by.groupby(["family", "framework"])[["wall_h", "core_h"]].sum().reset_index()
     fig = go.Figure()
     data = []
-    for i, fw in enumerate(sorted(set(g["framework"]), key=T.framework_rank)):
+    for i, fw in enumerate(sorted(set(g["framework"]), key=tables.framework_rank)):
         part = g[g["framework"] == fw]
         fig.add_trace(go.Bar(x=part["family"].map(esc).tolist(), y=(part["wall_h"] * 60).tolist(),
-                             name=esc(T.framework_name(fw)), meta=fw,
-                             marker={"color": F.color(fw, i)}))
+                             name=esc(tables.framework_name(fw)), meta=fw,
+                             marker={"color": figures.color(fw, i)}))
         for r in part.itertuples():
             data.append({"trace": fw, "family": r.family, "framework": fw, "x": r.family,
                          "y": r.wall_h * 60, "core_hours": r.core_h})
@@ -385,7 +385,7 @@ def _compute_panel(df: pd.DataFrame, key: str) -> Panel:
                                                     else 99, f))
     fig.update_layout(barmode="group", yaxis={"title": {"text": "run wall time (minutes)"}},
                       xaxis={"categoryorder": "array", "categoryarray": [esc(f) for f in order]})
-    caption = (f"{spent['runs']} runs took {T.fmt_seconds(spent['wall_s'])} of run wall time "
+    caption = (f"{spent['runs']} runs took {tables.fmt_seconds(spent['wall_s'])} of run wall time "
                f"in all ({spent['core_s'] / 3600:.2f} core-hours at each run's thread count), "
                f"and {spent['train_flops'] / 1e12:.3g} TFLOP of training arithmetic "
                f"(analytic FLOPs x samples processed). Framework start-up outside the runs "
@@ -393,7 +393,7 @@ def _compute_panel(df: pd.DataFrame, key: str) -> Panel:
     if len(g):
         top = g.loc[g["wall_h"].idxmax()]
         caption += (f" The most expensive: {top['family']} on "
-                    f"{T.framework_name(top['framework'])} ({top['wall_h'] * 60:.1f} min).")
+                    f"{tables.framework_name(top['framework'])} ({top['wall_h'] * 60:.1f} min).")
     return Panel(key, title, caption, fig, pd.DataFrame(data), height=340)
 
 
@@ -415,10 +415,10 @@ def scale_page(df: pd.DataFrame) -> Page:
     page.h2("Learning rate chosen per size")
     keys = Keys()
     shown = 0
-    for family, dataset in T.groups(df):
+    for family, dataset in tables.groups(df):
         k = keys("lr", family, dataset)
         panel = safe(k, f"{family} on {dataset}",
-                     lambda f=family, d=dataset, k=k: F.lr_panel(df, f, d, k))
+                     lambda f=family, d=dataset, k=k: figures.lr_panel(df, f, d, k))
         if panel is not None:
             page.add(panel)
             shown += 1
@@ -429,7 +429,7 @@ def scale_page(df: pd.DataFrame) -> Page:
     _panel_per_group(page, df, "compute", _scale_compute_panel)
     page.h2("Runtime baseline")
     page.add(safe("baseline", "Runtime baseline",
-                  lambda: F.baseline_panel(df, keys("baseline"))))
+                  lambda: figures.baseline_panel(df, keys("baseline"))))
     return page
 
 
@@ -447,9 +447,9 @@ GENERATION_NOTE = ("{family}: test accuracy is the greedy exact match on the tes
 
 
 def _scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
-    """`F.scale_panel`, saying exact match where the family's accuracy is one."""
-    panel = F.scale_panel(df, family, dataset, key)
-    if family in T.GENERATION_FAMILIES:
+    """`figures.scale_panel`, saying exact match where the family's accuracy is one."""
+    panel = figures.scale_panel(df, family, dataset, key)
+    if family in tables.GENERATION_FAMILIES:
         panel.title = panel.title.replace(": accuracy,", ": exact match,", 1)
         if panel.fig is not None:
             _relabel(panel.fig, "test accuracy", "test exact match (greedy)")
@@ -461,9 +461,9 @@ def _scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel
 
 
 def _scale_compute_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
-    """`F.compute_panel`, saying exact match where the family's accuracy is one."""
-    panel = F.compute_panel(df, family, dataset, key)
-    if family in T.GENERATION_FAMILIES and panel.fig is not None:
+    """`figures.compute_panel`, saying exact match where the family's accuracy is one."""
+    panel = figures.compute_panel(df, family, dataset, key)
+    if family in tables.GENERATION_FAMILIES and panel.fig is not None:
         panel.title = panel.title.replace("validation accuracy", "validation exact match", 1)
         panel.fig.update_yaxes(title_text="validation exact match")
     return panel
@@ -472,7 +472,7 @@ def _scale_compute_panel(df: pd.DataFrame, family: str, dataset: str, key: str) 
 def _panel_per_group(page: Page, df: pd.DataFrame, prefix: str, panel) -> Page:
     """One figure per (family, dataset), each built by `panel(df, family, dataset, key)`."""
     keys = Keys()
-    for family, dataset in T.groups(df):
+    for family, dataset in tables.groups(df):
         k = keys(prefix, family, dataset)
         page.add(safe(k, f"{family} on {dataset}",
                       lambda f=family, d=dataset, k=k: panel(df, f, d, k)))
@@ -492,9 +492,9 @@ def frameworks_page(df: pd.DataFrame) -> Page:
     for ds in sorted(set(df["dataset"]) - {""}):
         page.h2(f"Dataset {ds}")
         k = keys("frameworks", ds)
-        page.add(safe(k, ds, lambda d=ds, k=k: F.frameworks_panel(df, d, k)))
+        page.add(safe(k, ds, lambda d=ds, k=k: figures.frameworks_panel(df, d, k)))
         k2 = keys("frameworks-all", ds)
-        page.add(safe(k2, ds, lambda d=ds, k=k2: F.frameworks_spread_panel(df, d, k)))
+        page.add(safe(k2, ds, lambda d=ds, k=k2: figures.frameworks_spread_panel(df, d, k)))
     return page
 
 
@@ -508,8 +508,8 @@ def sweep_page(df: pd.DataFrame) -> Page:
         return page
     keys = Keys()
     without = []
-    for family, dataset in T.groups(df):
-        _, rows = T.sweep_selection(T.study_rows(df), family, dataset)
+    for family, dataset in tables.groups(df):
+        _, rows = tables.sweep_selection(tables.study_rows(df), family, dataset)
         if rows[["optimizer", "regulariser"]].drop_duplicates().shape[0] < 2:
             without.append(f"{family} on {dataset}")  # one cell is no sweep
             continue
@@ -517,7 +517,8 @@ def sweep_page(df: pd.DataFrame) -> Page:
         for what in ("acc", "ttt"):
             k = keys("sweep", family, dataset, what)
             page.add(safe(k, f"{family} {dataset} {what}",
-                          lambda f=family, d=dataset, k=k, w=what: F.sweep_panel(df, f, d, k, w)))
+                          lambda f=family, d=dataset, k=k, w=what:
+                          figures.sweep_panel(df, f, d, k, w)))
     if without:
         page.p(f"No optimizer x regulariser sweep ran for {', '.join(without)} (one cell "
                   "each; the study's `sweep_families` names the families that get one).")
@@ -531,7 +532,7 @@ def curves_page(df: pd.DataFrame) -> Page:
     if df.empty:
         page.message("The summary table holds no runs: no learning curves.")
         return page
-    return _panel_per_group(page, df, "curves", F.curves_panel)
+    return _panel_per_group(page, df, "curves", figures.curves_panel)
 
 
 def generation_page(df: pd.DataFrame) -> Page:
@@ -546,7 +547,7 @@ def generation_page(df: pd.DataFrame) -> Page:
                 "and example translations. Mean over seeds with 95% t-interval; exact match "
                 "counts a failed run at 0 and is pooled over frameworks whose seeds are "
                 "disjoint; the rest uses ok runs only.")
-    gen = df[df["family"].isin(T.GENERATION_FAMILIES)]
+    gen = df[df["family"].isin(tables.GENERATION_FAMILIES)]
     if gen.empty:
         page.message("The summary table holds no seq2seq runs: no translation model was "
                      "trained in this study (add seq2seq to the study's families, with "
@@ -558,16 +559,16 @@ def generation_page(df: pd.DataFrame) -> Page:
                      "the failures and their messages.")
         return page
     keys = Keys()
-    for family, dataset in G.groups(df):
+    for family, dataset in generation.groups(df):
         page.h2(f"{family} on {dataset}")
-        for name, build in G.PANELS:
+        for name, build in generation.PANELS:
             k = keys("generation", name, family, dataset)
             page.add(safe(k, f"{family} on {dataset}: {name}",
                           lambda b=build, f=family, d=dataset, k=k: b(df, f, d, k)))
     return page
 
 
-def tuning_page(df: pd.DataFrame, studies: list[TU.Study]) -> Page:
+def tuning_page(df: pd.DataFrame, studies: list[tuning.Study]) -> Page:
     page = Page("tuning.html", "Tuning studies",
                 "Optuna studies: optimization history, parameter importances, the Pareto front "
                 "of multi-objective studies, and the compute pruning saved.")
@@ -580,7 +581,7 @@ def tuning_page(df: pd.DataFrame, studies: list[TU.Study]) -> Page:
         if st.problem:
             page.message(f"Study {st.name} cannot be shown: {st.problem}.")
             continue
-        page.p(TU.pruning_text(st), cls="caption")
+        page.p(tuning.pruning_text(st), cls="caption")
         items = st.best.get("best_params", st.best.get("params"))
         if isinstance(items, dict) and items:
             rows = [[k, _short(v)] for k, v in items.items()]
@@ -588,12 +589,12 @@ def tuning_page(df: pd.DataFrame, studies: list[TU.Study]) -> Page:
             if isinstance(values, dict):
                 rows += [[f"objective {k}", _short(v)] for k, v in values.items()]
             page.add(table(rows, ["best trial", "value"]))
-        for build in (TU.history_panel, TU.importance_panel, TU.pareto_panel):
+        for build in (tuning.history_panel, tuning.importance_panel, tuning.pareto_panel):
             k = keys("tune", st.name, build.__name__.replace("_panel", ""))
             panel = safe(k, f"Study {st.name}", lambda b=build, k=k, s=st: b(s, k))
             if panel is not None:
                 page.add(panel)
-        finals = TU.final_runs(df, st.name) if len(df) else []
+        finals = tuning.final_runs(df, st.name) if len(df) else []
         if finals:
             page.p("Final runs with the best parameters (their records carry tuned = "
                    f"{st.name}; they appear only on this page):", cls="caption")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import tables as T
+from . import tables
 from .html import Panel, esc
 
 MIN_TRIALS_IMPORTANCE = 10
@@ -397,7 +397,7 @@ def pruning_text(st: Study) -> str:
     s = pruning_savings(st)
     if not s["pruned"]:
         return (f"No trial was pruned ({s['completed']} completed, {s['failed']} failed); "
-                f"the study spent {T.fmt_seconds(s['spent_s'])} of trial time.")
+                f"the study spent {tables.fmt_seconds(s['spent_s'])} of trial time.")
     text = f"Pruning stopped {s['pruned']} of {s['trials']} trials early."
     if math.isfinite(s["epochs_saved"]):
         total = s["epochs_trained"] + s["epochs_saved"]
@@ -406,10 +406,10 @@ def pruning_text(st: Study) -> str:
                  f"needed ({s['epochs_saved'] / total:.0%} saved).")
     if math.isfinite(s["saved_s"]):
         text += (f" In time: a completed trial took a median "
-                 f"{T.fmt_seconds(s['median_complete_s'])}; run to the end, the pruned trials "
-                 f"would have needed about {T.fmt_seconds(s['saved_s'])} more, "
+                 f"{tables.fmt_seconds(s['median_complete_s'])}; run to the end, the pruned trials "
+                 f"would have needed about {tables.fmt_seconds(s['saved_s'])} more, "
                  f"{s['saved_fraction']:.0%} of the study's compute "
-                 f"({T.fmt_seconds(s['spent_s'])} spent in all).")
+                 f"({tables.fmt_seconds(s['spent_s'])} spent in all).")
     elif not math.isfinite(s["epochs_saved"]):
         text += " Without trial durations or epochs the compute saved cannot be estimated."
     return text
@@ -424,7 +424,7 @@ def final_runs(df: pd.DataFrame, study: str) -> list[list]:
     out = []
     for (fw, fam, ds, size), part in rows.groupby(["framework", "family", "dataset", "size"]):
         ok = part[part["status"] == "ok"]
-        iv = stats.mean_t_ci(T.metric_values(part, "test_acc"))
-        out.append([T.framework_name(fw), fam, ds, size, f"{len(ok)} of {len(part)}",
-                    T.fmt_ci(iv, lambda x: f"{x:.3f}" if math.isfinite(x) else "n/a")])
+        iv = stats.mean_t_ci(tables.metric_values(part, "test_acc"))
+        out.append([tables.framework_name(fw), fam, ds, size, f"{len(ok)} of {len(part)}",
+                    tables.fmt_ci(iv, lambda x: f"{x:.3f}" if math.isfinite(x) else "n/a")])
     return out

@@ -75,7 +75,7 @@ def write_table(rows: list[dict], csv_path: str | Path, parquet_path: str | Path
 def main(batch_files: list[str], runs_dir: str, csv_path: str, parquet_path: str | None,
          lr_selections: list[str] | None = None) -> int:
     from .lr_select import load_roles, roles
-    from .spec import SpecError
+    from .registry import SpecError
 
     ids: dict[str, None] = {}
     for f in batch_files:

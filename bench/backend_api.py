@@ -5,13 +5,13 @@ to pick one.
 both modules satisfy it, name for name and parameter for parameter. Framework-neutral: the
 protocols name tensors `Any` (a torch.Tensor or a tf.Tensor on the run's device).
 
-Models (counts, order and layout must match spec.weight_shapes; trainable parameters must
-equal spec.param_count). Inputs: images (N,H,W,C) float32, series (N,L,C) float32, tokens
+Models (counts, order and layout must match sizes.weight_shapes; trainable parameters must
+equal sizes.param_count). Inputs: images (N,H,W,C) float32, series (N,L,C) float32, tokens
 (N,L) int64, labels int64 (N,). One output logit means binary (sigmoid cross-entropy),
 otherwise softmax cross-entropy over spec.info.n_outputs logits.
 
 - cnn: tokens are embedded first (L, embed). conv (3x3 Conv2D on images, k=3 Conv1D
-  otherwise; padding from spec.cnn_geometry) -> [BatchNorm] -> ReLU -> MaxPool(2), twice;
+  otherwise; padding from sizes.cnn_geometry) -> [BatchNorm] -> ReLU -> MaxPool(2), twice;
   flatten channels-last (H,W,C) -> [Dropout] -> Dense(dense, relu) -> [Dropout] -> head.
 - lstm / gru: tokens embedded; images read row by row (H steps of W*C features). `layers`
   recurrent layers of `hidden` units, Dropout between them on the sequence, the last one's
@@ -26,10 +26,10 @@ otherwise softmax cross-entropy over spec.info.n_outputs logits.
   with F.scaled_dot_product_attention, TensorFlow with matmuls and softmax: the same
   function); final LayerNorm "ln", mean over positions, [BatchNorm], [Dropout], head.
 - seq2seq: pre-LN encoder-decoder, one embedding tied across source, target and output;
-  source padding masked, decoder self-attention causal (bench.spec.weight_shapes).
-- BatchNorm: eps spec.BATCHNORM_EPS, running averages with momentum
-  spec.BATCHNORM_MOMENTUM in Keras's sense (torch: 1 - that); LayerNorm eps
-  spec.LAYERNORM_EPS. Dropout only in the training step.
+  source padding masked, decoder self-attention causal (bench.sizes.weight_shapes).
+- BatchNorm: eps registry.BATCHNORM_EPS, running averages with momentum
+  registry.BATCHNORM_MOMENTUM in Keras's sense (torch: 1 - that); LayerNorm eps
+  registry.LAYERNORM_EPS. Dropout only in the training step.
 - build(spec) starts from bench.init.init_weights(spec): both frameworks start from the same
   arrays for a seed.
 
@@ -42,9 +42,9 @@ Training (one meaning in both frameworks):
 - Decoupled weight decay (spec.weight_decay): w <- w - lr * weight_decay * w on those
   weights in every step, before the optimizer's update (torch AdamW's order), for any
   optimizer; written out, not the frameworks' own arguments.
-- Optimizers (spec.OPTIMIZERS): sgd p -= lr g; momentum v = 0.9 v + g, p -= lr v; nesterov
-  as torch's; adam/adamw with spec.ADAM_BETAS and eps spec.EPSILON added to sqrt(v_hat);
-  rmsprop rho spec.RMSPROP_RHO, eps outside the square root, no momentum, not centred.
+- Optimizers (registry.OPTIMIZERS): sgd p -= lr g; momentum v = 0.9 v + g, p -= lr v; nesterov
+  as torch's; adam/adamw with registry.ADAM_BETAS and eps registry.EPSILON added to sqrt(v_hat);
+  rmsprop rho registry.RMSPROP_RHO, eps outside the square root, no momentum, not centred.
 - The caller gives the learning rate per step (bench.train.lr_at); setting it must not
   retrace or recompile. Batches vary in size (full batch, partial evaluation batches):
   one trace for all.
@@ -115,10 +115,10 @@ class Backend(Protocol):
         """The model for `spec`, initialised from bench.init.init_weights(spec)."""
 
     def n_params(self, model: Any) -> int:
-        """Trainable parameters, counted by the framework (must equal spec.param_count)."""
+        """Trainable parameters, counted by the framework (must equal sizes.param_count)."""
 
     def get_weights(self, model: Any) -> list[np.ndarray]:
-        """The weights in canonical layout and order (spec.weight_shapes)."""
+        """The weights in canonical layout and order (sizes.weight_shapes)."""
 
     def set_weights(self, model: Any, weights: list[np.ndarray]) -> None:
         """Load canonical weights."""

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .spec import (
+from .registry import (
     DATASETS,
     DEVICES,
     FAMILIES,
@@ -22,13 +22,11 @@ from .spec import (
     OPTIMIZERS,
     PRECISIONS,
     REGULARISERS,
-    SIZE_NAMES,
-    SIZES,
-    RunSpec,
     SpecError,
-    param_count,
     reads,
 )
+from .sizes import SIZE_NAMES, SIZES, param_count
+from .spec import RunSpec
 
 EXIT_BAD_INPUT = 2
 EXTENSIONS = [m for m in ("tune", "report", "speed", "fetch", "translate")

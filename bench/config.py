@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from .spec import DATASETS, SpecError
+from .registry import DATASETS, SpecError
 
 # The workflow's schema: the one place the config's keys, checks and defaults are written.
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .spec import DATASETS, SpecError
+from .registry import DATASETS, SpecError
 
 
 class DataError(SpecError):

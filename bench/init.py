@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spec import RunSpec, weight_shapes
+from .sizes import weight_shapes
+from .spec import RunSpec
 
 
 def _glorot(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

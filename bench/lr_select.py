@@ -17,7 +17,8 @@ import math
 from pathlib import Path
 
 from .records import foreign_version, read_record
-from .spec import RunSpec, SpecError
+from .registry import SpecError
+from .spec import RunSpec
 
 UNIT_KEYS = ("family", "dataset", "size", "optimizer")
 

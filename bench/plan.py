@@ -31,17 +31,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from .spec import (
-    MATH_DEFAULTS,
-    RunSpec,
-    SpecError,
-    check_family_reads,
-    flops_per_sample,
-    parse_regulariser,
-    reads,
-    regulariser_applies,
-    size_of,
-)
+from .registry import SpecError, check_family_reads, parse_regulariser, reads, regulariser_applies
+from .sizes import flops_per_sample, size_of
+from .spec import MATH_DEFAULTS, RunSpec
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .spec import RunSpec, SpecError
+from .registry import SpecError
+from .spec import RunSpec
 
 _WARM: set[str] = set()  # frameworks whose runtime this process has warmed up
 

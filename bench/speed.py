@@ -19,7 +19,8 @@ import sys
 
 import numpy as np
 
-from .spec import CLASSIFIERS, DEVICES, FRAMEWORKS, PRECISIONS, RunSpec, SpecError
+from .registry import CLASSIFIERS, DEVICES, FRAMEWORKS, PRECISIONS, SpecError
+from .spec import RunSpec
 
 MODELS = [("cnn", "seed", "mnist")] + [(f, "m", "mnist1d") for f in CLASSIFIERS]
 MODELS += [("seq2seq", "m", "en_fr_numbers")]
@@ -44,7 +45,7 @@ def add_parsers(sub) -> None:
 def _synthetic(dataset: str, n: int):
     """Random inputs of the dataset's shape (labels too): speed does not depend on values."""
     from .data import Data
-    from .spec import DATASETS
+    from .registry import DATASETS
 
     info = DATASETS[dataset]
     rng = np.random.default_rng(0)

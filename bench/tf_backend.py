@@ -8,7 +8,7 @@ penalty, the decoupled weight decay and the learning rate given per step all mea
 what they mean in the torch backend.
 
 Keras's own optimizers disagree with torch in three places, so the update rules of the
-Keras optimizers used here are overridden to follow the one meaning in `bench.spec`:
+Keras optimizers used here are overridden to follow the one meaning in `bench.backend_api`:
 Adam adds eps to sqrt(v_hat) (Keras adds it to sqrt(v), in torch's terms an eps of
 eps / sqrt(1 - beta2^t), 32x larger at step 1), RMSprop adds eps outside the square root
 (Keras: inside), and SGD momentum keeps v = m*v + g and scales by the current lr (Keras
@@ -31,7 +31,7 @@ from keras import layers  # noqa: E402
 
 from .init import init_weights  # noqa: E402
 from .measure import cpu_name  # noqa: E402
-from .spec import (  # noqa: E402
+from .registry import (  # noqa: E402
     ADAM_BETAS,
     BATCHNORM_EPS,
     BATCHNORM_MOMENTUM,
@@ -39,12 +39,10 @@ from .spec import (  # noqa: E402
     EPSILON,
     LAYERNORM_EPS,
     RMSPROP_RHO,
-    RunSpec,
     SpecError,
-    cnn_geometry,
-    transformer_tokens,
-    weight_shapes,
 )
+from .sizes import cnn_geometry, transformer_tokens, weight_shapes  # noqa: E402
+from .spec import RunSpec  # noqa: E402
 from .text_pairs import PAD  # noqa: E402
 
 NAME = "tf"
@@ -424,7 +422,7 @@ _LEAVES = {"embed": "embeddings"}  # canonical leaf name -> Keras attribute
 
 
 class Model:
-    """A Keras model plus its trainable variables in canonical (spec.weight_shapes) order."""
+    """A Keras model plus its trainable variables in canonical (sizes.weight_shapes) order."""
 
     def __init__(self, spec: RunSpec, net: keras.Model):
         self.spec, self.net = spec, net

@@ -1,7 +1,7 @@
 """PyTorch implementation of the backend contract in `bench.backend_api`.
 
 Models take inputs in the datasets' own layout (images N,H,W,C; series N,L,C; tokens N,L)
-and exchange weights in the canonical Keras layout of `bench.spec.weight_shapes`, so a torch
+and exchange weights in the canonical Keras layout of `bench.sizes.weight_shapes`, so a torch
 run and a tf run of one spec start from the same arrays (`bench.init.init_weights`).
 
 Conventions fixed here, which the tf backend must honour too:
@@ -17,7 +17,7 @@ Conventions fixed here, which the tf backend must honour too:
   the feed-forward, interleaved sin/cos position encoding added unscaled, a final LayerNorm,
   mean pooling, [BN], dropout, head.
 - L2 penalty and decoupled weight decay act on the weights of 2 or more dimensions in the
-  canonical layout (`decayed`), as bench.spec says; decay runs before the update.
+  canonical layout (`decayed`), as bench.backend_api says; decay runs before the update.
 
 CPU speed, the article CNN on 1 thread (see `cpu_tuning`, recorded as `framework_tuning`):
 2-D convolutions run channels-last (NCHW reorders the first convolution's whole output:
@@ -57,7 +57,7 @@ from torch import nn  # noqa: E402
 
 from .init import init_weights  # noqa: E402
 from .measure import cpu_name  # noqa: E402
-from .spec import (  # noqa: E402
+from .registry import (  # noqa: E402
     ADAM_BETAS,
     BATCHNORM_EPS,
     BATCHNORM_MOMENTUM,
@@ -66,12 +66,10 @@ from .spec import (  # noqa: E402
     LAYERNORM_EPS,
     OPTIMIZERS,
     RMSPROP_RHO,
-    RunSpec,
     SpecError,
-    cnn_geometry,
-    transformer_tokens,
-    weight_shapes,
 )
+from .sizes import cnn_geometry, transformer_tokens, weight_shapes  # noqa: E402
+from .spec import RunSpec  # noqa: E402
 from .text_pairs import PAD  # noqa: E402
 
 NAME = "torch"

@@ -26,7 +26,8 @@ from .measure import (
     reset_peak_rss,
     rss_mb,
 )
-from .spec import RunSpec, batch_regime, flops_per_sample, memory_estimate_mb
+from .sizes import flops_per_sample, memory_estimate_mb
+from .spec import RunSpec, batch_regime
 
 EVAL_BATCH = 256
 

@@ -12,7 +12,8 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-from .spec import FRAMEWORKS, RunSpec, SpecError
+from .registry import FRAMEWORKS, SpecError
+from .spec import RunSpec
 
 
 def add_parsers(sub) -> None:

@@ -1,6 +1,6 @@
 """A trained model's weights in a framework-neutral file.
 
-The arrays are the canonical ones (`spec.weight_shapes`: Keras layout, canonical order) in
+The arrays are the canonical ones (`sizes.weight_shapes`: Keras layout, canonical order) in
 an .npz with the run's spec beside them, so a model trained in PyTorch loads in TensorFlow
 and the reverse. Nothing in it needs pickle. Written atomically: a killed job leaves the
 old file or none, never half of one.
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .spec import RunSpec, SpecError, weight_shapes
+from .registry import SpecError
+from .sizes import weight_shapes
+from .spec import RunSpec
 
 
 class WeightsError(SpecError):

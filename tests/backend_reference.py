@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.spec import ADAM_BETAS, EPSILON, RMSPROP_RHO, RunSpec
+from bench.registry import ADAM_BETAS, EPSILON, RMSPROP_RHO
+from bench.spec import RunSpec
 
 
 def fake_data(spec: RunSpec, n: int, seed: int = 0):

@@ -1,14 +1,16 @@
 """A numpy forward pass of the seq2seq family, from the canonical weights alone.
 
 numpy only, in float64: either backend's tests can import it. Written from the spec
-(bench.spec._seq2seq_shapes and the backends' docstrings), not from either backend.
+(bench.sizes._seq2seq_shapes and the backends' docstrings), not from either backend.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bench.spec import LAYERNORM_EPS, RunSpec, weight_shapes
+from bench.registry import LAYERNORM_EPS
+from bench.sizes import weight_shapes
+from bench.spec import RunSpec
 from bench.text_pairs import PAD
 
 

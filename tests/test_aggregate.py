@@ -7,7 +7,8 @@ import pytest
 
 from bench import __version__, aggregate
 from bench.records import write_json_atomic
-from bench.spec import RunSpec, SpecError
+from bench.registry import SpecError
+from bench.spec import RunSpec
 
 
 def test_flatten_nested_dict_and_list():

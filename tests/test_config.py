@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from bench.config import ConfigError, check_config
-from bench.spec import SpecError
+from bench.registry import SpecError
 
 SHIPPED = ["config.yaml", "smoke.yaml", "full.yaml"]
 
@@ -155,22 +155,23 @@ def test_imdb_needs_allow_pickle(schema, smoke, tmp_path):
 
 
 def test_schema_enums_match_registries(schema):
-    import bench.spec
+    import bench.registry
+    import bench.sizes
 
     defs = yaml.safe_load(schema.read_text())["$defs"]
-    assert defs["family"]["enum"] == list(bench.spec.FAMILIES)
-    assert defs["framework"]["enum"] == list(bench.spec.FRAMEWORKS)
-    assert defs["dataset"]["enum"] == list(bench.spec.DATASETS)
-    assert set(defs["size"]["enum"]) == set(bench.spec.SIZE_NAMES)
-    assert defs["optimizer"]["enum"] == list(bench.spec.OPTIMIZERS)
+    assert defs["family"]["enum"] == list(bench.registry.FAMILIES)
+    assert defs["framework"]["enum"] == list(bench.registry.FRAMEWORKS)
+    assert defs["dataset"]["enum"] == list(bench.registry.DATASETS)
+    assert set(defs["size"]["enum"]) == set(bench.sizes.SIZE_NAMES)
+    assert defs["optimizer"]["enum"] == list(bench.registry.OPTIMIZERS)
     assert set(yaml.safe_load(schema.read_text())["properties"]["device"]["enum"]) == set(
-        bench.spec.DEVICES)
+        bench.registry.DEVICES)
 
 
 def test_every_regulariser_name_passes_the_schema(schema, smoke):
-    import bench.spec
+    import bench.registry
 
-    names = list(bench.spec.REGULARISERS)
+    names = list(bench.registry.REGULARISERS)
     combo = "+".join(n for n in names if n not in ("none", "lr_step"))
     cfg = _edit(smoke, ["study", "regularisers"], names + [combo])
     assert check_config(cfg, schema)["study"]["regularisers"][-1] == combo

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench import data
-from bench.spec import DATASETS, SpecError
+from bench.registry import DATASETS, SpecError
 
 # name -> (n_train, n_val, n_test), as documented in DatasetInfo.description
 BUILTIN = {

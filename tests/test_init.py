@@ -3,13 +3,15 @@
 import numpy as np
 import pytest
 
-import bench.spec
+import bench.registry
+import bench.sizes
 from bench.init import init_weights
 from bench.spec import RunSpec
 
-CASES = [(f, d) for f in bench.spec.FAMILIES for d in bench.spec.DATASETS if bench.spec.reads(f, d)]
+CASES = [(f, d) for f in bench.registry.FAMILIES for d in bench.registry.DATASETS
+         if bench.registry.reads(f, d)]
 # a dataset each family reads, for the tests that need just one
-HOME = {f: "en_fr_numbers" if f == "seq2seq" else "mnist1d" for f in bench.spec.FAMILIES}
+HOME = {f: "en_fr_numbers" if f == "seq2seq" else "mnist1d" for f in bench.registry.FAMILIES}
 
 
 def _spec(family, dataset, size="xs", **kw):
@@ -23,13 +25,13 @@ WITH_BN = [(f, d, bn) for f, d in CASES for bn in (False, True) if not (bn and f
 @pytest.mark.parametrize("family,dataset,batchnorm", WITH_BN)
 def test_shapes_and_dtype_follow_weight_shapes(family, dataset, batchnorm):
     ws = init_weights(_spec(family, dataset, batchnorm=batchnorm))
-    shapes = bench.spec.weight_shapes(family, "xs", dataset, batchnorm)
+    shapes = bench.sizes.weight_shapes(family, "xs", dataset, batchnorm)
     assert [w.shape for w in ws] == [shape for _, shape in shapes]
     assert all(w.dtype == np.float32 for w in ws)
     assert all(np.isfinite(w).all() for w in ws)
 
 
-@pytest.mark.parametrize("family", bench.spec.FAMILIES)
+@pytest.mark.parametrize("family", bench.registry.FAMILIES)
 def test_deterministic_by_seed_and_framework_independent(family):
     home = HOME[family]
     a = init_weights(_spec(family, home, seed=3))
@@ -38,7 +40,7 @@ def test_deterministic_by_seed_and_framework_independent(family):
     assert len(a) == len(b) == len(c)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
-    names = [n for n, _ in bench.spec.weight_shapes(family, "xs", home)]
+    names = [n for n, _ in bench.sizes.weight_shapes(family, "xs", home)]
     for name, x, z in zip(names, a, c, strict=True):
         if name.endswith("kernel"):
             assert not np.array_equal(x, z), name
@@ -48,7 +50,7 @@ def test_deterministic_by_seed_and_framework_independent(family):
 def test_schemes(family, dataset):
     bn = family != "seq2seq"
     spec = _spec(family, dataset, size="s", batchnorm=bn)
-    shapes = bench.spec.weight_shapes(family, "s", dataset, bn)
+    shapes = bench.sizes.weight_shapes(family, "s", dataset, bn)
     for (name, shape), w in zip(shapes, init_weights(spec), strict=True):
         leaf = name.rsplit(".", 1)[-1]
         if name == "embed":
@@ -66,7 +68,7 @@ def test_schemes(family, dataset):
 
 @pytest.mark.parametrize("size", ["xs", "m", "seed"])
 def test_lstm_forget_gate_bias_is_one(size):
-    shapes = bench.spec.weight_shapes("lstm", size, "tokens")
+    shapes = bench.sizes.weight_shapes("lstm", size, "tokens")
     weights = init_weights(_spec("lstm", "tokens", size=size))
     for (name, shape), w in zip(shapes, weights, strict=True):
         if name.startswith("rnn") and name.endswith(".bias"):
@@ -76,10 +78,10 @@ def test_lstm_forget_gate_bias_is_one(size):
             np.testing.assert_array_equal(gates[[0, 2, 3]], np.zeros((3, h)))
 
 
-@pytest.mark.parametrize("family", [f for f in bench.spec.FAMILIES if f in ("lstm", "gru")])
+@pytest.mark.parametrize("family", [f for f in bench.registry.FAMILIES if f in ("lstm", "gru")])
 @pytest.mark.parametrize("size", ["xs", "m"])
 def test_recurrent_kernels_orthogonal_per_gate(family, size):
-    shapes = bench.spec.weight_shapes(family, size, "digits")
+    shapes = bench.sizes.weight_shapes(family, size, "digits")
     weights = init_weights(_spec(family, "digits", size=size))
     found = 0
     for (name, shape), w in zip(shapes, weights, strict=True):
@@ -93,4 +95,4 @@ def test_recurrent_kernels_orthogonal_per_gate(family, size):
             np.testing.assert_allclose(blk.T @ blk, np.eye(h), atol=1e-5)
         assert not np.allclose(blocks[0], blocks[1])
         found += 1
-    assert found == bench.spec.SIZES[family][size].layers
+    assert found == bench.sizes.SIZES[family][size].layers

@@ -10,7 +10,8 @@ import pytest
 from bench import __version__
 from bench.lr_select import choose, load_choices, resolve, select_main
 from bench.records import write_json_atomic
-from bench.spec import RunSpec, SpecError
+from bench.registry import SpecError
+from bench.spec import RunSpec
 
 
 def _rec(lr, val, test=0.5, status="ok", size="xs", optimizer="adam"):

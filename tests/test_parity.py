@@ -49,7 +49,8 @@ import numpy as np
 import pytest
 from parity_worker import BASE, L2, VARIANTS, shared_weights
 
-from bench.spec import CLASSIFIERS, DATASETS, OPTIMIZERS, cnn_geometry, weight_shapes
+from bench.registry import CLASSIFIERS, DATASETS, OPTIMIZERS
+from bench.sizes import cnn_geometry, weight_shapes
 from bench.text_pairs import EOS
 
 WORKER = Path(__file__).with_name("parity_worker.py")

@@ -8,10 +8,12 @@ from collections import Counter
 import pytest
 import yaml
 
-import bench.spec
+import bench.registry
+import bench.sizes
 from bench.config import ConfigError, check_config
 from bench.plan import batches, jobs, lr_grid_runs, plan, sizes_of, unit_of
-from bench.spec import RunSpec, SpecError
+from bench.registry import SpecError
+from bench.spec import RunSpec
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def load(repo_root):
 
 
 def _canon(reg):
-    return bench.spec.parse_regulariser(reg)[0]
+    return bench.registry.parse_regulariser(reg)[0]
 
 
 def expected_count(config):
@@ -38,8 +40,8 @@ def expected_count(config):
     sweep = st.get("sweep_families") or st["families"]
     total = 0
     for f in st["families"]:
-        per_family = len(st["frameworks"]) * sum(bench.spec.reads(f, d) for d in st["datasets"])
-        regs = {_canon(r) for r in st["regularisers"] if bench.spec.regulariser_applies(f, r)}
+        per_family = len(st["frameworks"]) * sum(bench.registry.reads(f, d) for d in st["datasets"])
+        regs = {_canon(r) for r in st["regularisers"] if bench.registry.regulariser_applies(f, r)}
         sizes = sizes_of(st, f)
         if st["design"] == "grid":
             total += per_family * len(sizes) * len(opts) * len(regs) * seeds
@@ -87,7 +89,7 @@ def test_centre_plan_contents(shipped, name):
     specs = plan(config)
     cells = {(s.family, s.framework, s.dataset, s.size, s.optimizer, s.regulariser, s.seed)
              for s in specs}
-    pairs = [(f, d) for f in st["families"] for d in st["datasets"] if bench.spec.reads(f, d)]
+    pairs = [(f, d) for f in st["families"] for d in st["datasets"] if bench.registry.reads(f, d)]
     assert {(s.family, s.dataset) for s in specs} == set(pairs)
     for (f, d), fw, seed in itertools.product(pairs, st["frameworks"], st["seeds"]):
         seed += st["frameworks"].index(fw) * st["framework_seed_stride"]
@@ -262,16 +264,16 @@ def test_batches_use_few_jobs(shipped):
 
 def test_default_study_covers_the_questions(shipped):
     st = shipped["config.yaml"]["study"]
-    assert set(st["families"]) == set(bench.spec.FAMILIES)
-    assert set(st["frameworks"]) == set(bench.spec.FRAMEWORKS)
+    assert set(st["families"]) == set(bench.registry.FAMILIES)
+    assert set(st["frameworks"]) == set(bench.registry.FRAMEWORKS)
     specs = plan(shipped["config.yaml"])
-    assert {s.family for s in specs} == set(bench.spec.FAMILIES)
-    assert {s.framework for s in specs} == set(bench.spec.FRAMEWORKS)
-    for f in bench.spec.CLASSIFIERS:  # at least 3 sizes spanning 1.5 orders of magnitude
-        counts = [bench.spec.param_count(f, z, "mnist1d") for z in sizes_of(st, f)]
+    assert {s.family for s in specs} == set(bench.registry.FAMILIES)
+    assert {s.framework for s in specs} == set(bench.registry.FRAMEWORKS)
+    for f in bench.registry.CLASSIFIERS:  # at least 3 sizes spanning 1.5 orders of magnitude
+        counts = [bench.sizes.param_count(f, z, "mnist1d") for z in sizes_of(st, f)]
         assert len(counts) >= 3 and max(counts) / min(counts) >= 10**1.5, (f, counts)
     # the translation model at 3 sizes spanning 1.4 orders, both frameworks
-    counts = [bench.spec.param_count("seq2seq", z, "en_fr_numbers")
+    counts = [bench.sizes.param_count("seq2seq", z, "en_fr_numbers")
               for z in sizes_of(st, "seq2seq")]
     assert len(counts) >= 3 and max(counts) / min(counts) >= 10**1.4, counts
     # at least 3 independent seeds per point: the frameworks' seeds are disjoint

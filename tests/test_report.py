@@ -22,7 +22,8 @@ import pytest
 
 from bench import aggregate, report
 from bench.report import figures, pages, tables, tuning
-from bench.spec import RunSpec, param_count
+from bench.sizes import param_count
+from bench.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 

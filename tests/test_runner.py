@@ -14,7 +14,8 @@ import pytest
 from bench import __version__, backend_api, runner, train
 from bench import data as data_mod
 from bench.records import FINAL_STATUSES, write_json_atomic
-from bench.spec import RunSpec, SpecError
+from bench.registry import SpecError
+from bench.spec import RunSpec
 from bench.weights_file import path_for
 
 TINY = dict(family="cnn", framework="torch", dataset="digits", size="xs", epochs=1,

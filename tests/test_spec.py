@@ -1,28 +1,30 @@
-"""bench.spec: registries, analytic parameter/FLOP counts and RunSpec validation."""
+"""bench.spec: RunSpec validation, presets, batch sizes and run ids."""
+
 
 import json
-import math
 import re
-import subprocess
-import sys
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+import bench.registry
+import bench.sizes
 import bench.spec
-from bench.spec import RunSpec, SpecError
+from bench.registry import SpecError
+from bench.spec import RunSpec
 
 # The scale ladder, smallest first; `seed` is the article's model, not a rung.
-LADDER = [s for s in bench.spec.SIZE_NAMES if s != "seed"]
+LADDER = [s for s in bench.sizes.SIZE_NAMES if s != "seed"]
 # Every (family, dataset) a family can read: classifiers the images, series and tokens,
 # seq2seq the translation pairs.
-PAIRS = [(f, d) for f in bench.spec.FAMILIES for d in bench.spec.DATASETS if bench.spec.reads(f, d)]
-NON_TOKEN = [(f, d) for f, d in PAIRS if bench.spec.DATASETS[d].kind != "tokens"]
+PAIRS = [(f, d) for f in bench.registry.FAMILIES for d in bench.registry.DATASETS
+         if bench.registry.reads(f, d)]
+NON_TOKEN = [(f, d) for f, d in PAIRS if bench.registry.DATASETS[d].kind != "tokens"]
 
 
 def ladder(family):
-    return [s for s in LADDER if s in bench.spec.SIZES[family]]
+    return [s for s in LADDER if s in bench.sizes.SIZES[family]]
 
 # Every module but the two backends, found on disk so that a new module is checked too.
 _BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -38,186 +40,16 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
     return msg
 
 
-# ---------------------------------------------------------------------------- imports
+# ---------------------------------------------------------------------------- create
 
 
-def test_neutral_modules_import_no_framework(repo_root):
-    code = (
-        "import sys\n"
-        f"for m in {NEUTRAL_MODULES!r}:\n"
-        "    __import__(m)\n"
-        "bad = [f for f in ('torch', 'tensorflow') if f in sys.modules]\n"
-        "print('FRAMEWORKS:', bad)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "FRAMEWORKS: []" in out.stdout, out.stdout
-
-
-# ---------------------------------------------------------------------------- registries
-
-
-def test_every_family_has_every_size_name():
-    for fam in bench.spec.CLASSIFIERS:
-        assert set(bench.spec.SIZES[fam]) == set(bench.spec.SIZE_NAMES), fam
-    # the translation model tops out at `seed`, Marian's shape, already GPU-sized
-    assert set(bench.spec.SIZES["seq2seq"]) == set(bench.spec.SIZE_NAMES) - {"xxl"}
-
-
-def test_seed_seq2seq_has_the_marian_shape():
-    s = bench.spec.SIZES["seq2seq"]["seed"]
-    assert (s.enc_layers, s.dec_layers, s.d_model, s.heads, s.ff) == (6, 6, 512, 8, 2048)
-    assert bench.spec.param_count("seq2seq", "seed", "en_fr_numbers") == 44_172_350
-
-
-@pytest.mark.parametrize("family,dataset", [("seq2seq", "mnist1d"), ("cnn", "en_fr_numbers")])
-def test_a_family_refuses_data_it_cannot_read(family, dataset):
-    with pytest.raises(SpecError, match=f"family {family!r} cannot read dataset") as e:
-        RunSpec(family=family, framework="torch", dataset=dataset, size="xs")
-    _one_line(e)
-    with pytest.raises(SpecError):
-        bench.spec.param_count(family, "xs", dataset)
-
-
-def test_seq2seq_takes_label_smoothing_and_no_batch_norm():
-    base = dict(framework="torch", size="xs")
-    s = RunSpec.create(family="seq2seq", dataset="en_fr_numbers", regulariser="label_smoothing",
-                       **base)
-    assert s.label_smoothing == 0.1
-    with pytest.raises(SpecError, match="no batch norm"):
-        RunSpec.create(family="seq2seq", dataset="en_fr_numbers", regulariser="batchnorm", **base)
-    with pytest.raises(SpecError, match="label smoothing is for seq2seq"):
-        RunSpec.create(family="cnn", dataset="mnist1d", regulariser="label_smoothing", **base)
-
-
-def test_seed_cnn_on_mnist_is_the_article_model():
-    # Conv(32,3x3)-pool-Conv(64,3x3)-pool-Dense(128)-Dense(10), valid padding.
-    assert bench.spec.weight_shapes("cnn", "seed", "mnist") == [
-        ("conv1.kernel", (3, 3, 1, 32)), ("conv1.bias", (32,)),
-        ("conv2.kernel", (3, 3, 32, 64)), ("conv2.bias", (64,)),
-        ("dense.kernel", (5 * 5 * 64, 128)), ("dense.bias", (128,)),
-        ("head.kernel", (128, 10)), ("head.bias", (10,)),
-    ]
-    assert bench.spec.param_count("cnn", "seed", "mnist") == 225_034
-
-
-def test_seed_lstm_on_tokens_is_the_article_model():
-    # Embedding(10000, 64)-LSTM(128)-LSTM(128)-Dense(1), one 4h bias per layer (Keras).
-    assert bench.spec.weight_shapes("lstm", "seed", "tokens") == [
-        ("embed", (10000, 64)),
-        ("rnn0.kernel", (64, 512)), ("rnn0.recurrent_kernel", (128, 512)), ("rnn0.bias", (512,)),
-        ("rnn1.kernel", (128, 512)), ("rnn1.recurrent_kernel", (128, 512)),
-        ("rnn1.bias", (512,)),
-        ("head.kernel", (128, 1)), ("head.bias", (1,)),
-    ]
-    assert bench.spec.param_count("lstm", "seed", "tokens") == 870_529
-
-
-@pytest.mark.parametrize("family,dataset,batchnorm", [
-    (f, d, bn) for f, d in PAIRS for bn in (False, True) if not (bn and f == "seq2seq")])
-def test_param_count_is_sum_of_weight_shapes(family, dataset, batchnorm):
-    for size in bench.spec.SIZES[family]:
-        shapes = bench.spec.weight_shapes(family, size, dataset, batchnorm)
-        names = [n for n, _ in shapes]
-        assert len(names) == len(set(names)), f"duplicate weight names: {names}"
-        assert all(all(d >= 1 for d in shape) for _, shape in shapes)
-        assert bench.spec.param_count(family, size, dataset, batchnorm) == sum(
-            math.prod(shape) for _, shape in shapes)
-
-
-@pytest.mark.parametrize("family,dataset", [(f, d) for f, d in PAIRS if f != "seq2seq"])
-def test_batchnorm_adds_parameters(family, dataset):
-    count = bench.spec.param_count
-    assert count(family, "s", dataset, True) > count(family, "s", dataset)
-
-
-@pytest.mark.parametrize("family,dataset", PAIRS)
-def test_sizes_grow_strictly(family, dataset):
-    counts = [bench.spec.param_count(family, s, dataset) for s in ladder(family)]
-    assert counts == sorted(set(counts)), dict(zip(ladder(family), counts, strict=True))
-
-
-@pytest.mark.parametrize("family,dataset", NON_TOKEN)
-def test_sizes_span_three_orders_of_magnitude(family, dataset):
-    lo = bench.spec.param_count(family, ladder(family)[0], dataset)
-    hi = bench.spec.param_count(family, ladder(family)[-1], dataset)
-    assert hi >= 1000 * lo, (lo, hi)
-
-
-@pytest.mark.parametrize("family,dataset", PAIRS)
-def test_flops_positive_and_growing(family, dataset):
-    flops = [bench.spec.flops_per_sample(family, s, dataset) for s in ladder(family)]
-    assert all(isinstance(f, int) and f > 0 for f in flops)
-    assert flops == sorted(set(flops)), dict(zip(ladder(family), flops, strict=True))
-    assert bench.spec.flops_per_sample(family, "seed", dataset) > 0
-
-
-def test_cnn_flops_match_hand_count_on_mnist():
-    # conv1 26x26x9x1x32, conv2 11x11x9x32x64, dense 1600x128, head 128x10 multiply-adds.
-    macs = 26 * 26 * 9 * 32 + 11 * 11 * 9 * 32 * 64 + 1600 * 128 + 128 * 10
-    assert bench.spec.flops_per_sample("cnn", "seed", "mnist") == 2 * macs
-
-
-def test_binary_datasets_use_one_output():
-    for name, info in bench.spec.DATASETS.items():
-        assert info.n_outputs == (1 if info.n_classes == 2 else info.n_classes), name
-
-
-def test_size_of_rejects_unknown():
-    with pytest.raises(SpecError, match="'huge'"):
-        bench.spec.size_of("cnn", "huge")
-    with pytest.raises(SpecError, match="'mlp'"):
-        bench.spec.size_of("mlp", "xs")
-
-
-# ---------------------------------------------------------------------------- cnn geometry
-
-
-def test_cnn_geometry_same_for_digits_valid_for_mnist():
-    pad, dims = bench.spec.cnn_geometry(bench.spec.DATASETS["digits"].shape)
-    assert pad == "same"
-    assert dims == [[8, 4, 4, 2], [8, 4, 4, 2]]
-    pad, dims = bench.spec.cnn_geometry(bench.spec.DATASETS["mnist"].shape)
-    assert pad == "valid"
-    assert dims == [[26, 13, 11, 5], [26, 13, 11, 5]]
-
-
-@pytest.mark.parametrize("dataset", sorted({d for f, d in NON_TOKEN if f == "cnn"}))
-def test_cnn_geometry_never_collapses(dataset):
-    _, dims = bench.spec.cnn_geometry(bench.spec.DATASETS[dataset].shape)
-    assert all(d[3] >= 1 for d in dims)
-
-
-# ---------------------------------------------------------------------------- regularisers
-
-
-def test_parse_regulariser_canonical_order_and_dedup():
-    a, sa = bench.spec.parse_regulariser("dropout+l2")
-    b, sb = bench.spec.parse_regulariser("l2+dropout")
-    assert a == b == "l2+dropout"
-    assert sa == sb == {"l2": 1e-4, "dropout": 0.2}
-    assert bench.spec.parse_regulariser("l2+l2")[0] == "l2"
-    assert bench.spec.parse_regulariser("none") == ("none", {})
-
-
-@pytest.mark.parametrize("label,bad", [
-    ("foo", "'foo'"), ("dropout+foo", "'foo'"), ("none+dropout", "none"),
-    ("lr_decay+lr_step", "two learning-rate schedules"), ("", "empty"), ("+", "empty"),
-])
-def test_parse_regulariser_rejects(label, bad):
-    with pytest.raises(SpecError) as e:
-        bench.spec.parse_regulariser(label)
-    assert bad in _one_line(e)
-
-
-@pytest.mark.parametrize("name", list(bench.spec.REGULARISERS))
+@pytest.mark.parametrize("name", list(bench.registry.REGULARISERS))
 def test_every_regulariser_preset_reaches_the_spec(name):
     home = (("seq2seq", "en_fr_numbers") if name == "label_smoothing" else ("cnn", "digits"))
     spec = RunSpec.create(regulariser=name, family=home[0], framework="torch", dataset=home[1],
                           size="xs")
     assert spec.regulariser == name
-    for key, value in bench.spec.REGULARISERS[name].preset.items():
+    for key, value in bench.registry.REGULARISERS[name].preset.items():
         assert getattr(spec, key) == value, key
 
 
@@ -329,18 +161,18 @@ def test_runspec_rejects_bad_number(field, value):
 
 
 def test_runspec_size_must_exist_for_family():
-    for fam in bench.spec.FAMILIES:
-        for size in bench.spec.SIZES[fam]:
+    for fam in bench.registry.FAMILIES:
+        for size in bench.sizes.SIZES[fam]:
             _base(family=fam, size=size, dataset="en_fr_numbers" if fam == "seq2seq"
                   else "digits")
 
 
 _CHOICES = {
-    "family": bench.spec.FAMILIES, "framework": bench.spec.FRAMEWORKS,
-    "dataset": tuple(bench.spec.DATASETS),
-    "size": LADDER, "optimizer": tuple(bench.spec.OPTIMIZERS), "device": bench.spec.DEVICES,
-    "lr_schedule": bench.spec.LR_SCHEDULES, "regulariser": tuple(bench.spec.REGULARISERS),
-    "precision": bench.spec.PRECISIONS,
+    "family": bench.registry.FAMILIES, "framework": bench.registry.FRAMEWORKS,
+    "dataset": tuple(bench.registry.DATASETS),
+    "size": LADDER, "optimizer": tuple(bench.registry.OPTIMIZERS), "device": bench.registry.DEVICES,
+    "lr_schedule": bench.registry.LR_SCHEDULES, "regulariser": tuple(bench.registry.REGULARISERS),
+    "precision": bench.registry.PRECISIONS,
 }
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bench import text_pairs
-from bench.spec import DATASETS
+from bench.registry import DATASETS
 
 PAIR = text_pairs.PAIRS["en_fr_numbers"]
 

@@ -25,14 +25,9 @@ from bench import tf_backend as backend  # noqa: E402
 from bench.data import load  # noqa: E402
 from bench.generate import beam_search, greedy  # noqa: E402
 from bench.init import init_weights  # noqa: E402
-from bench.spec import (  # noqa: E402
-    CLASSIFIERS,
-    OPTIMIZERS,
-    RunSpec,
-    SpecError,
-    param_count,
-    weight_shapes,
-)
+from bench.registry import CLASSIFIERS, OPTIMIZERS, SpecError  # noqa: E402
+from bench.sizes import param_count, weight_shapes  # noqa: E402
+from bench.spec import RunSpec  # noqa: E402
 from bench.text_pairs import BOS, EOS, PAD  # noqa: E402
 
 # Every classifier on every input kind at the smallest size, plus the article's seed models

@@ -26,19 +26,16 @@ from backend_reference import (  # noqa: E402
 
 from bench import torch_backend as backend  # noqa: E402
 from bench.init import init_weights  # noqa: E402
-from bench.spec import (  # noqa: E402
+from bench.registry import (  # noqa: E402
     BATCHNORM_EPS,
     BATCHNORM_MOMENTUM,
     CLASSIFIERS,
     LAYERNORM_EPS,
     OPTIMIZERS,
-    RunSpec,
     SpecError,
-    cnn_geometry,
-    param_count,
-    transformer_tokens,
-    weight_shapes,
 )
+from bench.sizes import cnn_geometry, param_count, transformer_tokens, weight_shapes  # noqa: E402
+from bench.spec import RunSpec  # noqa: E402
 
 # Every family on every input kind at the smallest size, plus the article's seed models.
 CASES = [(f, d, "xs") for f in CLASSIFIERS for d in ("mnist1d", "digits", "tokens")]

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from bench.spec import CLASSIFIERS, FRAMEWORKS, flops_per_sample, param_count
+from bench.registry import CLASSIFIERS, FRAMEWORKS
+from bench.sizes import flops_per_sample, param_count
 from bench.train import lr_at, planned_steps
 
 pytestmark = pytest.mark.slow

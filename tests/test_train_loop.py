@@ -9,7 +9,8 @@ import pytest
 
 from bench import train
 from bench.data import Data
-from bench.spec import RunSpec, memory_estimate_mb, param_count
+from bench.sizes import memory_estimate_mb, param_count
+from bench.spec import RunSpec
 
 
 class FakeBackend:

@@ -22,7 +22,7 @@ import yaml
 
 from bench import tune
 from bench.config import check_config
-from bench.spec import SpecError
+from bench.registry import SpecError
 from bench.tune.common import import_optuna
 from bench.tune.liveness import _start_ticks
 from bench.tune.storage import trial_id

@@ -379,7 +379,7 @@ def _compute_panel(df: pd.DataFrame, key: str) -> Panel:
         for r in part.itertuples():
             data.append({"trace": fw, "family": r.family, "framework": fw, "x": r.family,
                          "y": r.wall_h * 60, "core_hours": r.core_h})
-    from ..spec import FAMILIES
+    from ..registry import FAMILIES
 
     order = sorted(set(g["family"]), key=lambda f: (FAMILIES.index(f) if f in FAMILIES
                                                     else 99, f))

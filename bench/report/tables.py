@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats
-from ..spec import SIZE_NAMES
+from ..sizes import SIZE_NAMES
 
 STATUSES = ("ok", "diverged", "oom", "pruned", "error")
 FAILED = ("diverged", "oom", "error")  # count against accuracy, at chance
@@ -240,7 +240,7 @@ def run_label(row) -> str:
 
 def groups(df: pd.DataFrame) -> list[tuple[str, str]]:
     """(family, dataset) pairs present in the table, in registry order."""
-    from ..spec import FAMILIES
+    from ..registry import FAMILIES
 
     pairs = df[["family", "dataset"]].drop_duplicates().itertuples(index=False)
     rank = {f: i for i, f in enumerate(FAMILIES)}
@@ -740,7 +740,7 @@ def status_counts(df: pd.DataFrame) -> pd.DataFrame:
     t = t.reindex(columns=[*STATUSES, *extra], fill_value=0)
     t["total"] = t.sum(axis=1)
     t = t.reset_index()
-    from ..spec import FAMILIES
+    from ..registry import FAMILIES
 
     rank = t.apply(lambda r: (FAMILIES.index(r["family"]) if r["family"] in FAMILIES else 99,
                               r["family"], framework_rank(r["framework"])), axis=1)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..spec import SpecError
+from ..registry import SpecError
 from .definition import read_definition
 from .export import export, run_final
 from .storage import load

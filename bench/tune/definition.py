@@ -13,15 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import load_schema, schema_defaults
-from ..spec import (
-    DATASETS,
-    FRAMEWORKS,
-    MATH_DEFAULTS,
-    RunSpec,
-    SpecError,
-    check_family_reads,
-    size_of,
-)
+from ..registry import DATASETS, FRAMEWORKS, SpecError, check_family_reads
+from ..sizes import size_of
+from ..spec import MATH_DEFAULTS, RunSpec
 from .paths import DEFINITION_FILE
 from .space import parse_space
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..spec import RunSpec, SpecError
+from ..registry import SpecError
+from ..spec import RunSpec
 from .common import log
 from .definition import read_definition, spec_for
 from .paths import BEST_FILE, CSV_FILE, PARQUET_FILE

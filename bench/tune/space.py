@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-from ..spec import RunSpec, SpecError
+from ..registry import SpecError
+from ..spec import RunSpec
 
 DISTRIBUTIONS = ("float", "int", "categorical")
 # RunSpec fields a study may tune, and the distribution kinds that make sense for each

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..spec import SpecError
+from ..registry import SpecError
 from .common import import_optuna
 from .paths import JOURNAL_FILE
 

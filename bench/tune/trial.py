@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import time
 
-from ..spec import RunSpec, SpecError
+from ..registry import SpecError
+from ..spec import RunSpec
 from .common import import_optuna, log
 from .definition import spec_for
 from .liveness import HEARTBEAT, OWNER, Heartbeat, owner_info

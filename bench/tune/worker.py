@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..spec import SpecError
+from ..registry import SpecError
 from .common import import_optuna, log
 from .definition import check_definition, read_definition
 from .liveness import reap

@@ -1,4 +1,4 @@
-"""bench.spec.flops_per_sample against what torch's FlopCounterMode counts in the torch
+"""bench.sizes.flops_per_sample against what torch's FlopCounterMode counts in the torch
 backend's models (imports torch only).
 
 FlopCounterMode counts 2 x multiply-adds of matmuls and convolutions (mm, addmm, bmm,
@@ -23,7 +23,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from bench import torch_backend as backend  # noqa: E402
-from bench.spec import CLASSIFIERS, RunSpec, flops_per_sample  # noqa: E402
+from bench.registry import CLASSIFIERS  # noqa: E402
+from bench.sizes import flops_per_sample  # noqa: E402
+from bench.spec import RunSpec  # noqa: E402
 
 # Every classifier on every input kind, the 2-D 'valid' CNN (mnist's shape) and the
 # article's CNN, batch norm where it sits, two layers of each recurrent cell, and seq2seq.

@@ -2,6 +2,7 @@
 what it records. Fast and framework-free; tests/test_train.py runs the real backends."""
 
 import math
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,6 +26,7 @@ class FakeBackend:
         self.nan_at = nan_at  # the optimizer step whose loss is NaN
         # device->host reads (each one a sync on a GPU) and host->device copies
         self.reads = self.syncs = self.uploads = 0
+        self.eval_seconds = 0.0  # how long a validation pass takes
 
     def setup(self, threads, device, seed, **settings):
         return {"device": "cpu", "device_name": "fake", "framework_version": "0"}
@@ -81,8 +83,10 @@ class FakeBackend:
 
             def evaluate(self, x, y, batch):
                 if y is data.y_val:
+                    time.sleep(backend.eval_seconds)
                     epoch = model["steps"] // backend.per_epoch
-                    return 0.5, backend.script[epoch - 1]
+                    acc = backend.script[epoch - 1]
+                    return (math.nan if math.isnan(acc) else 0.5), acc
                 return 0.4, model["steps"] / 1000  # test / train subset: the weights' tag
 
             def infer(self, xb):
@@ -103,7 +107,7 @@ def _data(n_train=64, n_val=20, n_test=30):
     return Data("mnist1d", xt, yt, xv, yv, xs, ys)
 
 
-def _run(script, device_bytes=None, n_train=64, nan_at=None, **kw):
+def _run(script, device_bytes=None, n_train=64, nan_at=None, eval_seconds=0.0, **kw):
     data = _data(n_train=n_train)
     kw = {"warmup_steps": 0, "block_steps": 1, "batch_size": 16, **kw}
     spec = RunSpec.create(family="cnn", framework="torch", dataset="mnist1d", size="xs",
@@ -112,6 +116,7 @@ def _run(script, device_bytes=None, n_train=64, nan_at=None, **kw):
     backend = FakeBackend(script, per_epoch=n_train // batch, device_bytes=device_bytes,
                           nan_at=nan_at)
     backend.data = data
+    backend.eval_seconds = eval_seconds
     return train.run(spec, data, SimpleNamespace(**{
         k: getattr(backend, k) for k in dir(backend) if not k.startswith("_")})), backend
 
@@ -229,3 +234,24 @@ def test_full_batch_takes_the_whole_split_each_step_without_indices():
     rec, backend = _run([0.5] * 3, epochs=3, batch_size="full")
     assert rec["batch_size_effective"] == 64 and rec["steps_run"] == 3
     assert backend.uploads == 6  # the splits; no permutation is needed
+
+
+def test_validation_time_is_not_in_the_throughput():
+    # 4 steps an epoch in microseconds, then 50 ms of validation: timed blocks see only steps
+    rec, _ = _run([0.5] * 4, epochs=4, eval_seconds=0.05, block_steps=2)
+    assert rec["timed_steps"] == 16 and rec["timed_seconds"] < 0.02
+    assert rec["curve"][-1]["elapsed_s"] >= 4 * 0.05  # the wall clock does hold it
+
+
+def test_max_steps_caps_the_run_mid_epoch():
+    rec, backend = _run([0.1 * i for i in range(1, 11)], epochs=10, max_steps=10)
+    assert rec["steps_run"] == 10 and rec["epochs_run"] == 3  # 4 + 4 + 2 steps
+    assert rec["stop_reason"] == "cap" and rec["converged"] is False
+    assert rec["samples_seen"] == 10 * 16
+
+
+def test_nan_in_validation_is_divergence():
+    rec, _ = _run([0.5, math.nan, 0.7], epochs=3)
+    assert rec["status"] == "diverged"
+    assert rec["message"] == "validation loss became nan after epoch 2"
+    assert len(rec["curve"]) == 1

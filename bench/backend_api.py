@@ -135,6 +135,10 @@ class Backend(Protocol):
     def to_device(self, array: np.ndarray) -> Any:
         """One whole array on the device: floats float32, integers int64."""
 
+    def batch_indices(self, order: np.ndarray, batch: int) -> list:
+        """`order` (a permutation, a multiple of `batch` long) cut into batches of row
+        indices on the device, uploaded at once: one epoch's batches."""
+
     def take(self, tensor: Any, idx: Any) -> Any:
         """Rows `idx` (a numpy or device index array) of a device tensor, gathered there."""
 

@@ -628,6 +628,11 @@ def to_device(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(_device)
 
 
+def batch_indices(order: np.ndarray, batch: int) -> list[torch.Tensor]:
+    """`order` cut into batches of `batch` row indices, uploaded once (views of one tensor)."""
+    return list(to_device(order).view(-1, batch).unbind(0))
+
+
 def take(tensor: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
     return tensor.index_select(0, torch.as_tensor(idx, dtype=torch.long, device=tensor.device))
 

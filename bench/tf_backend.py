@@ -75,7 +75,7 @@ def setup(threads: int, device: str = "auto", seed: int = 0, tf32: bool = False,
     (bench.spec.RunSpec.tf32 / conv_autotune); call before other TF work."""
     if device not in DEVICES:
         raise SpecError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
-    # TF reads this at its first convolution: the runs of one process share a value.
+    # TF reads this when it builds a convolution kernel, so each run's model gets its own.
     os.environ["TF_CUDNN_USE_AUTOTUNE"] = "1" if conv_autotune else "0"
     _set_threads(threads)
     tf.config.experimental.enable_tensor_float_32_execution(tf32)
@@ -133,7 +133,7 @@ class EncoderBlock(layers.Layer):
         self.ln2 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln2")
         self.ff1 = layers.Dense(ff, activation="relu", name="ff1")
         self.ff2 = layers.Dense(d, name="ff2")
-        self.drop = layers.Dropout(dropout, seed=seed) if dropout > 0 else None
+        self.drop = _dropout(dropout, seed) if dropout > 0 else None
 
     def build(self, input_shape):
         for ln in (self.ln1, self.ln2):
@@ -163,6 +163,14 @@ class EncoderBlock(layers.Layer):
         return x + self._dropped(self.ff2(self.ff1(self.ln2(x))), training)
 
 
+def _dropout(rate: float, seed: int) -> layers.Dropout:
+    """A Dropout layer whose seed variable lives on the host: the GPU kernel that turns it
+    into a mask reads it in host memory, so a seed on the GPU would make the host wait for
+    the device at every step."""
+    with tf.device("/CPU:0"):
+        return layers.Dropout(rate, seed=seed)
+
+
 def _softmax(scores, bias=None):
     """Softmax over keys in fp32 whatever the compute dtype, as torch autocast does."""
     p = tf.cast(scores, tf.float32)
@@ -183,7 +191,7 @@ def _dropper(spec: RunSpec):
     seeds = itertools.count(spec.seed * 1000 + 1)
 
     def drop(x):
-        return layers.Dropout(spec.dropout, seed=next(seeds))(x) if spec.dropout > 0 else x
+        return _dropout(spec.dropout, next(seeds))(x) if spec.dropout > 0 else x
 
     return drop
 
@@ -225,10 +233,14 @@ def _rnn(spec: RunSpec, x, drop):
     x = _as_sequence(spec, x)
     for i in range(a.layers):
         last = i == a.layers - 1
+        # bf16 keeps recurrent layers in fp32, as in torch (whose CUDA autocast would run
+        # cuDNN's RNN in fp16)
+        kw = {"dtype": "float32"} if spec.precision == "bf16" else {}
         if spec.family == "lstm":
-            rnn = layers.LSTM(a.hidden, return_sequences=not last, name=f"rnn{i}")
+            rnn = layers.LSTM(a.hidden, return_sequences=not last, name=f"rnn{i}", **kw)
         else:
-            rnn = layers.GRU(a.hidden, reset_after=True, return_sequences=not last, name=f"rnn{i}")
+            rnn = layers.GRU(a.hidden, reset_after=True, return_sequences=not last,
+                             name=f"rnn{i}", **kw)
         x = rnn(x)
         if not last:
             x = drop(x)
@@ -304,7 +316,7 @@ class Seq2SeqBlock(layers.Layer):
             linears += [self.xq, self.xk, self.xv, self.xo]
         self.ff1 = layers.Dense(ff, activation="relu", name="ff1")
         self.ff2 = layers.Dense(d, name="ff2")
-        self.drop = layers.Dropout(dropout, seed=seed) if dropout > 0 else None
+        self.drop = _dropout(dropout, seed) if dropout > 0 else None
         for layer in norms + linears + [self.ff1]:
             layer.build((None, d))
         self.ff2.build((None, ff))
@@ -376,7 +388,7 @@ class Seq2SeqNet(keras.Model):
         for ln in (self.enc_ln, self.dec_ln):
             ln.build((None, d))
         self.head = TiedOutput(info.vocab, name="head")
-        self.drops = [layers.Dropout(spec.dropout, seed=base + k) if spec.dropout > 0 else None
+        self.drops = [_dropout(spec.dropout, base + k) if spec.dropout > 0 else None
                       for k in (1, 2)]  # source, target embeddings
         self.built = True
 

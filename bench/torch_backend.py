@@ -183,7 +183,8 @@ class BatchNorm(nn.Module):
         shape = [1, -1] + [1] * (x.dim() - 2)
         if self.training:
             dims = [0] + list(range(2, x.dim()))
-            var, mean = torch.var_mean(x, dim=dims, correction=0)
+            # statistics in fp32 whatever autocast computes in, as Keras's BatchNormalization
+            var, mean = torch.var_mean(x.float(), dim=dims, correction=0)
             with torch.no_grad():
                 keep = BATCHNORM_MOMENTUM
                 self.running_mean.mul_(keep).add_(mean, alpha=1 - keep)
@@ -192,7 +193,7 @@ class BatchNorm(nn.Module):
             mean, var = self.running_mean, self.running_var
         scale = self.weight * torch.rsqrt(var + BATCHNORM_EPS)
         shift = self.bias - mean * scale
-        return x * scale.view(shape) + shift.view(shape)
+        return (x * scale.view(shape) + shift.view(shape)).to(x.dtype)
 
 
 def _maybe_bn(on: bool, n: int) -> nn.Module:
@@ -353,7 +354,14 @@ class RNN(_Model):
 
     def forward(self, x):
         x = self.embed(x) if self.embed is not None else x.flatten(2)
-        out, _ = self.rnn(x)
+        if torch.is_autocast_enabled(x.device.type) and (
+                torch.get_autocast_dtype(x.device.type) == torch.bfloat16):
+            # bf16 keeps recurrent layers in fp32, in both frameworks: CUDA autocast would
+            # run cuDNN's RNN in fp16 whatever dtype was asked for (AutocastRNN.cpp)
+            with torch.autocast(x.device.type, enabled=False):
+                out, _ = self.rnn(x.float())
+        else:
+            out, _ = self.rnn(x)
         return self.head(self.drop(self.bn(out[:, -1])))
 
     def slots(self):
@@ -692,7 +700,9 @@ class Trainer:
         self.forward = torch.compile(model) if spec.compile else model
         check_precision(spec.precision)
         self.amp = _AUTOCAST.get(spec.precision)
-        self.scaler = torch.amp.GradScaler(_device.type) if spec.precision == "fp16" else None
+        # Keras's LossScaleOptimizer starts at 2^15 (torch: 2^16); both double every 2000
+        self.scaler = (torch.amp.GradScaler(_device.type, init_scale=2.0**15)
+                       if spec.precision == "fp16" else None)
         if self.amp is not None:
             self._probe()
 
@@ -711,7 +721,8 @@ class Trainer:
         with torch.random.fork_rng(devices=devices):
             try:
                 self._mode(True)
-                self._forward(*args)
+                with self._autocast():  # eager: a compiled model would retrace for batch 2
+                    self.model(*args)
             except RuntimeError as e:
                 raise SpecError(f"precision {self.spec.precision} is not supported by torch "
                                 f"for {self.spec.family} on {_device.type}: "

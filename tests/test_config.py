@@ -101,7 +101,7 @@ def test_given_values_win_over_defaults(schema, smoke):
     (["study", "batch_size"], 0, ["study.batch_size"]),
     (["study", "epochs"], 0, ["study.epochs"]),
     # unknown names
-    (["study", "families"], ["cnn", "mlp"], ["study.families[1]", "'mlp'"]),
+    (["study", "families"], ["cnn", "resnet"], ["study.families[1]", "'resnet'"]),
     (["study", "frameworks"], ["jax"], ["study.frameworks[0]", "'jax'"]),
     (["study", "datasets"], ["cifar10"], ["study.datasets[0]", "'cifar10'"]),
     (["study", "sizes"], ["xs", "huge"], ["study.sizes[1]", "'huge'"]),

@@ -104,7 +104,7 @@ def make_record(s: RunSpec, status: str = "ok", seed_noise: float = 0.01, lr_rol
                    train_acc=acc + 0.02, val_acc=best, test_acc=acc,
                    train_loss=0.5, val_loss=0.6, test_loss=0.6,
                    train_samples_per_s=speed * (1 + rng.normal(0, 0.02)),
-                   infer_samples_per_s=3 * speed, step_ms_p50=1.0, step_ms_p95=2.0,
+                   infer_samples_per_s=3 * speed, block_step_ms_median=1.0, block_step_ms_max=2.0,
                    peak_rss_mb=300 + params / 1e3 * (1.2 if s.framework == "tf" else 1.0),
                    model_mem_mb=3e-5 * params ** 0.95 * (1.2 if s.framework == "tf" else 1.0)
                    * (1 + rng.normal(0, 0.02)),
@@ -1070,6 +1070,12 @@ def test_runs_of_another_precision_or_device_get_their_own_report(tmp_path):
     sub_index = visible_text((sub / "index.html").read_text())
     assert f"({len(other)} runs)" in sub_index and (sub / "frameworks.html").is_file()
     assert 'href="../../index.html"' in (sub / "index.html").read_text()
+    # a run that failed before measuring (no device name, device as requested) stays with
+    # the runs of its setting
+    error = dict(recs[0], run_id="crashed", status="error", device="auto", device_name=None,
+                 message="RuntimeError: boom")
+    parts = tables.split_by_setting(tables.normalise(pd.DataFrame(recs + [error])))
+    assert len(parts) == 1 and "crashed" in set(parts[0][1]["run_id"])
     # a rebuild with one setting again leaves no stale sub-report behind
     report.build_report(tmp_path / "one" / "results" / "summary.parquet", out)
     assert not (out / report.SETTINGS_DIR).exists()

@@ -93,8 +93,8 @@ def test_binary_datasets_use_one_output():
 def test_size_of_rejects_unknown():
     with pytest.raises(SpecError, match="'huge'"):
         bench.sizes.size_of("cnn", "huge")
-    with pytest.raises(SpecError, match="'mlp'"):
-        bench.sizes.size_of("mlp", "xs")
+    with pytest.raises(SpecError, match="'resnet'"):
+        bench.sizes.size_of("resnet", "xs")
 
 
 # ---------------------------------------------------------------------------- cnn geometry

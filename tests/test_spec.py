@@ -137,7 +137,7 @@ def _base(**kw):
 
 
 @pytest.mark.parametrize("field,value", [
-    ("family", "mlp"), ("framework", "jax"), ("dataset", "cifar10"), ("size", "huge"),
+    ("family", "resnet"), ("framework", "jax"), ("dataset", "cifar10"), ("size", "huge"),
     ("optimizer", "adagrad"), ("device", "tpu"), ("lr_schedule", "linear"),
     ("batch_size", "many"),
 ])

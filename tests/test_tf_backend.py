@@ -506,3 +506,12 @@ def test_fp16_scales_the_loss():
     x = backend.to_device(np.random.default_rng(0).normal(size=(8, 8, 8, 1)))
     assert np.isfinite(backend.scalar(trainer.step(x, backend.to_device(np.arange(8) % 10), 1e-3)))
     assert trainer.optimizer.iterations.numpy() == 1
+
+
+def test_bf16_keeps_recurrent_layers_in_fp32():
+    spec = make_spec("gru", "mnist1d", precision="bf16", dropout=0.1, size="s")
+    net = backend.build(spec).net
+    rnns = [la for la in net.layers if isinstance(la, keras.layers.GRU)]
+    assert rnns and {la.compute_dtype for la in rnns} == {"float32"}
+    assert {la.compute_dtype for la in net.layers if isinstance(la, keras.layers.Dense)} == {
+        "bfloat16"}

@@ -689,3 +689,16 @@ def test_fp16_scales_the_loss_and_an_unsupported_kernel_fails_in_one_line():
     with pytest.raises(SpecError, match="precision fp16 is not supported by torch for lstm") as e:
         backend.Trainer(backend.build(spec), spec)
     assert "\n" not in str(e.value)
+
+
+def test_bf16_keeps_recurrent_layers_and_batch_norm_statistics_in_fp32():
+    spec = make_spec("lstm", "mnist1d", precision="bf16", batchnorm=True)
+    model = backend.build(spec)
+    trainer = backend.Trainer(model, spec)
+    seen = {}
+    model.rnn.register_forward_hook(lambda m, i, o: seen.update(rnn=o[0].dtype))
+    x = backend.to_device(np.random.default_rng(0).normal(size=(8, 40, 1)))
+    trainer.step(x, backend.to_device(np.arange(8) % 10), 1e-3)
+    assert seen["rnn"] == torch.float32  # CUDA autocast would have made it fp16
+    assert model.bn.running_var.dtype == torch.float32
+    assert torch.isfinite(model.bn.running_var).all()

@@ -27,6 +27,8 @@ class FakeBackend:
         # device->host reads (each one a sync on a GPU) and host->device copies
         self.reads = self.syncs = self.uploads = 0
         self.eval_seconds = 0.0  # how long a validation pass takes
+        self.peak = device_bytes or 0
+        self.autotune_bytes = 0  # a one-off workspace at the first step (cuDNN autotuning)
 
     def setup(self, threads, device, seed, **settings):
         return {"device": "cpu", "device_name": "fake", "framework_version": "0"}
@@ -54,17 +56,23 @@ class FakeBackend:
         self.syncs += 1
 
     def reset_peak_memory(self):
-        pass
+        self.peak = self.device_bytes
 
     def peak_memory(self):
-        return self.device_bytes
+        return None if self.device_bytes is None else max(self.peak, self.device_bytes)
+
+    def allocate(self, n, keep=True):
+        if self.device_bytes is not None:
+            self.device_bytes += n
+            self.peak = max(self.peak, self.device_bytes)
+            if not keep:
+                self.device_bytes -= n
 
     def is_oom(self, e):
         return False
 
     def build(self, spec):
-        if self.device_bytes is not None:
-            self.device_bytes += 3 * 2**20
+        self.allocate(3 * 2**20)
         return {"steps": 0}
 
     def n_params(self, model):
@@ -83,6 +91,8 @@ class FakeBackend:
         class T:
             def step(self, xb, yb, lr):
                 model["steps"] += 1
+                if model["steps"] == 1:
+                    backend.allocate(backend.autotune_bytes, keep=False)
                 return math.nan if model["steps"] == backend.nan_at else 1.0
 
             def evaluate(self, x, y, batch):
@@ -94,8 +104,7 @@ class FakeBackend:
                 return 0.4, model["steps"] / 1000  # test / train subset: the weights' tag
 
             def infer(self, xb):
-                if backend.device_bytes is not None:  # activations of the timing passes
-                    backend.device_bytes += 10 * 2**20
+                backend.allocate(10 * 2**20)  # activations of the timing passes
                 return xb
 
         return T()
@@ -111,7 +120,8 @@ def _data(n_train=64, n_val=20, n_test=30):
     return Data("mnist1d", xt, yt, xv, yv, xs, ys)
 
 
-def _run(script, device_bytes=None, n_train=64, nan_at=None, eval_seconds=0.0, **kw):
+def _run(script, device_bytes=None, n_train=64, nan_at=None, eval_seconds=0.0, autotune_mb=0,
+         **kw):
     data = _data(n_train=n_train)
     kw = {"warmup_steps": 0, "block_steps": 1, "batch_size": 16, **kw}
     spec = RunSpec.create(family="cnn", framework="torch", dataset="mnist1d", size="xs",
@@ -121,6 +131,7 @@ def _run(script, device_bytes=None, n_train=64, nan_at=None, eval_seconds=0.0, *
                           nan_at=nan_at)
     backend.data = data
     backend.eval_seconds = eval_seconds
+    backend.autotune_bytes = autotune_mb * 2**20
     return train.run(spec, data, SimpleNamespace(**{
         k: getattr(backend, k) for k in dir(backend) if not k.startswith("_")})), backend
 
@@ -259,3 +270,13 @@ def test_nan_in_validation_is_divergence():
     assert rec["status"] == "diverged"
     assert rec["message"] == "validation loss became nan after epoch 2"
     assert len(rec["curve"]) == 1
+
+
+def test_a_first_steps_one_off_device_workspace_is_not_the_models_memory():
+    # 5 MB of data, 3 MB of model, a 20 MB convolution-autotuning workspace at step 1
+    rec, _ = _run([0.5] * 3, device_bytes=5 * 2**20, autotune_mb=20, epochs=3)
+    assert rec["first_epoch_peak_device_mem_mb"] == 28.0
+    assert rec["peak_device_mem_mb"] == 8.0 and rec["model_mem_mb"] == pytest.approx(3.0)
+    # a one-epoch run has no later epoch to measure: its peak keeps the workspace
+    rec, _ = _run([0.5], device_bytes=5 * 2**20, autotune_mb=20, epochs=1)
+    assert rec["peak_device_mem_mb"] == 28.0 and "first_epoch_peak_device_mem_mb" not in rec

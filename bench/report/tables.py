@@ -139,10 +139,26 @@ def describe_setting(setting: tuple) -> str:
 
 def split_by_setting(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     """(setting, its runs) for every measurement setting, the one with the most runs first
-    (ties: by description)."""
+    (ties: by description).
+
+    A run that failed before it measured anything (status error) records no device name:
+    it joins the largest setting that agrees with it on the rest, so that its failure is
+    listed beside the runs it belongs with."""
     if df.empty:
         return [((), df)]
     keys = df.apply(setting_of, axis=1)
+    name = SETTING_COLUMNS.index("device_name")
+    measured = [k for k in keys if k[name]]
+    sizes = {k: measured.count(k) for k in dict.fromkeys(measured)}
+
+    def home(k: tuple) -> tuple:
+        if k[name] or not sizes:
+            return k
+        rest = [j for j in range(len(k)) if j != name and SETTING_COLUMNS[j] != "device"]
+        fits = [m for m in sizes if all(m[j] == k[j] for j in rest)]
+        return max(fits, key=lambda m: (sizes[m], m[0] == k[0])) if fits else k
+
+    keys = keys.map(home)
     parts = [(k, df[keys == k]) for k in dict.fromkeys(keys)]
     return sorted(parts, key=lambda p: (-len(p[1]), describe_setting(p[0])))
 

@@ -1,8 +1,8 @@
 """bench: scale-vs-performance benchmarks of CNN, RNN and Transformer models, and of an
 encoder-decoder Transformer that translates.
 
-`python -m bench --help` lists the verbs. Framework-neutral modules (spec, data, init,
-measure, records, train, aggregate, report) import neither torch nor tensorflow.
+`python -m bench --help` lists the verbs. Every module but torch_backend and tf_backend is
+framework-neutral: it imports neither torch nor tensorflow (README, "Architecture").
 """
 
 # The one version number (pyproject.toml reads it). It changes whenever what a record means
@@ -11,4 +11,6 @@ measure, records, train, aggregate, report) import neither torch nor tensorflow.
 # 0.3.0: runs stop at a validation plateau and are tested at the best validation epoch's
 #        weights; model memory above the pre-build baseline; warm-up of the runtime first.
 # 0.4.0: the seq2seq family (run specs gain label_smoothing, so every run id changes).
-__version__ = "0.4.0"
+# 0.5.0: one device read per timed block (step times per block), precision and GPU math
+#        settings in the spec, the device peak of the training phase from epoch 2 on.
+__version__ = "0.5.0"

@@ -1,29 +1,16 @@
 """bench.registry: families, datasets, optimizers, regularisers; modules free of frameworks."""
 
-
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from spec_cases import one_line
 
 import bench.registry
 import bench.sizes
-import bench.spec
 from bench.registry import SpecError
 from bench.spec import RunSpec
-
-# The scale ladder, smallest first; `seed` is the article's model, not a rung.
-LADDER = [s for s in bench.sizes.SIZE_NAMES if s != "seed"]
-# Every (family, dataset) a family can read: classifiers the images, series and tokens,
-# seq2seq the translation pairs.
-PAIRS = [(f, d) for f in bench.registry.FAMILIES for d in bench.registry.DATASETS
-         if bench.registry.reads(f, d)]
-NON_TOKEN = [(f, d) for f, d in PAIRS if bench.registry.DATASETS[d].kind != "tokens"]
-
-
-def ladder(family):
-    return [s for s in LADDER if s in bench.sizes.SIZES[family]]
 
 # Every module but the two backends, found on disk so that a new module is checked too.
 _BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -31,12 +18,6 @@ NEUTRAL_MODULES = sorted(
     "bench." + ".".join(p.relative_to(_BENCH).with_suffix("").parts)
     for p in _BENCH.rglob("*.py")
     if p.stem not in ("torch_backend", "tf_backend", "__init__", "__main__"))
-
-
-def _one_line(exc: pytest.ExceptionInfo) -> str:
-    msg = str(exc.value)
-    assert "\n" not in msg, msg
-    return msg
 
 
 # ---------------------------------------------------------------------------- imports
@@ -76,7 +57,7 @@ def test_seed_seq2seq_has_the_marian_shape():
 def test_a_family_refuses_data_it_cannot_read(family, dataset):
     with pytest.raises(SpecError, match=f"family {family!r} cannot read dataset") as e:
         RunSpec(family=family, framework="torch", dataset=dataset, size="xs")
-    _one_line(e)
+    one_line(e)
     with pytest.raises(SpecError):
         bench.sizes.param_count(family, "xs", dataset)
 
@@ -134,6 +115,6 @@ def test_parse_regulariser_canonical_order_and_dedup():
 def test_parse_regulariser_rejects(label, bad):
     with pytest.raises(SpecError) as e:
         bench.registry.parse_regulariser(label)
-    assert bad in _one_line(e)
+    assert bad in one_line(e)
 
 

@@ -1,41 +1,13 @@
 """bench.sizes: size ladders, weight shapes, analytic parameter and FLOP counts, CNN geometry."""
 
-
 import math
-from pathlib import Path
 
 import pytest
+from spec_cases import NON_TOKEN, PAIRS, ladder
 
 import bench.registry
 import bench.sizes
-import bench.spec
 from bench.registry import SpecError
-
-# The scale ladder, smallest first; `seed` is the article's model, not a rung.
-LADDER = [s for s in bench.sizes.SIZE_NAMES if s != "seed"]
-# Every (family, dataset) a family can read: classifiers the images, series and tokens,
-# seq2seq the translation pairs.
-PAIRS = [(f, d) for f in bench.registry.FAMILIES for d in bench.registry.DATASETS
-         if bench.registry.reads(f, d)]
-NON_TOKEN = [(f, d) for f, d in PAIRS if bench.registry.DATASETS[d].kind != "tokens"]
-
-
-def ladder(family):
-    return [s for s in LADDER if s in bench.sizes.SIZES[family]]
-
-# Every module but the two backends, found on disk so that a new module is checked too.
-_BENCH = Path(__file__).resolve().parents[1] / "bench"
-NEUTRAL_MODULES = sorted(
-    "bench." + ".".join(p.relative_to(_BENCH).with_suffix("").parts)
-    for p in _BENCH.rglob("*.py")
-    if p.stem not in ("torch_backend", "tf_backend", "__init__", "__main__"))
-
-
-def _one_line(exc: pytest.ExceptionInfo) -> str:
-    msg = str(exc.value)
-    assert "\n" not in msg, msg
-    return msg
-
 
 # ---------------------------------------------------------------------------- counts
 

@@ -1,44 +1,17 @@
 """bench.spec: RunSpec validation, presets, batch sizes and run ids."""
 
-
 import json
 import re
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
+from spec_cases import LADDER, one_line
 
 import bench.registry
 import bench.sizes
 import bench.spec
 from bench.registry import SpecError
 from bench.spec import RunSpec
-
-# The scale ladder, smallest first; `seed` is the article's model, not a rung.
-LADDER = [s for s in bench.sizes.SIZE_NAMES if s != "seed"]
-# Every (family, dataset) a family can read: classifiers the images, series and tokens,
-# seq2seq the translation pairs.
-PAIRS = [(f, d) for f in bench.registry.FAMILIES for d in bench.registry.DATASETS
-         if bench.registry.reads(f, d)]
-NON_TOKEN = [(f, d) for f, d in PAIRS if bench.registry.DATASETS[d].kind != "tokens"]
-
-
-def ladder(family):
-    return [s for s in LADDER if s in bench.sizes.SIZES[family]]
-
-# Every module but the two backends, found on disk so that a new module is checked too.
-_BENCH = Path(__file__).resolve().parents[1] / "bench"
-NEUTRAL_MODULES = sorted(
-    "bench." + ".".join(p.relative_to(_BENCH).with_suffix("").parts)
-    for p in _BENCH.rglob("*.py")
-    if p.stem not in ("torch_backend", "tf_backend", "__init__", "__main__"))
-
-
-def _one_line(exc: pytest.ExceptionInfo) -> str:
-    msg = str(exc.value)
-    assert "\n" not in msg, msg
-    return msg
-
 
 # ---------------------------------------------------------------------------- create
 
@@ -108,7 +81,7 @@ def test_parse_batch_size_accepts(value, want):
 def test_parse_batch_size_rejects(value):
     with pytest.raises(SpecError) as e:
         bench.spec.parse_batch_size(value)
-    assert repr(value) in _one_line(e)
+    assert repr(value) in one_line(e)
 
 
 @pytest.mark.parametrize("value", [1.5, 2.5])
@@ -144,7 +117,7 @@ def _base(**kw):
 def test_runspec_rejects_unknown_choice(field, value):
     with pytest.raises(SpecError) as e:
         _base(**{field: value})
-    assert repr(value) in _one_line(e)
+    assert repr(value) in one_line(e)
 
 
 @pytest.mark.parametrize("field,value", [
@@ -156,7 +129,7 @@ def test_runspec_rejects_unknown_choice(field, value):
 def test_runspec_rejects_bad_number(field, value):
     with pytest.raises(SpecError) as e:
         _base(**{field: value})
-    msg = _one_line(e)
+    msg = one_line(e)
     assert f"{field}=" in msg and repr(value) in msg
 
 

@@ -482,17 +482,7 @@ def test_bf16_computes_in_bf16_keeps_fp32_weights_and_learns(family, dataset):
     dense = [la for la in model.net._flatten_layers() if isinstance(la, keras.layers.Dense)]
     assert dense and {la.compute_dtype for la in dense} == {"bfloat16"}
     assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
-    rng = np.random.default_rng(0)
-    if family == "seq2seq":
-        x = backend.to_device(rng.integers(3, spec.info.vocab, (16, *spec.info.shape)))
-        y = backend.to_device(np.concatenate([np.ones((16, 1), int), rng.integers(
-            3, spec.info.vocab, (16, spec.info.target_len - 1))], 1))
-    else:
-        x = backend.to_device(rng.integers(0, spec.info.vocab, (16, *spec.info.shape))
-                        if spec.info.kind == "tokens" else
-                        rng.normal(size=(16, *spec.info.shape)))
-        y = backend.to_device(rng.integers(0, spec.info.n_outputs if spec.info.n_outputs > 1 else 2,
-                                     16))
+    x, y = (backend.to_device(a) for a in fake_data(spec, 16))
     losses = [backend.scalar(trainer.step(x, y, 3e-3)) for _ in range(15)]
     logits = trainer.predict(x, 16, y) if family == "seq2seq" else trainer.infer(x)
     assert np.asarray(logits).dtype == np.float32  # logits leave in fp32

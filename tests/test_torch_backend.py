@@ -659,17 +659,7 @@ def test_bf16_computes_products_in_bf16_keeps_fp32_weights_and_learns(family, da
     for m in model.modules():
         if isinstance(m, torch.nn.Linear):
             m.register_forward_hook(lambda mod, i, o: out_dtypes.add(o.dtype))
-    rng = np.random.default_rng(0)
-    if family == "seq2seq":
-        x = backend.to_device(rng.integers(3, spec.info.vocab, (16, *spec.info.shape)))
-        y = backend.to_device(np.concatenate([np.ones((16, 1), int), rng.integers(
-            3, spec.info.vocab, (16, spec.info.target_len - 1))], 1))
-    else:
-        x = backend.to_device(rng.integers(0, spec.info.vocab, (16, *spec.info.shape))
-                        if spec.info.kind == "tokens" else
-                        rng.normal(size=(16, *spec.info.shape)))
-        y = backend.to_device(rng.integers(0, spec.info.n_outputs if spec.info.n_outputs > 1 else 2,
-                                     16))
+    x, y = (backend.to_device(a) for a in fake_data(spec, 16))
     losses = [backend.scalar(trainer.step(x, y, 3e-3)) for _ in range(15)]
     assert torch.bfloat16 in out_dtypes
     assert {p.dtype for p in model.parameters()} == {torch.float32}

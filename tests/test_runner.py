@@ -219,3 +219,30 @@ def test_a_real_tiny_run_writes_its_record_and_weights_and_is_kept_after(tmp_pat
     capsys.readouterr()
     assert _run(tmp_path, [spec], save_model=True) == 0
     assert _lines(capsys) == [f"[1/1] {spec.run_id}: kept (ok)"]
+
+
+def test_device_cuda_without_a_gpu_fails_in_one_line_and_auto_records_its_choice(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    base = [sys.executable, "-m", "bench", "train", "--family", "cnn", "--framework",
+            "torch", "--dataset", "digits", "--size", "xs", "--epochs", "1",
+            "--max-steps", "3", "--warmup-steps", "0", "--block-steps", "1",
+            "--block-seconds", "0"]
+    out = tmp_path / "cuda.json"
+    p = subprocess.run(base + ["--device", "cuda", "--out", str(out)], capture_output=True,
+                       text=True, timeout=300)
+    if torch.cuda.is_available():  # a GPU machine: the run is there, on the GPU
+        assert p.returncode == 0 and json.loads(out.read_text())["device"] == "cuda"
+    else:  # never a silent fall back to the CPU, and nothing written
+        assert p.returncode == 2 and not out.exists()
+        assert p.stderr.strip().splitlines()[-1] == (
+            "python -m bench train: error: device 'cuda' requested but no GPU is visible "
+            "to torch")
+    p = subprocess.run(base + ["--device", "auto", "--out", str(tmp_path / "auto.json")],
+                       capture_output=True, text=True, timeout=300)
+    rec = json.loads((tmp_path / "auto.json").read_text())
+    assert p.returncode == 0 and rec["device_requested"] == "auto"
+    assert rec["device"] == ("cuda" if torch.cuda.is_available() else "cpu")

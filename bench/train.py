@@ -125,8 +125,8 @@ def _train_epoch(backend, trainer, spec: RunSpec, timer: BlockTimer, x_tr, y_tr,
     full = batch == len(y_tr)
     if not full:
         order = backend.batch_indices(rng.permutation(len(y_tr))[: per_epoch * batch], batch)
-    losses: list = []
-    loss_sum, epoch_steps, seg_steps, seg_samples = 0.0, 0, 0, 0
+    losses: list = []  # the epoch's, on the device
+    loss_sum, seg_steps, seg_samples = 0.0, 0, 0
     t = time.perf_counter()
     for i in range(per_epoch):
         if step >= total:
@@ -137,20 +137,20 @@ def _train_epoch(backend, trainer, spec: RunSpec, timer: BlockTimer, x_tr, y_tr,
             xb, yb = backend.take(x_tr, order[i]), backend.take(y_tr, order[i])
         losses.append(trainer.step(xb, yb, lr_at(spec, step, total)))
         step += 1
-        epoch_steps += 1
         seg_steps += 1
         seg_samples += batch
         last = i == per_epoch - 1 or step >= total
         if last or timer.due(seg_steps, time.perf_counter() - t):
-            seg_loss = backend.sum_scalars(losses)  # the segment's one device->host sync
+            # The segment's one device->host read. The epoch's last one sums the whole
+            # epoch, so that its loss does not depend on where timing cut the segments.
+            loss_sum = backend.sum_scalars(losses if last else losses[-seg_steps:])
             timer.add(time.perf_counter() - t, seg_samples, seg_steps)
-            if not math.isfinite(seg_loss):
-                raise Diverged(f"loss became {seg_loss} in steps {step - seg_steps + 1}-"
+            if not math.isfinite(loss_sum):
+                raise Diverged(f"loss became {loss_sum} in steps {step - seg_steps + 1}-"
                                f"{step} (epoch {epoch})")
-            loss_sum += seg_loss
-            losses, seg_steps, seg_samples = [], 0, 0
+            seg_steps, seg_samples = 0, 0
             t = time.perf_counter()
-    return step, loss_sum, epoch_steps
+    return step, loss_sum, len(losses)
 
 
 def _log(spec: RunSpec, msg: str) -> None:

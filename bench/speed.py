@@ -84,8 +84,7 @@ def _worker(a) -> int:
         try:
             rec = train.run(spec, data, backend)
         except SpecError as e:  # a precision a kernel lacks: that model only
-            print(f"{a.worker} {family}/{size}: {e}", file=sys.stderr)
-            out[f"{family}/{size}/{dataset}"] = None
+            out.setdefault("_skipped", {})[f"{family}/{size}/{dataset}"] = str(e)
             continue
         out[f"{family}/{size}/{dataset}"] = rec["train_samples_per_s"]
         out["_device"] = f"{rec['device']} ({rec['device_name']})"
@@ -112,14 +111,13 @@ def main(a) -> int:
                 one_line = p.returncode == 2 and lines[-1].startswith("python -m bench speed")
                 print(lines[-1] if one_line else p.stderr[-2000:], file=sys.stderr)
                 return p.returncode
-            for line in p.stderr.splitlines():  # a model this setting cannot run
-                if line.startswith(f"{fw} ") and ": " in line and r == 0:
-                    print(line, file=sys.stderr)
-            for k, v in json.loads(p.stdout.strip().splitlines()[-1]).items():
-                if k == "_device":
-                    devices[fw] = v
-                elif v is not None:
-                    results[fw].setdefault(k, []).append(v)
+            got = json.loads(p.stdout.strip().splitlines()[-1])
+            devices[fw] = got.pop("_device", "")
+            for k, why in got.pop("_skipped", {}).items():
+                if r == 0:  # a model this setting cannot run, said once
+                    print(f"{fw} {k}: {why}", file=sys.stderr)
+            for k, v in got.items():
+                results[fw].setdefault(k, []).append(v)
             print(f"round {r + 1}/{a.rounds}: {fw} done", file=sys.stderr, flush=True)
     print(f"threads={a.threads} compile={a.compile} precision={a.precision} rounds={a.rounds} "
           f"load average at start {load:.2f} (median samples/s over rounds)")
@@ -129,7 +127,7 @@ def main(a) -> int:
     if len(frameworks) == 2:
         header += f"{frameworks[0] + '/' + frameworks[1]:>14s}"
     print(header)
-    for key in dict.fromkeys(k for fw in frameworks for k in results[fw]):
+    for key in ("/".join(m) for m in MODELS):  # every model; '-' where one could not run
         meds = [statistics.median(results[fw][key]) if results[fw].get(key) else None
                 for fw in frameworks]
         line = f"{key:28s}" + "".join(f"{m:12,.0f}" if m else f"{'-':>12s}" for m in meds)

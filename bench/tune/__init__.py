@@ -42,7 +42,7 @@ from .definition import (
     spec_for,
     study_name,
 )
-from .export import export, final_specs, run_final, trials_table
+from .export import export, final_frameworks, final_specs, run_final, trials_table
 from .liveness import HEARTBEAT, OWNER, Heartbeat, owner_alive, owner_info, reap
 from .pareto import pareto_rung_prune
 from .paths import (
@@ -66,8 +66,9 @@ __all__ = [
     "HEARTBEAT", "JOURNAL_FILE", "OBJECTIVES", "OBJECTIVE_CODES", "OWNER", "PARQUET_FILE",
     "PRUNERS", "RETRY_OF", "SAMPLERS", "TICKET", "TUNABLE", "VOID", "Heartbeat", "Trainer",
     "TuneStudy", "add_parsers", "check_definition", "claim", "create", "distributions", "export",
-    "final_files", "final_specs", "holders", "is_void", "issue_tickets", "load", "make_definition",
-    "make_pruner", "make_sampler", "open_storage", "owner_alive", "owner_info",
+    "final_files", "final_frameworks", "final_specs", "holders", "is_void", "issue_tickets",
+    "load", "make_definition", "make_pruner", "make_sampler", "open_storage", "owner_alive",
+    "owner_info",
     "pareto_rung_prune", "parse_space", "plan_studies", "progress", "quoted_definition",
     "read_definition", "reap", "run_final", "run_trial", "run_worker", "spec_for", "storage_label",
     "study_name", "suggest", "trials_table", "worker_files",

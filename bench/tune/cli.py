@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..registry import SpecError
+from ..registry import FRAMEWORKS, SpecError
 from .definition import read_definition
-from .export import export, run_final
+from .export import export, final_frameworks, run_final
 from .storage import load
 from .tickets import progress
 from .worker import create, run_worker
@@ -59,7 +59,15 @@ def _cmd_export(a) -> int:
 
 
 def _cmd_final(a) -> int:
-    return run_final(a.study_dir, _seeds(a.seeds), a.out_dir, a.done, a.save_model)
+    framework = a.framework
+    if framework is None:
+        frameworks = final_frameworks(read_definition(a.study_dir))
+        if len(frameworks) > 1:
+            raise SpecError(f"--framework: the final runs are in {', '.join(frameworks)}; "
+                            "one process runs one framework, name it")
+        framework = frameworks[0]
+    return run_final(a.study_dir, framework, a.out_dir, _seeds(a.seeds) if a.seeds else None,
+                     a.done, a.save_model, a.transfer_from)
 
 
 def _cmd_status(a) -> int:
@@ -93,10 +101,16 @@ def add_parsers(sub) -> None:
     e.add_argument("--csv", help="default STUDY_DIR/trials.csv")
     e.add_argument("--parquet", help="default STUDY_DIR/trials.parquet")
     e.set_defaults(func=_cmd_export)
-    f = sub.add_parser("tune-final", help="final measured runs with a study's best parameters, "
-                                          "one per seed (skips existing records)")
+    f = sub.add_parser("tune-final", help="final measured runs with a study's best parameters "
+                                          "in one framework, one per seed (skips existing "
+                                          "records)")
     f.add_argument("--study-dir", required=True)
-    f.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    f.add_argument("--framework", choices=FRAMEWORKS,
+                   help="the framework of these runs (needed when the study has several)")
+    f.add_argument("--seeds", help="comma-separated seeds (default: the study's final seeds "
+                                   "of that framework)")
+    f.add_argument("--transfer-from", metavar="STUDY_DIR",
+                   help="also run that (smaller size's) study's best parameters at this size")
     f.add_argument("--out-dir", default="results/runs")
     f.add_argument("--done", help="write this JSON list of run ids when the runs are through")
     f.add_argument("--save-model", action="store_true",

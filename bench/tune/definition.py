@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import load_schema, schema_defaults
 from ..registry import DATASETS, FRAMEWORKS, SpecError, check_family_reads
-from ..sizes import size_of
+from ..sizes import SIZE_NAMES, size_of
 from ..spec import MATH_DEFAULTS, RunSpec
 from .paths import DEFINITION_FILE
 from .space import parse_space
@@ -41,11 +41,17 @@ DEFAULTS.pop("studies")  # which cells to tune is the caller's, not a default of
 DEFAULT_SPACE = DEFAULTS.pop("space")
 
 
-def spec_for(defn: dict, params: dict, seed: int | None = None, tuned: str = "") -> RunSpec:
-    """The RunSpec of a trial (or a final run) of study `defn` with parameters `params`."""
+def spec_for(defn: dict, params: dict, seed: int | None = None, tuned: str = "",
+             **over) -> RunSpec:
+    """The RunSpec of a trial (or a final run) of study `defn` with parameters `params`.
+
+    A tuned learning-rate schedule is laid out over the whole cap and trains all of it, as
+    such runs do in the study (a plateau stop would cut the decay short)."""
     base = dict(defn["base"])
     reg = base.pop("regulariser", "none")
-    kw = {**base, **params, "seed": defn["seed"] if seed is None else seed}
+    kw = {**base, **params, "seed": defn["seed"] if seed is None else seed, **over}
+    if params.get("lr_schedule", "none") != "none":
+        kw["patience"] = 0
     if tuned:
         kw["tuned"] = tuned
     return RunSpec.create(regulariser=reg, **kw)
@@ -53,12 +59,18 @@ def spec_for(defn: dict, params: dict, seed: int | None = None, tuned: str = "")
 
 @dataclass(frozen=True)
 class TuneStudy:
-    """One study the workflow schedules: its definition and how many workers optimise it."""
+    """One study the workflow schedules: its definition, how many workers optimise it, and
+    the study (of the smallest size tuned in the same entry) whose best parameters its final
+    runs also try at this size, the transfer check ('' when none)."""
 
     name: str
     definition: dict
     workers: int
-    final_seeds: tuple[int, ...]
+    transfer_from: str = ""
+
+    @property
+    def final_frameworks(self) -> list[str]:
+        return list(self.definition["final_seeds"])
 
 
 def _merge(default: dict, given: dict | None) -> dict:
@@ -69,6 +81,89 @@ def _merge(default: dict, given: dict | None) -> dict:
 # or workers continue the same study instead of starting a new one
 _NOT_HASHED = ("name", "trials", "workers", "final_seeds", "storage", "heartbeat_s", "grace_s",
                "data_dir", "allow_pickle")
+# RunSpec fields that belong to a cell or to the tuned base, not to the run settings
+_CELL_KEYS = ("family", "framework", "dataset", "size")
+_BASE_KEYS = ("optimizer", "lr", "batch_size", "regulariser")
+_BUDGET_KEYS = ("epochs", "patience", "min_epochs", "max_steps")
+
+
+def _run_settings(t: dict, family: str, config: dict, where: str) -> dict:
+    """What a trial's run shares with the study's runs of its family: the cap, patience and
+    min_epochs, batch size, family settings (warm-up, ...), device and measurement.
+
+    Without a study (a definition given on its own) they come from `config` alone, and
+    `tune.epochs` is required. `tune.epochs`, `patience`, `min_epochs` and `max_steps`
+    override the study's where set.
+    """
+    from ..plan import run_settings
+
+    if config.get("study"):
+        run = run_settings(config, family)
+    else:
+        measure = config.get("measure", {}) or {}
+        run = {"device": config.get("device", "cpu"), "threads": config.get("threads", 1),
+               "compile": config.get("compile", False),
+               **{k: measure[k] for k in ("warmup_steps", "block_steps", "block_seconds")
+                  if k in measure}}
+        run.update({k: config[k] for k, v in MATH_DEFAULTS.items() if config.get(k, v) != v})
+        run.update(config.get("run_settings") or {})
+    run.update({k: t[k] for k in _BUDGET_KEYS if t.get(k) is not None})
+    if run.get("epochs") is None:
+        raise SpecError(f"{where}.epochs: needed when the definition has no study to take "
+                        "the cap from")
+    run.setdefault("max_steps", 0)
+    if "min_epochs" in run:
+        run["min_epochs"] = min(run["min_epochs"], run["epochs"])
+    return run
+
+
+def _base(t: dict, family: str, config: dict) -> dict:
+    """The untuned settings a trial starts from: `tune.base`, else the study's centre
+    optimizer at its configured rate and the centre regulariser."""
+    from ..plan import base_lr
+
+    given = {k: v for k, v in (t.get("base") or {}).items() if v is not None}
+    st = config.get("study") or {}
+    centre = st.get("centre") or {}
+    out = {"optimizer": given.get("optimizer") or centre.get("optimizer") or "adam"}
+    if "lr" in given:
+        out["lr"] = given["lr"]
+    elif st and out["optimizer"] in (st.get("optimizers") or {}):
+        out["lr"] = base_lr(st, family, out["optimizer"])
+    else:
+        out["lr"] = 0.001
+    out["regulariser"] = given.get("regulariser") or centre.get("regulariser") or "none"
+    if "batch_size" in given:
+        out["batch_size"] = given["batch_size"]
+    return out
+
+
+def _final_seeds(t: dict, cell: dict, config: dict, where: str) -> dict[str, list[int]]:
+    """Framework -> seeds of the final runs: by default the study's seeds in each of its
+    frameworks (framework k: seed + k * framework_seed_stride), the seeds its untuned runs
+    of the same cell have, so tuned and untuned compare on the same draws."""
+    given = t.get("final_seeds")
+    if isinstance(given, dict):  # a definition's own, already resolved
+        out = {fw: list(v) for fw, v in given.items()}
+    else:
+        st = config.get("study") or {}
+        order = list(st.get("frameworks") or [cell["framework"]])
+        frameworks = t.get("final_frameworks") or order
+        seeds = given or st.get("seeds") or [0, 1, 2]
+        stride = st.get("framework_seed_stride", 0)
+        out = {}
+        for fw in frameworks:
+            k = order.index(fw) if fw in order else len(order)
+            out[fw] = [s + k * stride for s in seeds]
+    for fw, seeds in out.items():
+        if fw not in FRAMEWORKS:
+            raise SpecError(f"{where}.final_frameworks: unknown framework {fw!r}")
+        if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
+            raise SpecError(f"{where}.final_seeds: need one or more non-negative integers")
+        if t["seed"] in seeds:
+            raise SpecError(f"{where}.seed: the trials' seed {t['seed']} is also a final seed "
+                            f"of {fw} ({seeds}); tuned parameters must be judged on fresh seeds")
+    return out
 
 
 def study_name(defn: dict) -> str:
@@ -107,18 +202,10 @@ def make_definition(tune: dict, cell: dict, config: dict | None = None,
     if objective not in OBJECTIVES:
         raise SpecError(f"{where}.objective: unknown objective {objective!r}; "
                         f"allowed: {', '.join(OBJECTIVES)}")
-    measure = config.get("measure", {}) or {}
-    base = {
-        "family": cell["family"], "framework": cell["framework"], "dataset": cell["dataset"],
-        "size": cell["size"], "optimizer": t["base"]["optimizer"], "lr": t["base"]["lr"],
-        "batch_size": t["base"]["batch_size"], "regulariser": t["base"]["regulariser"],
-        "epochs": t["epochs"], "max_steps": t["max_steps"],
-        "device": config.get("device", "cpu"), "threads": config.get("threads", 1),
-        "compile": config.get("compile", False),
-        **{k: measure[k] for k in ("warmup_steps", "block_steps", "block_seconds") if k in measure},
-    }
-    # Only away from their defaults, so that studies defined before them keep their names.
-    base.update({k: config[k] for k, v in MATH_DEFAULTS.items() if config.get(k, v) != v})
+    base = {**{k: cell[k] for k in _CELL_KEYS},
+            **_run_settings(t, cell["family"], config, where),
+            **_base(t, cell["family"], config)}
+    base.setdefault("batch_size", 64)
     try:
         spec_for({"base": base, "seed": t["seed"]}, {})
     except SpecError as e:
@@ -131,9 +218,9 @@ def make_definition(tune: dict, cell: dict, config: dict | None = None,
     if pruner["name"] not in PRUNERS:
         raise SpecError(f"{where}.pruner.name: unknown pruner {pruner['name']!r}; "
                         f"allowed: {', '.join(PRUNERS)}")
-    if pruner["min_epochs"] > t["epochs"]:
+    if pruner["min_epochs"] > base["epochs"]:
         raise SpecError(f"{where}.pruner.min_epochs: {pruner['min_epochs']} > epochs "
-                        f"{t['epochs']} (nothing could be pruned)")
+                        f"{base['epochs']} (nothing could be pruned)")
     if t["grace_s"] < 3 * t["heartbeat_s"]:
         raise SpecError(f"{where}.grace_s: {t['grace_s']} is under 3 x heartbeat_s "
                         f"({t['heartbeat_s']}); live workers would be declared lost")
@@ -148,9 +235,7 @@ def make_definition(tune: dict, cell: dict, config: dict | None = None,
         n = cell.get(key) or t[key]
         if not isinstance(n, int) or n < 1:
             raise SpecError(f"{where}.{key}: must be a positive integer, got {n!r}")
-    seeds = list(t["final_seeds"])
-    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
-        raise SpecError(f"{where}.final_seeds: need one or more non-negative integers")
+    seeds = _final_seeds(t, cell, config, where)
     data_dir = config.get("data_dir", "data")
     f = DATASETS[cell["dataset"]].file
     if f and not (Path(data_dir) / f).is_file():
@@ -192,12 +277,18 @@ def plan_studies(config: dict) -> list[TuneStudy]:
     tune = config.get("tune") or {}
     out: dict[str, TuneStudy] = {}
     for i, entry in enumerate(tune.get("studies") or []):
-        for size in entry.get("sizes") or []:
+        sizes = sorted(entry.get("sizes") or [], key=SIZE_NAMES.index)
+        names = []
+        for size in sizes:
             cell = {**entry, "size": size}
             d = make_definition(tune, cell, config, "config key tune")
             if d["name"] in out:
                 raise SpecError(f"config key tune.studies[{i}]: study {d['name']} is listed twice")
-            out[d["name"]] = TuneStudy(d["name"], d, d["workers"], tuple(d["final_seeds"]))
+            out[d["name"]] = TuneStudy(d["name"], d, d["workers"])
+            names.append(d["name"])
+        if len(names) > 1:  # the smallest size's parameters, tried at the largest size
+            big = out[names[-1]]
+            out[big.name] = TuneStudy(big.name, big.definition, big.workers, names[0])
     return list(out.values())
 
 
@@ -219,12 +310,10 @@ def check_definition(defn) -> dict:
     storage = defn.get("storage") or {"kind": "journal"}
     tune["storage"] = storage.get("kind", "journal")
     tune.update({k: storage[k] for k in ("rdb_url", "rdb_url_env") if k in storage})
-    tune.update({k: base[k] for k in ("epochs", "max_steps") if k in base})
-    tune["base"] = {k: base[k] for k in ("optimizer", "lr", "batch_size", "regulariser")
-                    if k in base}
-    config = {k: base[k] for k in ("device", "threads", "compile", *MATH_DEFAULTS) if k in base}
-    config["measure"] = {k: base[k] for k in ("warmup_steps", "block_steps", "block_seconds")
-                         if k in base}
+    tune.update({k: base[k] for k in _BUDGET_KEYS if k in base})
+    tune["base"] = {k: base[k] for k in _BASE_KEYS if k in base}
+    config = {"run_settings": {k: v for k, v in base.items()
+                               if k not in (*_CELL_KEYS, *_BASE_KEYS, *_BUDGET_KEYS)}}
     config.update({k: defn[k] for k in ("data_dir", "allow_pickle", "mem_limit_mb") if k in defn})
     cell = dict(defn["cell"])
     for key in ("family", "framework", "dataset", "size"):

@@ -88,6 +88,9 @@ def export(study_dir: str | Path, best_path=None, csv_path=None, parquet_path=No
         "states": p["states"],
         "void_trials": p["void"],
         "epochs_trained": sum(t.user_attrs.get("epochs_trained") or 0 for t in trials),
+        # every trial's training, counted or not (a lost trial's work was spent too)
+        "flops_spent": sum(t.user_attrs.get("flops_spent") or 0 for t in trials),
+        "trials_pruned": sum(state_name(t) == "PRUNED" for t in trials if not is_void(t)),
         "best_trial": best.number,
         "best_value": best.values[0],
         "best_values": dict(zip(defn["metrics"], best.values, strict=True)),
@@ -113,27 +116,60 @@ def export(study_dir: str | Path, best_path=None, csv_path=None, parquet_path=No
     return out
 
 
-def final_specs(study_dir: str | Path, seeds: list[int]) -> list[RunSpec]:
-    """The final runs: the study's best parameters with each seed, marked `tuned`."""
-    study_dir = Path(study_dir)
-    defn = read_definition(study_dir)
+def _best(study_dir: Path) -> dict:
     try:
-        best = json.loads((study_dir / BEST_FILE).read_text())
+        return json.loads((study_dir / BEST_FILE).read_text())
     except (OSError, ValueError):
         raise SpecError(f"{study_dir / BEST_FILE} is missing or unreadable; run "
                         "`python -m bench tune-export` first") from None
-    return [spec_for(defn, best["best_params"], seed=s, tuned=defn["name"]) for s in seeds]
 
 
-def run_final(study_dir: str | Path, seeds: list[int], out_dir: str | Path,
-              done: str | None = None, save_model: bool = False) -> int:
-    """Run the final specs (skipping those whose record exists); write the done list.
-    With `save_model`, each run keeps its tested weights beside its record."""
+def final_frameworks(defn: dict) -> list[str]:
+    return list(defn["final_seeds"])
+
+
+def final_specs(study_dir: str | Path, framework: str, seeds: list[int] | None = None,
+                transfer_from: str | Path | None = None) -> list[RunSpec]:
+    """The final runs in one framework: the study's best parameters with each final seed,
+    marked `tuned` with the study's name.
+
+    With `transfer_from` (the folder of a study of a smaller size of the same family), that
+    study's best parameters also run at this study's size on the same seeds, marked `tuned`
+    with the smaller study's name: do parameters tuned on a small model transfer?
+    """
+    study_dir = Path(study_dir)
+    defn = read_definition(study_dir)
+    if seeds is None:
+        if framework not in defn["final_seeds"]:
+            raise SpecError(f"study {defn['name']} has no final runs in {framework!r} "
+                            f"(final frameworks: {', '.join(final_frameworks(defn))})")
+        seeds = defn["final_seeds"][framework]
+    own = {"framework": framework}
+    specs = [spec_for(defn, _best(study_dir)["best_params"], seed=s, tuned=defn["name"], **own)
+             for s in seeds]
+    if transfer_from:
+        src = Path(transfer_from)
+        small = read_definition(src)
+        if (small["cell"]["family"], small["cell"]["dataset"]) != (
+                defn["cell"]["family"], defn["cell"]["dataset"]):
+            raise SpecError(f"--transfer-from {src}: study {small['name']} tunes another "
+                            f"family or dataset than {defn['name']}")
+        params = _best(src)["best_params"]
+        specs += [spec_for(small, params, seed=s, tuned=small["name"], **own,
+                           size=defn["cell"]["size"]) for s in seeds]
+    return specs
+
+
+def run_final(study_dir: str | Path, framework: str, out_dir: str | Path,
+              seeds: list[int] | None = None, done: str | None = None,
+              save_model: bool = False, transfer_from: str | Path | None = None) -> int:
+    """Run the final specs of one framework (skipping those whose record exists); write the
+    done list. With `save_model`, each run keeps its tested weights beside its record."""
     from ..records import write_json_atomic
     from ..runner import measuring_slots_for, run_specs
 
     defn = read_definition(study_dir)
-    specs = final_specs(study_dir, seeds)
+    specs = final_specs(study_dir, framework, seeds, transfer_from)
     with measuring_slots_for(specs):
         errors = run_specs(specs, Path(out_dir), data_dir=defn["data_dir"],
                            allow_pickle=defn["allow_pickle"],

@@ -25,5 +25,7 @@ def worker_files(study: TuneStudy) -> list[str]:
 
 
 def final_files(studies) -> list[str]:
-    """Done files of the final runs of every study (the aggregate rule's extra input)."""
-    return [f"results/tune/{s.name}/final.json" for s in sorted(studies, key=lambda s: s.name)]
+    """Done files of the final runs of every study, one per framework (the aggregate rule's
+    extra input)."""
+    return [f"results/tune/{s.name}/final-{fw}.json"
+            for s in sorted(studies, key=lambda s: s.name) for fw in s.final_frameworks]

@@ -122,6 +122,7 @@ def run_trial(study, storage, frozen, defn: dict, worker: int, train_fn) -> dict
         "train_samples_per_s": record.get("train_samples_per_s"),
         "peak_mem_mb": _memory(record),
         "n_params": record.get("params"),
+        "flops_spent": record.get("flops_spent"),  # a study's cost against the lr grid's
         "val_acc": record.get("val_acc"),
         "best_val_acc": record.get("best_val_acc"),
         "worker": worker,

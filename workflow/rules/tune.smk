@@ -79,29 +79,46 @@ rule tune_export:
         "--best {output.best:q} --csv {output.csv:q} --parquet {output.parquet:q} 2> {log:q}"
 
 
+def final_inputs(wildcards):
+    """The study's best parameters, and for a transfer check the smaller study's too."""
+    study = TUNE[wildcards.study]
+    out = [f"results/tune/{study.name}/best.json"]
+    if study.transfer_from:
+        out.append(f"results/tune/{study.transfer_from}/best.json")
+    return out
+
+
+def final_transfer_arg(wildcards):
+    src = TUNE[wildcards.study].transfer_from
+    return f"--transfer-from results/tune/{src}" if src else ""
+
+
+# One job per framework: a process imports one framework. The final runs use the study's
+# seeds (the untuned runs of the same cell have them too), never the trials' seed.
 rule tune_final:
     input:
-        "results/tune/{study}/best.json",
+        final_inputs,
     output:
-        "results/tune/{study}/final.json",
+        "results/tune/{study}/final-{framework}.json",
     params:
-        seeds=lambda wildcards: ",".join(map(str, TUNE[wildcards.study].final_seeds)),
         version=BENCH_VERSION,  # a new bench version redoes the final runs' records
         save="--save-model" if config["save_model"] else "",
+        transfer=final_transfer_arg,
     log:
-        "results/logs/tune/{study}/final.log",
+        "results/logs/tune/{study}/final-{framework}.log",
     conda:
         "../envs/bench.yaml"
     benchmark:
-        "results/benchmarks/tune/{study}/final.tsv"
+        "results/benchmarks/tune/{study}/final-{framework}.tsv"
     wildcard_constraints:
         study="[a-z0-9_-]+",
+        framework="torch|tf",
     threads: batch_threads
     resources:
         **train_resources(),
     message:
-        "final runs of {wildcards.study} with its best parameters"
+        "final runs of {wildcards.study} in {wildcards.framework} with its best parameters"
     shell:
         "python -m bench tune-final --study-dir results/tune/{wildcards.study:q} "
-        "--seeds {params.seeds} --out-dir results/runs --done {output:q} {params.save} "
-        "2> {log:q}"
+        "--framework {wildcards.framework} --out-dir results/runs --done {output:q} "
+        "{params.transfer} {params.save} 2> {log:q}"

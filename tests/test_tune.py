@@ -192,7 +192,10 @@ def _most_at_once(trials) -> int:
 
 
 def _smoke_config(**tune_kw) -> dict:
+    """config/smoke.yaml with one study, of CELL, unless `studies` says otherwise."""
     cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+    cfg["tune"]["studies"] = [{**{k: CELL[k] for k in ("family", "framework", "dataset")},
+                               "sizes": [CELL["size"]]}]
     cfg["tune"].update(tune_kw)
     return cfg
 

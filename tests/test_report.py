@@ -390,11 +390,15 @@ def test_one_seed_only_has_no_interval_but_renders(tmp_path):
     recs = [r for r in smoke_records() if r["seed"] in (0, 1000)]
     out = build(tmp_path, recs)
     scale = visible_text((out / "scale.html").read_text())
-    assert ("One seed per framework and size: no interval on the framework lines; the pooled "
-            "points hold 2 runs.") in scale
+    # two pooled runs are still too few for an interval
+    assert "Fewer than 3 seeds per point: no interval" in scale
+    recs3 = [r for r in smoke_records() if r["seed"] in (0, 1000, 1001)]
+    scale3 = visible_text((build(tmp_path / "three", recs3) / "scale.html").read_text())
+    assert ("Fewer than 3 seeds per framework and size: no interval on the framework lines; "
+            "the pooled points hold 3 runs.") in scale3
     out = build(tmp_path / "torch", [r for r in recs if r["framework"] == "torch"])
     scale = visible_text((out / "scale.html").read_text())
-    assert "One seed per point: no interval." in scale
+    assert "Fewer than 3 seeds per point: no interval" in scale
     sweep = visible_text((out / "sweep.html").read_text())
     assert "(1 seed)" in (out / "sweep.html").read_text() or "1 seed" in sweep
 
@@ -926,6 +930,32 @@ def test_generation_page_is_built_linked_and_the_other_pages_cope(gen_report):
     # the published comparison stays with the MNIST-1D classifiers
     pub = pd.read_csv(out / "data" / "published.csv")
     assert set(pub["family"]) == {"cnn", "gru"}
+
+
+def test_intervals_stay_inside_the_metric_range_on_every_page(tmp_path):
+    """Exact match on test_long near 0 and accuracies near 1: no interval leaves its range."""
+    recs = seq2seq_records(failed=None)
+    for r in recs:
+        r["exact_match_long"] = 0.03 if r["seed"] % 1000 == 2 else 0.0
+    cnn = [dict(r, test_acc=min(0.999, r["test_acc"] + 0.3)) if r.get("test_acc") else r
+           for r in smoke_records() if r["family"] == "cnn"]
+    df = frame(cnn + recs, tmp_path)
+    checked = 0
+    for page in report.build_pages(df, []):
+        for panel in page.panels:
+            d = panel.data
+            if d is None or not {"metric", "ci_lo", "ci_hi"} <= set(d.columns):
+                continue
+            for metric, part in d.groupby("metric"):
+                bounds = tables.metric_range(str(metric))
+                if bounds is None:
+                    continue
+                lo, hi = part["ci_lo"].dropna(), part["ci_hi"].dropna()
+                assert (lo >= bounds[0]).all() and (hi <= bounds[1]).all(), (panel.key, metric)
+                checked += len(lo)
+    assert checked > 20
+    long_em = tables.scale_points(df[df["family"] == "seq2seq"], "exact_match_long")
+    assert (long_em["ci_lo"] == 0.0).any()  # the unclipped interval would reach below 0
 
 
 def test_generation_quality_means_and_failures_at_zero(gen_report):

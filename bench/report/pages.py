@@ -108,8 +108,8 @@ def scale_claims(df: pd.DataFrame) -> list[str]:
         for fw, x, y in parts:
             if x.empty or y.empty:
                 continue
-            iv = stats.diff_t_ci(tables.metric_values(x, "test_acc"),
-                                 tables.metric_values(y, "test_acc"))
+            iv = tables.diff_ci(tables.metric_values(x, "test_acc"),
+                                tables.metric_values(y, "test_acc"), "test_acc")
             out.append(f"{family} on {dataset} ({tables.framework_name(fw)}, "
                        f"{len(x) + len(y)} runs): "
                        + tables.claim(_size_label(rows, large), _size_label(rows, small), iv))

@@ -803,6 +803,19 @@ def test_lr_panel_marks_the_chosen_rate_and_counts_the_race(tmp_path):
     assert figures.lr_panel(df[df["lr_role"] != "grid"], "cnn", "mnist1d", "k") is None
 
 
+def test_lr_grid_run_from_the_summary_names_the_grid_members(tmp_path):
+    """A race: its runs are all 'grid'; the study's own run at the winning rate is 'chosen'
+    but not a grid run (lr_grid_run False), so its full-length compute is not the grid's."""
+    recs = _grid_unit("xs", {0.001: [0.1, 0.2, 0.5, 0.8], 0.01: [0.3, 0.5, 0.6, 0.7]},
+                      {0.001: 0.78, 0.01: 0.79}, fps=100.0)
+    race = [dict(r, lr_role="grid", lr_grid_run=True, run_id=r["run_id"] + "-race")
+            for r in recs[:2]]  # the two rates at seed 0
+    own = [dict(r, lr_grid_run=False) for r in recs if r["lr_role"] == "chosen"]
+    df = frame(race + own, tmp_path)
+    (unit,) = tables.lr_units(df, "cnn", "mnist1d")
+    assert sorted(unit["members"]["run_id"]) == sorted(r["run_id"] for r in race)
+
+
 def test_a_table_without_the_new_columns_still_renders_and_says_so(tmp_path):
     """Records without lr roles, model memory, convergence or cumulative samples."""
     new = ["converged", "stop_reason", "model_mem_mb", "model_mem_est_mb", "rss_start_mb",

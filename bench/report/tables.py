@@ -78,7 +78,7 @@ TEXT_COLUMNS = ["run_id", "status", "message", "family", "framework", "dataset",
                 "optimizer", "regulariser", "tuned", "device", "device_name", "curve",
                 "framework_version", "python_version", "platform", "cpu_model", "hostname",
                 "bench_version", "batch_size", "started_at", "stop_reason", "lr_role",
-                "examples", "precision", "compile", "tf32", "conv_autotune"]
+                "examples", "precision", "compile", "tf32", "conv_autotune", "lr_grid_run"]
 NUMBER_COLUMNS = ["params", "seed", "test_acc", "val_acc", "best_val_acc", "train_samples_per_s",
                   "infer_samples_per_s", "peak_rss_mb", "peak_device_mem_mb", "wall_s", "lr",
                   "epochs", "max_steps", "threads", "cpu_count", "load_avg_1m_start",

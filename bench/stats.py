@@ -138,6 +138,30 @@ def diff_t_ci(a, b, conf: float = CONF,
     return Interval(d, *_within(d - half, d + half, bounds), min(nx, ny))
 
 
+def contrast_t_ci(samples, weights, conf: float = CONF,
+                  bounds: tuple[float, float] | None = None) -> Interval:
+    """sum_i w_i mean(sample_i) with a Welch-Satterthwaite t-interval (independent samples,
+    unequal variances); `diff_t_ci` is the contrast (1, -1). E.g. (1, -1, -1, 1) over
+    (tuned L, untuned L, tuned S, untuned S) asks whether tuning gains more at size L than
+    at S. `n` is the smallest sample's size; NaN bounds where a sample has fewer than 2."""
+    xs = [_clean(x) for x in samples]
+    ns = [len(x) for x in xs]
+    if len(xs) != len(weights):
+        raise ValueError("one weight per sample")
+    if min(ns, default=0) == 0:
+        return Interval(math.nan, math.nan, math.nan, min(ns, default=0))
+    est = float(sum(w * x.mean() for w, x in zip(weights, xs, strict=True)))
+    if min(ns) < 2:
+        return Interval(est, math.nan, math.nan, min(ns))
+    parts = [w * w * float(x.var(ddof=1)) / len(x) for w, x in zip(weights, xs, strict=True)]
+    se2 = sum(parts)
+    if se2 <= 0:
+        return Interval(est, est, est, min(ns))
+    df = se2**2 / sum(p * p / (n - 1) for p, n in zip(parts, ns, strict=True) if p > 0)
+    half = t_quantile(0.5 + conf / 2.0, df) * math.sqrt(se2)
+    return Interval(est, *_within(est - half, est + half, bounds), min(ns))
+
+
 def ratio_t_ci(a, b, conf: float = CONF) -> Interval:
     """Geometric mean(a) / geometric mean(b): the Welch interval of the log difference.
 

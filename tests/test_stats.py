@@ -86,6 +86,20 @@ def test_diff_t_ci_is_welchs_interval():
     assert (flat.value, flat.lo, flat.hi) == (1.0, 1.0, 1.0)
 
 
+def test_contrast_t_ci_generalises_welch():
+    a, b = [0.80, 0.82, 0.85, 0.79], [0.70, 0.72, 0.71]
+    one, two = stats.contrast_t_ci([a, b], [1, -1]), stats.diff_t_ci(a, b)
+    assert (one.value, one.lo, one.hi) == pytest.approx((two.value, two.lo, two.hi))
+    # a difference of differences: the gain at one size minus the gain at another
+    c, d = [0.90, 0.91, 0.92], [0.80, 0.82, 0.81]
+    dd = stats.contrast_t_ci([c, d, a, b], [1, -1, -1, 1])
+    assert dd.value == pytest.approx((0.91 - 0.81) - (np.mean(a) - np.mean(b)))
+    assert dd.lo < dd.value < dd.hi and dd.hi - dd.lo > two.hi - two.lo  # more noise
+    assert not stats.contrast_t_ci([[0.9], b], [1, -1]).has_ci
+    with pytest.raises(ValueError):
+        stats.contrast_t_ci([a, b], [1])
+
+
 def test_ratio_t_ci_is_the_welch_interval_of_log_values():
     a, b = np.array([150.0, 160.0, 155.0]), np.array([100.0, 98.0, 103.0])
     iv = stats.ratio_t_ci(a, b)

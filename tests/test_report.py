@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import aggregate, report
+from bench import aggregate, report, stats
 from bench.report import figures, pages, tables, tuning
 from bench.sizes import param_count
 from bench.spec import RunSpec
@@ -170,7 +170,11 @@ def frame(records: list[dict], tmp_path: Path, name: str = "s.parquet") -> pd.Da
     return tables.load_summary(write_summary(records, tmp_path / name))
 
 
-def write_tuning_study(tune_dir: Path, name: str = "cnn_adam", multi: bool = True) -> Path:
+CNN_XS = {"family": "cnn", "framework": "torch", "dataset": "mnist1d", "size": "xs"}
+
+
+def write_tuning_study(tune_dir: Path, name: str = "cnn_adam", multi: bool = True,
+                       cell: dict | None = CNN_XS) -> Path:
     """A study folder with pruned, failed and void trials.
 
     multi=True: the layout `bench.tune` exports (values_<metric> columns, durations in
@@ -204,7 +208,7 @@ def write_tuning_study(tune_dir: Path, name: str = "cnn_adam", multi: bool = Tru
     d.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(d / "trials.csv", index=False)
     if multi:
-        best = {"metrics": ["val_acc", "train_samples_per_s"],
+        best = {"metrics": ["val_acc", "train_samples_per_s"], "cell": cell,
                 "directions": ["maximize", "maximize"], "base": {"epochs": 4},
                 "best_params": {"lr": 0.003, "dropout": 0.1, "optimizer": "adam"},
                 "best_values": {"val_acc": 0.86, "train_samples_per_s": 4100.0}}
@@ -275,11 +279,14 @@ def test_full_report_has_every_page_figure_caption_and_csv(full):
                 csv = re.search(r'href="(data/[^"]+\.csv)"', sec)
                 assert csv and (out / csv.group(1)).is_file(), (name, sec[:200])
     # cnn and gru on mnist1d: scale, learning-rate grid, accuracy against compute
-    assert texts["scale.html"].count("plotly-graph-div") == 6
+    # plus the tuned-against-untuned figure of cnn (study cnn_adam at xs)
+    assert texts["scale.html"].count("plotly-graph-div") == 7
     assert texts["sweep.html"].count("plotly-graph-div") == 4
     assert texts["frameworks.html"].count("plotly-graph-div") == 2
     assert texts["curves.html"].count("plotly-graph-div") == 2
-    assert texts["tuning.html"].count("plotly-graph-div") == 5  # 2 histories, 2 imp., 1 front
+    # Optuna's figures: history, importances, parallel coordinates, slice for each study,
+    # and the Pareto front of the multi-objective one
+    assert texts["tuning.html"].count("plotly-graph-div") == 9
 
 
 def test_captions_are_computed_from_the_data(full, tmp_path):
@@ -312,7 +319,9 @@ def _figures(page) -> list:
 
 def _assert_same(csv: list, plotted: list, what: str) -> None:
     assert len(csv) == len(plotted), what
-    if all(isinstance(v, (int, float, np.number)) for v in plotted):
+    if all(v is None or isinstance(v, (int, float, np.number)) for v in plotted):
+        # None: a point plotly skips (Optuna's colour-bar carrier); NaN in the table
+        plotted = [math.nan if v is None else v for v in plotted]
         np.testing.assert_allclose(np.asarray(csv, float), np.asarray(plotted, float),
                                    rtol=1e-12, err_msg=what)
     else:
@@ -334,6 +343,11 @@ def test_csv_rows_are_exactly_the_plotted_points(tmp_path):
                     assert len(rows) == len(z)
                     np.testing.assert_allclose(rows["z"].to_numpy(float), z, equal_nan=True)
                     assert [html.unescape(x) for x in trace.x] == list(dict.fromkeys(rows["x"]))
+                    continue
+                if trace.type == "parcoords":  # Optuna's parallel coordinates
+                    for dim in trace.dimensions:
+                        _assert_same(list(rows[dim.label]), list(dim.values), panel.key)
+                    n_checked += 1
                     continue
                 for axis in ("x", "y"):
                     got = getattr(trace, axis)
@@ -390,11 +404,15 @@ def test_one_seed_only_has_no_interval_but_renders(tmp_path):
     recs = [r for r in smoke_records() if r["seed"] in (0, 1000)]
     out = build(tmp_path, recs)
     scale = visible_text((out / "scale.html").read_text())
-    assert ("One seed per framework and size: no interval on the framework lines; the pooled "
-            "points hold 2 runs.") in scale
+    # two pooled runs are still too few for an interval
+    assert "Fewer than 3 seeds per point: no interval" in scale
+    recs3 = [r for r in smoke_records() if r["seed"] in (0, 1000, 1001)]
+    scale3 = visible_text((build(tmp_path / "three", recs3) / "scale.html").read_text())
+    assert ("Fewer than 3 seeds per framework and size: no interval on the framework lines; "
+            "the pooled points hold 3 runs.") in scale3
     out = build(tmp_path / "torch", [r for r in recs if r["framework"] == "torch"])
     scale = visible_text((out / "scale.html").read_text())
-    assert "One seed per point: no interval." in scale
+    assert "Fewer than 3 seeds per point: no interval" in scale
     sweep = visible_text((out / "sweep.html").read_text())
     assert "(1 seed)" in (out / "sweep.html").read_text() or "1 seed" in sweep
 
@@ -493,7 +511,7 @@ def test_time_to_target_from_the_curve():
 
 def test_tuning_study_parts(tmp_path):
     st = tuning.load_study(write_tuning_study(tmp_path))
-    assert not st.problem
+    assert not st.problem and st.source.startswith("the trials table")
     assert st.objectives == ["values_val_acc", "values_train_samples_per_s"]
     assert st.directions == ["maximize", "maximize"]
     s = tuning.pruning_savings(st)
@@ -506,9 +524,12 @@ def test_tuning_study_parts(tmp_path):
     single = tuning.load_study(write_tuning_study(tmp_path, "single", multi=False))
     assert single.objectives == ["value"] and single.directions == ["maximize"]
     assert tuning.pruning_savings(single)["saved_s"] == pytest.approx(s["saved_s"])
-    m = tuning.pareto_mask(np.array([[0.9, 5], [0.8, 4], [0.7, 6], [0.9, 4]]),
-                       ["maximize", "minimize"])
-    assert m.tolist() == [False, False, False, True]
+    # the in-memory Study rebuilt from the table: void trial left out, states kept
+    assert len(st.optuna.trials) == 16 and len(st.optuna.best_trials) >= 1
+    # directions are the study's own, never guessed from a name
+    d = write_tuning_study(tmp_path, "silent", multi=False)
+    (d / "best.json").write_text(json.dumps({"params": {"lr": 0.003}}))
+    assert "states the objectives" in tuning.load_study(d).problem
 
 
 def test_tuning_study_without_table_is_explained(tmp_path):
@@ -526,8 +547,123 @@ def test_tuned_runs_stay_on_the_tuning_page(full):
     for csv in (out / "data").glob("scale-*.csv"):
         assert not (pd.read_csv(csv)["y"] == 0.99).any()
     text = visible_text((out / "tuning.html").read_text())
-    assert re.search(r"PyTorch\s+cnn\s+mnist1d\s+xs\s+3 of 3\s+0\.990", text)
+    assert re.search(r"PyTorch\s+3 \(seeds 0-2\)\s+0\.990 \[0\.990, 0\.990\]", text)
+    assert "cnn xs on mnist1d, trials in PyTorch: PyTorch tuning bought +0." in text
     assert "Pruning stopped 4 of 16 trials early. In epochs: 52 trained, 12 not" in text
+
+
+def _finals(recs: list[dict], study: str, size: str, delta: float) -> list[dict]:
+    """Final runs of `study` at `size`: the scale recipe's runs there (same seeds, both
+    frameworks) again, test accuracy + `delta`."""
+    return [dict(r, tuned=study, run_id=f"{r['run_id']}-{study}", test_acc=r["test_acc"] + delta,
+                 lr_role="", lr_grid_size=0)
+            for r in recs if r["family"] == "cnn" and r["size"] == size
+            and r["optimizer"] == "adam" and r["regulariser"] == "none"
+            and r["lr_role"] == "chosen"]
+
+
+@pytest.fixture(scope="module")
+def two_sizes(tmp_path_factory):
+    """cnn tuned at xs (its parameters lose 0.1 to the baseline) and at m (they gain 0.1),
+    and xs's parameters run at m as well as m's own (a transfer with no difference)."""
+    tmp = tmp_path_factory.mktemp("two")
+    recs = smoke_records()
+    finals = (_finals(recs, "cnn_xs", "xs", -0.1) + _finals(recs, "cnn_m", "m", 0.1)
+              + _finals(recs, "cnn_xs", "m", 0.1))
+    summary = write_summary(recs + finals, tmp / "results" / "summary.parquet")
+    tune_dir = tmp / "results" / "tune"
+    write_tuning_study(tune_dir, "cnn_xs", cell=CNN_XS)
+    write_tuning_study(tune_dir, "cnn_m", cell=dict(CNN_XS, size="m"))
+    report.build_report(summary, tmp / "reports", tune_dir)
+    return tmp
+
+
+def test_every_tuned_cell_is_judged_against_its_baseline(two_sizes):
+    df = tables.load_summary(two_sizes / "results" / "summary.parquet")
+    studies = tuning.find_studies(two_sizes / "results" / "tune")
+    by = {st.name: tuning.judge(df, st) for st in studies}
+    assert [r["framework"] for r in by["cnn_xs"]] == ["torch", "tf", tables.POOLED]
+    for r in by["cnn_xs"]:  # the same seeds 0.1 lower: worse in each framework and pooled
+        assert r["verdict"][0] == "worse" and r["diff"].value == pytest.approx(-0.1)
+        assert r["n_a"] == r["n_b"] == (6 if r["framework"] == tables.POOLED else 3)
+    assert all(r["verdict"][0] == "gain" for r in by["cnn_m"])
+    text = visible_text((two_sizes / "reports" / "tuning.html").read_text())
+    head = text[text.index("Did tuning pay?"):text.index("What each study cost")]
+    # the defect is stated first, plainly
+    assert re.search(r"Tuning made the model worse in cnn xs on mnist1d, trials in PyTorch "
+                     r"\(PyTorch: tuning made it worse: -0\.100 \[-0\.1\d\d, -0\.0\d\d\]\)", head)
+    assert re.search(r"cnn m on mnist1d, trials in PyTorch: PyTorch tuning bought \+0\.100 "
+                     r"\[\+0\.0\d\d, \+0\.1\d\d\]; TensorFlow tuning bought .*; pooled tuning "
+                     r"bought \+0\.100", head)
+
+
+def test_no_clear_gain_where_the_interval_holds_zero_and_too_few_runs_say_so():
+    iv = stats.diff_t_ci([0.80, 0.82, 0.78], [0.81, 0.79, 0.80])
+    kind, text = tuning.verdict(iv)
+    assert kind == "unclear" and text == f"no clear gain (+0.000 [{iv.lo:+.3f}, {iv.hi:+.3f}])"
+    two = stats.diff_t_ci([0.9, 0.91], [0.7, 0.71])  # far apart, but two runs a side
+    assert two.has_ci and tuning.verdict(two)[0] == "unclear"
+    assert "too few runs" in tuning.verdict(two)[1]
+
+
+def test_transfer_and_slope_across_tuned_sizes(two_sizes):
+    text = visible_text((two_sizes / "reports" / "tuning.html").read_text())
+    assert ("cnn on mnist1d: size xs's best parameters (study cnn_xs) run at size m against "
+            "that size's own (study cnn_m): PyTorch: no clear difference (transferred") in text
+    scale = visible_text((two_sizes / "reports" / "scale.html").read_text())
+    assert "cnn on mnist1d: tuned against untuned test accuracy, per size" in scale
+    # gains -0.1 at xs and +0.1 at m: tuning steepens the slope by 0.2
+    assert re.search(r"pooled, gain per size: xs: tuning made it worse: -0\.100 \[.*\]; m: "
+                     r"tuning bought \+0\.100 \[.*\]\. Gain at m minus gain at xs: \+0\.200 "
+                     r"\[\+0\.1\d\d, \+0\.2\d\d\]: tuning steepens the slope", scale)
+    data = pd.read_csv(two_sizes / "reports" / "data" / "tuned-cnn-mnist1d.csv")
+    tuned = data[data["trace"] == "pooled tuned"]
+    assert list(tuned["size"]) == ["xs", "m"] and (tuned["ci_hi"] <= 1).all()
+    assert set(data.loc[data["trace"] == "pooled untuned", "size"]) == {"xs", "s", "m"}
+    # no tuned size in gru: no such figure
+    assert "gru on mnist1d: tuned against untuned" not in scale
+
+
+def test_a_journal_study_is_drawn_by_optuna_and_costed_against_the_grid(tmp_path):
+    import optuna
+
+    from bench import tune
+
+    defn = tune.make_definition({"trials": 12}, dict(CNN_XS))
+    d = tmp_path / "tune" / defn["name"]
+    d.mkdir(parents=True)
+    (d / "study.json").write_text(json.dumps(defn))
+    study = optuna.create_study(study_name=defn["name"], storage=tune.open_storage(defn, d),
+                                directions=defn["directions"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    dists = tune.distributions(defn["space"])
+    for n in range(12):
+        t = study.ask(dists)
+        t.set_user_attr("flops_spent", 1e9)
+        if n % 4 == 3:
+            study.tell(t, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(t, 0.9 - 0.05 * abs(math.log10(t.params["lr"]) + 2.5))
+    best = {"cell": CNN_XS, "metrics": ["val_acc"], "directions": ["maximize"],
+            "states": {"COMPLETE": 9, "PRUNED": 3}, "best_params": study.best_params}
+    (d / "best.json").write_text(json.dumps(dict(best, flops_spent=1.2e10, trials_pruned=3)))
+    st = tuning.load_study(d)
+    assert not st.problem and "journal" in st.source and len(st.optuna.trials) == 12
+    hist = tuning.history_panel(st, "h")
+    assert hist.fig is not None and len(hist.data) >= 9  # completed trials and best line
+    imp = tuning.importance_panel(st, "i")  # 9 completed trials: too few, and why
+    assert imp.fig is None and "at least 10 completed trials" in imp.message
+    assert tuning.parallel_panel(st, "p").fig is not None
+    df = frame(smoke_records(), tmp_path)
+    grid, k = tuning.grid_flops(df, CNN_XS, "adam")
+    assert k == len(LR_GRID) and grid > 0
+    row = tuning.cost_row(df, st)
+    assert row[2:5] == [12, "25%", "0.012"] and row[6] == f"{1.2e10 / grid:.3g}x"
+    # an older folder: no flops_spent anywhere, said so instead of a number
+    (d / "best.json").write_text(json.dumps(best))
+    old = tuning.load_study(d)
+    old.trials = old.trials.drop(columns="user_attrs_flops_spent")
+    assert tuning.cost_row(df, old)[4] == "not recorded"
 
 
 # ---------------------------------------------------------------------------- what enters
@@ -799,6 +935,19 @@ def test_lr_panel_marks_the_chosen_rate_and_counts_the_race(tmp_path):
     assert figures.lr_panel(df[df["lr_role"] != "grid"], "cnn", "mnist1d", "k") is None
 
 
+def test_lr_grid_run_from_the_summary_names_the_grid_members(tmp_path):
+    """A race: its runs are all 'grid'; the study's own run at the winning rate is 'chosen'
+    but not a grid run (lr_grid_run False), so its full-length compute is not the grid's."""
+    recs = _grid_unit("xs", {0.001: [0.1, 0.2, 0.5, 0.8], 0.01: [0.3, 0.5, 0.6, 0.7]},
+                      {0.001: 0.78, 0.01: 0.79}, fps=100.0)
+    race = [dict(r, lr_role="grid", lr_grid_run=True, run_id=r["run_id"] + "-race")
+            for r in recs[:2]]  # the two rates at seed 0
+    own = [dict(r, lr_grid_run=False) for r in recs if r["lr_role"] == "chosen"]
+    df = frame(race + own, tmp_path)
+    (unit,) = tables.lr_units(df, "cnn", "mnist1d")
+    assert sorted(unit["members"]["run_id"]) == sorted(r["run_id"] for r in race)
+
+
 def test_a_table_without_the_new_columns_still_renders_and_says_so(tmp_path):
     """Records without lr roles, model memory, convergence or cumulative samples."""
     new = ["converged", "stop_reason", "model_mem_mb", "model_mem_est_mb", "rss_start_mb",
@@ -926,6 +1075,32 @@ def test_generation_page_is_built_linked_and_the_other_pages_cope(gen_report):
     # the published comparison stays with the MNIST-1D classifiers
     pub = pd.read_csv(out / "data" / "published.csv")
     assert set(pub["family"]) == {"cnn", "gru"}
+
+
+def test_intervals_stay_inside_the_metric_range_on_every_page(tmp_path):
+    """Exact match on test_long near 0 and accuracies near 1: no interval leaves its range."""
+    recs = seq2seq_records(failed=None)
+    for r in recs:
+        r["exact_match_long"] = 0.03 if r["seed"] % 1000 == 2 else 0.0
+    cnn = [dict(r, test_acc=min(0.999, r["test_acc"] + 0.3)) if r.get("test_acc") else r
+           for r in smoke_records() if r["family"] == "cnn"]
+    df = frame(cnn + recs, tmp_path)
+    checked = 0
+    for page in report.build_pages(df, []):
+        for panel in page.panels:
+            d = panel.data
+            if d is None or not {"metric", "ci_lo", "ci_hi"} <= set(d.columns):
+                continue
+            for metric, part in d.groupby("metric"):
+                bounds = tables.metric_range(str(metric))
+                if bounds is None:
+                    continue
+                lo, hi = part["ci_lo"].dropna(), part["ci_hi"].dropna()
+                assert (lo >= bounds[0]).all() and (hi <= bounds[1]).all(), (panel.key, metric)
+                checked += len(lo)
+    assert checked > 20
+    long_em = tables.scale_points(df[df["family"] == "seq2seq"], "exact_match_long")
+    assert (long_em["ci_lo"] == 0.0).any()  # the unclipped interval would reach below 0
 
 
 def test_generation_quality_means_and_failures_at_zero(gen_report):

@@ -31,6 +31,36 @@ def test_mean_t_ci_small_and_degenerate_cases():
     assert stats.mean_t_ci([1.0, float("nan"), 3.0, float("inf")]).value == 2.0
 
 
+def test_mean_t_ci_with_two_values_gives_the_values_not_an_interval():
+    # the tuning page once printed 0.724 [-0.641, 2.090] from two seeds
+    two = stats.mean_t_ci([0.70, 0.748], bounds=(0.0, 1.0))
+    assert two.value == pytest.approx(0.724) and not two.has_ci
+    assert two.values == (0.70, 0.748)
+    assert stats.mean_t_ci([0.7, 0.8, 0.9]).values == ()
+    assert stats.mean_t_ci([0.70, 0.748], min_n=2).has_ci
+
+
+def test_bounded_interval_stays_in_the_range_and_keeps_its_coverage():
+    near_one = stats.mean_t_ci([1.0, 0.99, 0.97, 1.0], bounds=(0.0, 1.0))
+    free = stats.mean_t_ci([1.0, 0.99, 0.97, 1.0])
+    assert free.hi > 1.0 and near_one.hi == 1.0 and near_one.lo == pytest.approx(free.lo)
+    near_zero = stats.mean_t_ci([0.0, 0.02, 0.0], bounds=(0.0, 1.0))
+    assert near_zero.lo == 0.0 and 0.0 < near_zero.hi < 1.0
+    d = stats.diff_t_ci([0.99, 0.2, 0.98], [0.01, 0.9, 0.02], bounds=(-1.0, 1.0))
+    assert -1.0 <= d.lo < d.hi <= 1.0 and d.hi == 1.0
+    # Bernoulli-like accuracies of 3 seeds near the top: clipping never loses the true mean
+    rng = np.random.default_rng(2)
+    hits_free = hits_clipped = 0
+    for _ in range(2000):
+        x = np.clip(rng.normal(0.97, 0.03, 3), 0, 1)
+        mu = 0.97  # the clip at 1 moves the true mean by under 0.001
+        a, c = stats.mean_t_ci(x), stats.mean_t_ci(x, bounds=(0.0, 1.0))
+        assert 0.0 <= c.lo <= c.hi <= 1.0
+        hits_free += a.lo <= mu <= a.hi
+        hits_clipped += c.lo <= mu <= c.hi
+    assert hits_free == hits_clipped
+
+
 def test_mean_t_ci_covers_the_true_mean_at_the_stated_rate():
     rng = np.random.default_rng(1)
     hits = 0
@@ -54,6 +84,20 @@ def test_diff_t_ci_is_welchs_interval():
     assert not stats.diff_t_ci([0.8], [0.7, 0.75]).has_ci
     flat = stats.diff_t_ci([2.0, 2.0], [1.0, 1.0])
     assert (flat.value, flat.lo, flat.hi) == (1.0, 1.0, 1.0)
+
+
+def test_contrast_t_ci_generalises_welch():
+    a, b = [0.80, 0.82, 0.85, 0.79], [0.70, 0.72, 0.71]
+    one, two = stats.contrast_t_ci([a, b], [1, -1]), stats.diff_t_ci(a, b)
+    assert (one.value, one.lo, one.hi) == pytest.approx((two.value, two.lo, two.hi))
+    # a difference of differences: the gain at one size minus the gain at another
+    c, d = [0.90, 0.91, 0.92], [0.80, 0.82, 0.81]
+    dd = stats.contrast_t_ci([c, d, a, b], [1, -1, -1, 1])
+    assert dd.value == pytest.approx((0.91 - 0.81) - (np.mean(a) - np.mean(b)))
+    assert dd.lo < dd.value < dd.hi and dd.hi - dd.lo > two.hi - two.lo  # more noise
+    assert not stats.contrast_t_ci([[0.9], b], [1, -1]).has_ci
+    with pytest.raises(ValueError):
+        stats.contrast_t_ci([a, b], [1])
 
 
 def test_ratio_t_ci_is_the_welch_interval_of_log_values():

@@ -53,7 +53,7 @@ def build_pages(df, studies, source: str = "the summary table", settings=None):
 
     return [
         pages.overview_page(df, source, studies, settings),
-        pages.scale_page(df),
+        pages.scale_page(df, studies),
         pages.frameworks_page(df),
         pages.sweep_page(df),
         pages.curves_page(df),

@@ -222,10 +222,12 @@ def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
         sentences.append(_scale_sentence(short, per_line, fit_error, rows, est))
     own = acc_pts[acc_pts["framework"] != tables.POOLED]
     one_seed = ""
-    if own.empty or own["n_seeds"].max() <= 1:
+    if own.empty or own["n_seeds"].max() < stats.MIN_INTERVAL_N:
         pooled = acc_pts.loc[acc_pts["framework"] == tables.POOLED, "n_seeds"]
-        one_seed = (" One seed per point: no interval." if pooled.empty else
-                    f" One seed per framework and size: no interval on the framework lines; "
+        few = f"Fewer than {stats.MIN_INTERVAL_N} seeds"
+        one_seed = (f" {few} per point: no interval (the CSV lists each point's seeds)."
+                    if pooled.empty or pooled.max() < stats.MIN_INTERVAL_N else
+                    f" {few} per framework and size: no interval on the framework lines; "
                     f"the pooled points hold {int(pooled.max())} runs.")
     caption = (f"Recipe: {tables.recipe_label(recipe)}; mean over seeds with 95% t-interval "
                f"({_n_text(acc_pts)}); dotted: power law fitted where it holds "
@@ -631,8 +633,8 @@ def framework_cells(df: pd.DataFrame, dataset: str, scale_only: bool = True) -> 
             pt_ok, tf_ok = pt[pt["status"] == "ok"], tf[tf["status"] == "ok"]
             thr = stats.ratio_t_ci(pt_ok["train_samples_per_s"], tf_ok["train_samples_per_s"])
             mem = stats.ratio_t_ci(pt_ok["model_mem_mb"], tf_ok["model_mem_mb"])
-            acc = stats.diff_t_ci(tables.metric_values(pt, "test_acc"),
-                                  tables.metric_values(tf, "test_acc"))
+            acc = tables.diff_ci(tables.metric_values(pt, "test_acc"),
+                                 tables.metric_values(tf, "test_acc"), "test_acc")
             out.append({
                 "family": family, "dataset": dataset, "size": key[0],
                 "size_order": tables._size_rank(key[0]),
@@ -814,7 +816,7 @@ def sweep_cells(rows: pd.DataFrame, target: float) -> pd.DataFrame:
     out = []
     for (fw, opt, reg), part in rows.groupby(["framework", "optimizer", "regulariser"]):
         ok = part[part["status"] == "ok"]
-        acc = stats.mean_t_ci(tables.metric_values(part, "test_acc"))
+        acc = tables.mean_ci(tables.metric_values(part, "test_acc"), "test_acc")
         times = np.array([tables.time_to_of(p, target) for p in ok["curve_pts"]]) if (
             len(ok) and math.isfinite(target)) else np.array([])
         reached = int(np.isfinite(times).sum())
@@ -827,7 +829,7 @@ def sweep_cells(rows: pd.DataFrame, target: float) -> pd.DataFrame:
     for (opt, reg), part in rows.groupby(["optimizer", "regulariser"]):
         if not tables.seeds_disjoint(part):
             continue
-        acc = stats.mean_t_ci(tables.metric_values(part, "test_acc"))
+        acc = tables.mean_ci(tables.metric_values(part, "test_acc"), "test_acc")
         out.append({"framework": tables.POOLED, "optimizer": opt, "regulariser": reg,
                     "n_runs": len(part), "n_ok": int((part["status"] == "ok").sum()),
                     "n_failed": tables.n_failed(part), "acc": acc.value, "acc_lo": acc.lo,

@@ -154,7 +154,8 @@ def size_claims(rows: pd.DataFrame, metric: str = "exact_match",
     for fw, x, y in parts:
         if x.empty or y.empty:
             continue
-        iv = stats.diff_t_ci(tables.metric_values(x, metric), tables.metric_values(y, metric))
+        iv = tables.diff_ci(tables.metric_values(x, metric), tables.metric_values(y, metric),
+                            metric)
         out.append(f"{tables.framework_name(fw)}, {len(x) + len(y)} runs: "
                    + difference_phrase(_label(rows, large), _label(rows, small), iv, what))
     return out
@@ -421,7 +422,7 @@ def paired_points(rows: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
                  else [(fw, p) for fw, p in part.groupby("framework", sort=False)])
         for fw, p in parts:
             ok = p[p["status"] == "ok"]
-            iv = stats.mean_t_ci(diff.loc[ok.index])
+            iv = stats.mean_t_ci(diff.loc[ok.index], bounds=tables.diff_range(b))
             out.append({"framework": fw, "size": size, "params": float(p["params"].median()),
                         "mean": iv.value, "ci_lo": iv.lo, "ci_hi": iv.hi, "n_seeds": iv.n,
                         "n_runs": len(p), "n_failed": tables.n_failed(p),

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .. import stats
 from . import figures, generation, tables, tuning
-from .html import Page, Panel, links, table
+from .html import Page, Panel, Raw, esc, links, table
 
 # Tests set this to re-raise; the workflow shows a message in place of a panel that fails.
 STRICT = False
@@ -108,8 +108,8 @@ def scale_claims(df: pd.DataFrame) -> list[str]:
         for fw, x, y in parts:
             if x.empty or y.empty:
                 continue
-            iv = stats.diff_t_ci(tables.metric_values(x, "test_acc"),
-                                 tables.metric_values(y, "test_acc"))
+            iv = tables.diff_ci(tables.metric_values(x, "test_acc"),
+                                tables.metric_values(y, "test_acc"), "test_acc")
             out.append(f"{family} on {dataset} ({tables.framework_name(fw)}, "
                        f"{len(x) + len(y)} runs): "
                        + tables.claim(_size_label(rows, large), _size_label(rows, small), iv))
@@ -400,7 +400,7 @@ def _compute_panel(df: pd.DataFrame, key: str) -> Panel:
 # ---------------------------------------------------------------------------- other pages
 
 
-def scale_page(df: pd.DataFrame) -> Page:
+def scale_page(df: pd.DataFrame, studies: list[tuning.Study] | tuple = ()) -> Page:
     page = Page("scale.html", "Scale vs performance",
                 "Per family and dataset: test accuracy, training throughput and model memory "
                 "against parameter count (log axis), one line per framework and a pooled "
@@ -412,8 +412,17 @@ def scale_page(df: pd.DataFrame) -> Page:
         return page
     page.h2("Accuracy, throughput and memory against size")
     _panel_per_group(page, df, "scale", _scale_panel)
-    page.h2("Learning rate chosen per size")
     keys = Keys()
+    cells = tuning.tuned_cells(df, list(studies))
+    tuned = sorted(set(zip(cells["family"], cells["dataset"], strict=True)),
+                   key=tables.groups(df).index)
+    if tuned:
+        page.h2("Tuned against untuned, per size")
+        for family, dataset in tuned:
+            k = keys("tuned", family, dataset)
+            page.add(safe(k, f"{family} on {dataset}", lambda f=family, d=dataset, k=k:
+                          tuning.scale_panel(df, studies, f, d, k)))
+    page.h2("Learning rate chosen per size")
     shown = 0
     for family, dataset in tables.groups(df):
         k = keys("lr", family, dataset)
@@ -570,18 +579,40 @@ def generation_page(df: pd.DataFrame) -> Page:
 
 def tuning_page(df: pd.DataFrame, studies: list[tuning.Study]) -> Page:
     page = Page("tuning.html", "Tuning studies",
-                "Optuna studies: optimization history, parameter importances, the Pareto front "
-                "of multi-objective studies, and the compute pruning saved.")
+                "Each tuning study judged against its baseline (the untuned runs the scale "
+                "page draws at that size: learning rate chosen on validation), per framework "
+                "and pooled; what each study cost against the learning-rate grid it competes "
+                "with; whether a small size's parameters transfer to the largest; then "
+                "Optuna's own figures of every study.")
     if not studies:
         page.message("No tuning studies in this study: nothing under the tuning folder.")
         return page
     keys = Keys()
-    for st in studies:
+    judged = [(st, tuning.judge(df, st)) for st in studies]
+    page.h2("Did tuning pay?")
+    _verdicts(page, judged)
+    page.h2("What each study cost")
+    page.add(table([tuning.cost_row(df, st) for st in studies if st.cell],
+                   ["study", "cell", "trials", "pruned", "trials' training TFLOP",
+                    "lr grid's TFLOP (rates, optimizer)", "study / grid"]))
+    page.p("A study's FLOPs are what all its trials trained (best.json's flops_spent); the "
+           "grid's are the runs of the learning-rate grid of the same family, dataset, size "
+           "and the scale recipe's optimizer, the selection tuning replaces. Studies "
+           "exported before flops_spent was recorded say 'not recorded'.", cls="caption")
+    moved = tuning.transfers(df, studies)
+    if moved:
+        page.h2("Do a small size's parameters transfer?")
+        for t in moved:
+            page.p(tuning.transfer_text(t))
+    for st, results in judged:
         page.h2(f"Study {st.name}")
         if st.problem:
             page.message(f"Study {st.name} cannot be shown: {st.problem}.")
             continue
-        page.p(tuning.pruning_text(st), cls="caption")
+        page.p(f"{tuning.cell_label(st.cell)}. Trials read from {st.source}. "
+               + tuning.pruning_text(st), cls="caption")
+        for note in st.notes:
+            page.message(note)
         items = st.best.get("best_params", st.best.get("params"))
         if isinstance(items, dict) and items:
             rows = [[k, _short(v)] for k, v in items.items()]
@@ -589,15 +620,41 @@ def tuning_page(df: pd.DataFrame, studies: list[tuning.Study]) -> Page:
             if isinstance(values, dict):
                 rows += [[f"objective {k}", _short(v)] for k, v in values.items()]
             page.add(table(rows, ["best trial", "value"]))
-        for build in (tuning.history_panel, tuning.importance_panel, tuning.pareto_panel):
+        if results:
+            page.p("Final runs with the best parameters (records with tuned = "
+                   f"{st.name}) against the baseline, test accuracy:", cls="caption")
+            page.add(table(tuning.judgement_rows(results),
+                           ["framework", "tuned runs", "tuned, mean [95% CI]", "baseline runs",
+                            "baseline, mean [95% CI]", "tuned − baseline"]))
+        for build in tuning.PANELS:
             k = keys("tune", st.name, build.__name__.replace("_panel", ""))
             panel = safe(k, f"Study {st.name}", lambda b=build, k=k, s=st: b(s, k))
             if panel is not None:
                 page.add(panel)
-        finals = tuning.final_runs(df, st.name) if len(df) else []
-        if finals:
-            page.p("Final runs with the best parameters (their records carry tuned = "
-                   f"{st.name}; they appear only on this page):", cls="caption")
-            page.add(table(finals, ["framework", "family", "dataset", "size", "ok runs",
-                                    "test accuracy, mean [95% t-interval]"]))
     return page
+
+
+def _verdicts(page: Page, judged: list) -> None:
+    """The headline: a tuner that recommends a worse model than the defaults is a defect,
+    stated first; then every study's verdicts."""
+    worse = [(st, r) for st, res in judged for r in res if r["verdict"][0] == "worse"]
+    if worse:
+        page.message(
+            "Tuning made the model worse in " + "; ".join(
+                f"{tuning.cell_label(st.cell)} ({tables.framework_name(r['framework'])}: "
+                f"{r['verdict'][1]})" for st, r in worse)
+            + ". The tuner recommends hyperparameters that lose to the untuned defaults: a "
+              "defect of the tuning setup (trial budget, space or objective), not a finding.")
+    lines = []
+    for st, res in judged:
+        if not res:
+            why = ("its cell is not recorded" if not st.cell else
+                   "no final runs with its parameters, or no baseline runs at that size")
+            lines.append(f"{st.name}: not judged ({why}).")
+            continue
+        lines.append(f"{tuning.cell_label(st.cell)}: " + "; ".join(
+            f"{tables.framework_name(r['framework'])} {r['verdict'][1]}" for r in res) + ".")
+    page.p("Tuned minus baseline test accuracy (mean over seeds, 95% Welch interval; a gain "
+           "is claimed only where the interval excludes zero; failed runs at chance; pooled "
+           "where the frameworks ran disjoint seeds):", cls="caption")
+    page.add(Raw("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"))

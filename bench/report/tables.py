@@ -11,7 +11,9 @@ Rules, all data-driven (the records carry no tags saying which sweep a run belon
   recipe that often fails is not flattered by dropping its failures; ``pruned`` runs have no
   test accuracy and are left out (counted). Throughput and memory use ``ok`` runs only; the
   failures are counted in the captions.
-- Per-point summary: the mean over seeds with its Student-t interval (`stats.mean_t_ci`).
+- Per-point summary: the mean over seeds with its Student-t interval (`stats.mean_t_ci`),
+  intersected with the metric's range (`metric_range`), and no interval but the values
+  themselves below `stats.MIN_INTERVAL_N` seeds.
 - Pooling: where the seeds of a cell are disjoint between frameworks (the default study gives
   each framework its own seeds), its accuracy is also pooled over the frameworks, as one more
   sample of the same model; throughput and memory never are. Where seeds overlap (the parity
@@ -56,6 +58,10 @@ ACCURACY_METRICS = ("test_acc", "val_acc", "best_val_acc", *EXACT_MATCH_METRICS)
 # Families that generate sequences: chance of an exact match is 0, not 1 / n_classes (their
 # n_classes is the vocabulary, the output layer's width).
 GENERATION_FAMILIES = ("seq2seq",)
+# Where a metric lives: its intervals never leave this range (`mean_ci`). sacrebleu scores
+# BLEU and chrF on 0-100.
+SCORE_METRICS = tuple(f"{b}{m}{t}" for b in ("", "beam_") for m in ("bleu", "chrf")
+                      for t in ("", "_long"))
 POOLED = "pooled"  # the framework label of a point pooled over frameworks
 TARGET_FRACTION = 0.9
 RACE_FRACTIONS = (0.25, 0.5)
@@ -72,7 +78,7 @@ TEXT_COLUMNS = ["run_id", "status", "message", "family", "framework", "dataset",
                 "optimizer", "regulariser", "tuned", "device", "device_name", "curve",
                 "framework_version", "python_version", "platform", "cpu_model", "hostname",
                 "bench_version", "batch_size", "started_at", "stop_reason", "lr_role",
-                "examples", "precision", "compile", "tf32", "conv_autotune"]
+                "examples", "precision", "compile", "tf32", "conv_autotune", "lr_grid_run"]
 NUMBER_COLUMNS = ["params", "seed", "test_acc", "val_acc", "best_val_acc", "train_samples_per_s",
                   "infer_samples_per_s", "peak_rss_mb", "peak_device_mem_mb", "wall_s", "lr",
                   "epochs", "max_steps", "threads", "cpu_count", "load_avg_1m_start",
@@ -308,6 +314,31 @@ def metric_values(rows: pd.DataFrame, metric: str) -> pd.Series:
     return rows[metric].where(ok)
 
 
+def metric_range(metric: str) -> tuple[float, float] | None:
+    """The range a metric's values (and so its mean) live in; None where unbounded."""
+    if metric in ACCURACY_METRICS:
+        return (0.0, 1.0)
+    if metric in SCORE_METRICS:
+        return (0.0, 100.0)
+    return None
+
+
+def diff_range(metric: str) -> tuple[float, float] | None:
+    """The range of a difference of two values of `metric` (accuracy: [-1, 1])."""
+    r = metric_range(metric)
+    return None if r is None else (r[0] - r[1], r[1] - r[0])
+
+
+def mean_ci(values, metric: str) -> stats.Interval:
+    """`stats.mean_t_ci` of `values` of `metric`, inside the metric's range."""
+    return stats.mean_t_ci(values, bounds=metric_range(metric))
+
+
+def diff_ci(a, b, metric: str) -> stats.Interval:
+    """`stats.diff_t_ci` of two samples of `metric`, inside the difference's range."""
+    return stats.diff_t_ci(a, b, bounds=diff_range(metric))
+
+
 def n_failed(rows: pd.DataFrame) -> int:
     return int(rows["status"].isin(FAILED).sum())
 
@@ -338,14 +369,14 @@ POINT_COLUMNS = ["framework", "size", "params", "mean", "ci_lo", "ci_hi", "n_see
 
 
 def _point(part: pd.DataFrame, metric: str, fw: str, size: str) -> dict:
-    iv = stats.mean_t_ci(metric_values(part, metric))
+    iv = mean_ci(metric_values(part, metric), metric)
     return {"framework": fw, "size": size, "params": float(part["params"].median()),
             "mean": iv.value, "ci_lo": iv.lo, "ci_hi": iv.hi, "n_seeds": iv.n,
             "n_runs": len(part), "n_failed": n_failed(part), "seeds": seed_text(seeds_of(part))}
 
 
 def scale_points(rows: pd.DataFrame, metric: str, pool: bool = True) -> pd.DataFrame:
-    """Mean and t-interval over seeds of `metric` per framework and size.
+    """Mean and t-interval over seeds of `metric` per framework and size (`mean_ci`).
 
     Accuracy metrics count failed runs at chance and add a `POOLED` row for every size whose
     frameworks ran disjoint seeds (with pool=True); other metrics use ok runs only and are
@@ -413,7 +444,7 @@ def best_vs_runner_up(rows: pd.DataFrame, keys: list[str],
     cells.sort(key=lambda c: -c[0])
     (m1, k1, v1), (m2, k2, v2) = cells[:2]
     return {"best": k1, "runner": k2, "best_mean": m1, "runner_mean": m2,
-            "diff": stats.diff_t_ci(v1, v2), "n_cells": len(cells)}
+            "diff": diff_ci(v1, v2, metric), "n_cells": len(cells)}
 
 
 def claim(a: str, b: str, iv: stats.Interval, unit: str = "") -> str:
@@ -878,7 +909,12 @@ def fmt_num(x: float, digits: int = 3) -> str:
 
 
 def fmt_ci(iv: stats.Interval, fmt=fmt_num) -> str:
+    """'0.912 [0.871, 0.953]'; below the interval's minimum n the values themselves:
+    '0.724 (n=2: 0.70, 0.748; too few for an interval)'."""
     if not iv.has_ci:
+        if len(iv.values) > 1:
+            return (f"{fmt(iv.value)} (n={iv.n}: {', '.join(fmt(v) for v in iv.values)}; "
+                    f"too few for an interval)")
         return f"{fmt(iv.value)} (n={iv.n}, no interval)"
     return f"{fmt(iv.value)} [{fmt(iv.lo)}, {fmt(iv.hi)}]"
 

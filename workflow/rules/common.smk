@@ -61,6 +61,23 @@ def train_resources():
     return r
 
 
+# ---- tuning (workflow/rules/tune.smk)
+
+
+def final_inputs(wildcards):
+    """The study's best parameters, and for a transfer check the smaller study's too."""
+    study = TUNE[wildcards.study]
+    out = [f"results/tune/{study.name}/best.json"]
+    if study.transfer_from:
+        out.append(f"results/tune/{study.transfer_from}/best.json")
+    return out
+
+
+def final_transfer_arg(wildcards):
+    src = TUNE[wildcards.study].transfer_from
+    return f"--transfer-from results/tune/{src}" if src else ""
+
+
 # ---- report (workflow/rules/report.smk)
 
 

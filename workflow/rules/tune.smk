@@ -79,20 +79,6 @@ rule tune_export:
         "--best {output.best:q} --csv {output.csv:q} --parquet {output.parquet:q} 2> {log:q}"
 
 
-def final_inputs(wildcards):
-    """The study's best parameters, and for a transfer check the smaller study's too."""
-    study = TUNE[wildcards.study]
-    out = [f"results/tune/{study.name}/best.json"]
-    if study.transfer_from:
-        out.append(f"results/tune/{study.transfer_from}/best.json")
-    return out
-
-
-def final_transfer_arg(wildcards):
-    src = TUNE[wildcards.study].transfer_from
-    return f"--transfer-from results/tune/{src}" if src else ""
-
-
 # One job per framework: a process imports one framework. The final runs use the study's
 # seeds (the untuned runs of the same cell have them too), never the trials' seed.
 rule tune_final:

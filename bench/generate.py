@@ -40,6 +40,21 @@ class Rules:
 NO_RULES = Rules()
 
 
+class DecodesThrough:
+    """A seq2seq Trainer's three generation calls, handed to its backend's `Decoder`
+    (`self.decoder`), which pretrained models use directly."""
+
+    def encode(self, src, cache: bool = True):
+        return self.decoder.encode(src, cache)
+
+    def tile(self, state, idx: np.ndarray):
+        return self.decoder.tile(state, idx)
+
+    def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
+        """Log-probabilities (M, vocab) of the token after each prefix row."""
+        return self.decoder.next_logprobs(state, prefix)
+
+
 def _specials(decoder) -> tuple[int, int, int]:
     return (getattr(decoder, "start", BOS), getattr(decoder, "eos", EOS),
             getattr(decoder, "pad", PAD))

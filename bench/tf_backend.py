@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
+from .generate import DecodesThrough  # noqa: E402
 from .init import init_weights  # noqa: E402
 from .measure import cpu_name  # noqa: E402
 from .registry import (  # noqa: E402
@@ -717,7 +718,7 @@ def _optimizer(spec: RunSpec) -> keras.optimizers.Optimizer:
 # ---------------------------------------------------------------------------- training
 
 
-class Trainer:
+class Trainer(DecodesThrough):
     """Owns the optimizer and the compiled train/eval functions of one model."""
 
     def __init__(self, model: Model, spec: RunSpec):
@@ -765,7 +766,7 @@ class Trainer:
     def _seq2seq_functions(self, x_sig, y_sig):
         self._logits = tf.function(self._teacher_forced, input_signature=[x_sig, y_sig])
         self._eval_s2s = tf.function(self._seq2seq_eval_batch, input_signature=[x_sig, y_sig])
-        self._decoder = Decoder(self.model)
+        self.decoder = Decoder(self.model)  # generation, for bench.generate
         return self._logits, self._eval_s2s
 
     def _data_loss(self, y, logits, reduce=tf.reduce_mean):
@@ -896,18 +897,6 @@ class Trainer:
             raise SpecError("infer() times classifiers; seq2seq decodes through "
                             "encode() and next_logprobs()")
         return self._infer(xb)
-
-    # Generation: bench.generate drives these, through the model's Decoder.
-    def encode(self, src, cache: bool = True):
-        return self._decoder.encode(src, cache)
-
-    @staticmethod
-    def tile(state, idx: np.ndarray):
-        return Decoder.tile(state, idx)
-
-    def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
-        """Log-probabilities (M, vocab) of the token after each prefix row."""
-        return self._decoder.next_logprobs(state, prefix)
 
 
 class Decoder:

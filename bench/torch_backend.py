@@ -55,6 +55,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from .generate import DecodesThrough  # noqa: E402
 from .init import init_weights  # noqa: E402
 from .measure import cpu_name  # noqa: E402
 from .registry import (  # noqa: E402
@@ -734,7 +735,7 @@ def _optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class Trainer:
+class Trainer(DecodesThrough):
     """Owns the optimizer state for one model and spec.
 
     Mixed precision is torch autocast around every forward pass (training and evaluation):
@@ -887,19 +888,12 @@ class Trainer:
             exact += ((out.argmax(-1) == labels) | ~real).all(1).sum()
         return total.item() / max(tokens.item(), 1), exact.item() / len(x)
 
-    # Generation: bench.generate drives these, through the model's Decoder.
-    def encode(self, src, cache: bool = True):
+    @property
+    def decoder(self) -> Decoder:
+        """Generation (encode, tile, next_logprobs; bench.generate drives them)."""
         if self._decoder is None:
             self._decoder = Decoder(self.model)
-        return self._decoder.encode(src, cache)
-
-    @staticmethod
-    def tile(state, idx: np.ndarray):
-        return Decoder.tile(state, idx)
-
-    def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
-        """Log-probabilities (M, vocab) of the token after each prefix row."""
-        return self._decoder.next_logprobs(state, prefix)
+        return self._decoder
 
 
 class Decoder:

@@ -24,7 +24,10 @@ from .spec import RunSpec
 def add_parsers(sub) -> None:
     p = sub.add_parser("translate", help="translate sentences with a trained seq2seq run "
                                          "(greedy or beam search)")
-    p.add_argument("text", nargs="+", help="source sentences, e.g. 'one hundred and eighty-one'")
+    p.add_argument("text", nargs="*", help="source sentences, e.g. 'one hundred and eighty-one'")
+    p.add_argument("--input", metavar="FILE",
+                   help="read the sentences from FILE, one a line ('-': stdin), after any "
+                        "given as arguments")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--run", help="the run's record, results/runs/<id>.json")
     what.add_argument("--pretrained", metavar="DIR",
@@ -164,10 +167,25 @@ def translate_pretrained(directory: Path, texts: list[str], framework: str,
             describe(framework, beam, length_penalty, steps, cache))
 
 
+def _texts(a) -> list[str]:
+    texts = list(a.text)
+    if a.input:
+        try:
+            f = sys.stdin if a.input == "-" else open(a.input, encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise SpecError(f"cannot read {a.input}: {e.strerror}") from None
+        with f:
+            texts += f.read().splitlines()
+    if not texts:
+        raise SpecError("nothing to translate: give sentences or --input FILE")
+    return texts
+
+
 def main(a) -> int:
     from .seq2seq_eval import max_len as longest
     from .weights_file import path_for
 
+    a.text = _texts(a)
     cache = not a.no_cache
     if a.pretrained:
         out, how = translate_pretrained(Path(a.pretrained), a.text, a.framework or "torch",

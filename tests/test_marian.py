@@ -120,13 +120,17 @@ def _translate(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_translate_pretrained_prints_hugging_faces_translation(small):
+def test_translate_pretrained_prints_hugging_faces_translation(small, tmp_path):
     ckpt, ref = small
     p = _translate("--pretrained", str(ckpt), "--beam", "1", "--max-len", "12",
                    *SENTENCES_CLI)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ref["decoded"][: len(SENTENCES_CLI)]
     assert "greedy" in p.stderr and "key/value cache" in p.stderr
+    (tmp_path / "in.txt").write_text("\n".join(SENTENCES_CLI[1:]) + "\n")
+    q = _translate("--pretrained", str(ckpt), "--beam", "1", "--max-len", "12",
+                   SENTENCES_CLI[0], "--input", str(tmp_path / "in.txt"))
+    assert q.returncode == 0 and q.stdout == p.stdout  # the file's lines follow, in order
     p = _translate("--pretrained", str(ckpt), "--max-len", "12", "--no-cache", "Hello")
     assert p.returncode == 0, p.stderr
     assert "beam 4" in p.stderr and "no key/value cache" in p.stderr  # the checkpoint's

@@ -100,6 +100,26 @@ def test_opus_mt_en_fr_shape_equals_hugging_face(full):
     assert d["beam_True"] == d["beam_False"] == d["hf_beam"]
 
 
+def test_hugging_face_reads_the_checkpoints_decode_speed_writes(tmp_path):
+    """bench decode-speed compares both libraries on weights it writes itself: the same
+    function in both."""
+    from test_decode_speed import SMALL
+    from transformers import MarianMTModel
+
+    rng = np.random.default_rng(1)
+    weights = [rng.normal(0, 0.2, s).astype(np.float32) for _, s in seq2seq_shapes(SMALL)]
+    marian.write_checkpoint(tmp_path, SMALL, weights)
+    hf = MarianMTModel.from_pretrained(tmp_path).eval()
+    ours = backend.seq2seq_model(SMALL, weights)
+    src = np.array([[5, 7, 9, 0], [3, 0, 49, 49]])
+    tgt = np.array([[49, 4, 8], [49, 6, 6]])
+    with torch.no_grad():
+        want = hf(input_ids=torch.as_tensor(src), attention_mask=torch.as_tensor(src != 49),
+                  decoder_input_ids=torch.as_tensor(tgt)).logits.numpy()
+        got = ours(backend.to_device(src), backend.to_device(tgt)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
 def test_pytorch_model_bin_reads_like_safetensors(small, tmp_path):
     """A checkpoint with pytorch_model.bin only (older snapshots) gives the same weights,
     read without torch and without running the pickle's code."""

@@ -26,7 +26,9 @@ otherwise softmax cross-entropy over spec.info.n_outputs logits.
   with F.scaled_dot_product_attention, TensorFlow with matmuls and softmax: the same
   function); final LayerNorm "ln", mean over positions, [BatchNorm], [Dropout], head.
 - seq2seq: pre-LN encoder-decoder, one embedding tied across source, target and output;
-  source padding masked, decoder self-attention causal (bench.sizes.weight_shapes).
+  source padding masked, decoder self-attention causal (bench.sizes.weight_shapes). The
+  same networks, post-LN with SiLU and Marian's position table, hold a pretrained Marian
+  checkpoint (bench.marian; sizes.Seq2SeqArch says which).
 - BatchNorm: eps registry.BATCHNORM_EPS, running averages with momentum
   registry.BATCHNORM_MOMENTUM in Keras's sense (torch: 1 - that); LayerNorm eps
   registry.LAYERNORM_EPS. Dropout only in the training step.
@@ -89,8 +91,10 @@ class Trainer(Protocol):
     def infer(self, xb: Any) -> Any:
         """One eval-mode forward pass, left on the device (inference timing)."""
 
-    def encode(self, src: Any) -> Any:
-        """seq2seq: the decoder's state for source rows (bench.generate drives it)."""
+    def encode(self, src: Any, cache: bool = True) -> Any:
+        """seq2seq: the decoder's state for source rows (bench.generate drives it); with
+        `cache`, it keeps each decoder layer's keys and values, so that a step reads only
+        the new token."""
 
     def tile(self, state: Any, idx: np.ndarray) -> Any:
         """seq2seq: rows `idx` of a state (beams, finished rows leaving the batch)."""
@@ -160,6 +164,15 @@ class Backend(Protocol):
 
     def is_oom(self, exc: BaseException) -> bool:
         """Whether `exc` means the device or host ran out of memory."""
+
+    def seq2seq_model(self, arch: Any, weights: list[np.ndarray], precision: str = "fp32") -> Any:
+        """An encoder-decoder of a sizes.Seq2SeqArch holding canonical `weights`
+        (sizes.seq2seq_shapes), a pretrained checkpoint's (bench.marian), that decodes in
+        `precision` (fp32 weights; products in bf16 / fp16 as in training)."""
+
+    def Decoder(self, model: Any) -> Any:  # noqa: N802 - a class there
+        """encode / tile / next_logprobs over a seq2seq model, for bench.generate; names
+        the arch's `start`, `eos` and `pad` tokens."""
 
 
 def _params(fn) -> list[tuple[str, object]]:

@@ -29,7 +29,7 @@ from .sizes import SIZE_NAMES, SIZES, param_count
 from .spec import RunSpec
 
 EXIT_BAD_INPUT = 2
-EXTENSIONS = [m for m in ("tune", "report", "speed", "fetch", "translate")
+EXTENSIONS = [m for m in ("tune", "report", "speed", "decode_speed", "fetch", "translate")
               if importlib.util.find_spec(f"bench.{m}")]
 
 

@@ -1,52 +1,112 @@
 """`generate()`: greedy and beam-search decoding, written once for both frameworks.
 
-A backend's seq2seq trainer supplies three calls (bench.backend_api):
-``encode(src) -> state`` (device tensors), ``tile(state, rows) -> state`` and
-``next_logprobs(state, prefix) -> (M, vocab) numpy``. Everything else, the search, its
-stopping rules and the bookkeeping, happens here in numpy, so the two frameworks decode by
-the same algorithm and equal logits give equal tokens.
+A backend's decoder (its seq2seq Trainer, or a `Decoder` over a pretrained model) supplies
+three calls (bench.backend_api): ``encode(src, cache) -> state`` (device tensors),
+``tile(state, rows) -> state`` and ``next_logprobs(state, prefix) -> (M, vocab) numpy``,
+and names its special tokens (`start`, `eos`, `pad`; the benchmark's own by default).
+Everything else, the search, its stopping rules and the bookkeeping, happens here in numpy,
+so the two frameworks decode by the same algorithm and equal logits give equal tokens.
 
-Each new token runs the decoder over the whole prefix (no key/value cache), in both
-frameworks alike: on sentences of at most 20 tokens that is the simple and the fair choice,
-and decode speed is reported as what it is.
+With `cache` (the default) the state keeps every decoder layer's keys and values, so each
+step runs the decoder on the new token only, as Hugging Face's `generate` does; without,
+each step reruns the decoder over the whole prefix. Both give the same tokens. Beam search
+reorders the state by the beams' parents at every step, as Hugging Face reorders its cache.
+
+Hugging Face's generation rules a checkpoint may set are honoured the same way:
+`banned` tokens (its single-token `bad_words_ids`; Marian bans its pad, which starts
+decoding), `min_len` (`min_new_tokens`: no EOS before it) and `forced_eos`
+(`forced_eos_token_id`: the last allowed step can only give EOS). They act on the
+log-probabilities after the softmax, as Hugging Face's logits processors do in beam search.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from .text_pairs import BOS, EOS, PAD
 
 
-def _rows(tokens: np.ndarray) -> list[list[int]]:
+@dataclass(frozen=True)
+class Rules:
+    """Hugging Face's generation-config rules (see the module docstring)."""
+
+    min_len: int = 0
+    banned: tuple[int, ...] = ()
+    forced_eos: bool = False
+
+
+NO_RULES = Rules()
+
+
+class DecodesThrough:
+    """A seq2seq Trainer's three generation calls, handed to its backend's `Decoder`
+    (`self.decoder`), which pretrained models use directly."""
+
+    def encode(self, src, cache: bool = True):
+        return self.decoder.encode(src, cache)
+
+    def tile(self, state, idx: np.ndarray):
+        return self.decoder.tile(state, idx)
+
+    def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
+        """Log-probabilities (M, vocab) of the token after each prefix row."""
+        return self.decoder.next_logprobs(state, prefix)
+
+
+def _specials(decoder) -> tuple[int, int, int]:
+    return (getattr(decoder, "start", BOS), getattr(decoder, "eos", EOS),
+            getattr(decoder, "pad", PAD))
+
+
+def _logprobs(decoder, state, prefix, t: int, max_len: int, eos: int,
+              rules: Rules) -> np.ndarray:
+    """The decoder's log-probabilities for step t (1-based), with the rules applied."""
+    logp = decoder.next_logprobs(state, prefix)
+    if rules is NO_RULES:
+        return logp
+    logp = np.array(logp)  # the backend's array may be read-only
+    if rules.banned:
+        logp[:, list(rules.banned)] = -np.inf
+    if t <= rules.min_len:
+        logp[:, eos] = -np.inf
+    if rules.forced_eos and t == max_len:
+        logp[:] = -np.inf
+        logp[:, eos] = 0.0
+    return logp
+
+
+def _rows(tokens: np.ndarray, eos: int) -> list[list[int]]:
     """Generated ids per row, up to and including the first EOS."""
     out = []
     for row in tokens.tolist():
-        out.append(row[: row.index(EOS) + 1] if EOS in row else row)
+        out.append(row[: row.index(eos) + 1] if eos in row else row)
     return out
 
 
-def greedy(decoder, src, max_len: int, batch: int = 64,
-           compact: bool = True) -> list[list[int]]:
+def greedy(decoder, src, max_len: int, batch: int = 64, compact: bool = True,
+           cache: bool = True, rules: Rules = NO_RULES) -> list[list[int]]:
     """The most probable next token at every step, for every source row, `batch` rows a
     time. A row stops at EOS (included) or after `max_len` tokens. With `compact`, finished
     rows leave the batch, so the decoder only runs on rows still generating; without, the
     whole batch runs until its last row ends, as Hugging Face's `generate` runs one (the
     same tokens; the batch keeps one shape, which TensorFlow's kernels are built for)."""
+    start_tok, eos, pad = _specials(decoder)
     out: list[list[int]] = []
     for start in range(0, len(src), batch):
-        state = decoder.encode(src[start : start + batch])
+        state = decoder.encode(src[start : start + batch], cache)
         m = min(batch, len(src) - start)
         rows: list[list[int] | None] = [None] * m
         where = np.arange(m)  # which of the m rows each live row is
-        prefix = np.full((m, 1), BOS, dtype=np.int64)
+        prefix = np.full((m, 1), start_tok, dtype=np.int64)
         finished = np.zeros(m, dtype=bool)
-        for _ in range(max_len):
-            tok = decoder.next_logprobs(state, prefix).argmax(1)
+        for t in range(1, max_len + 1):
+            tok = _logprobs(decoder, state, prefix, t, max_len, eos, rules).argmax(1)
             if not compact:
-                tok[finished] = PAD
+                tok[finished] = pad
             prefix = np.concatenate([prefix, tok[:, None]], 1)
-            ended = tok == EOS
+            ended = tok == eos
             if not compact:
                 finished |= ended
                 if finished.all():
@@ -60,7 +120,7 @@ def greedy(decoder, src, max_len: int, batch: int = 64,
                     break
                 where, prefix, state = where[keep], prefix[keep], decoder.tile(state, keep)
         if not compact:
-            out += _rows(prefix[:, 1:])
+            out += _rows(prefix[:, 1:], eos)
             continue
         for j, r in enumerate(where):
             if rows[r] is None:  # out of steps
@@ -69,40 +129,55 @@ def greedy(decoder, src, max_len: int, batch: int = 64,
     return out
 
 
-def beam_search(decoder, src, width: int = 4, length_penalty: float = 1.0,
-                max_len: int = 20, batch: int = 64) -> list[list[int]]:
-    """Beam search as Hugging Face's `generate(num_beams=width)` does it.
+def _top(cand: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the indices of the k largest values, best first, ties to the lower index
+    (as a stable sort would give), without sorting the whole row (width x vocab)."""
+    k = min(k, cand.shape[1])
+    part = np.argpartition(-cand, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(cand, part, 1)
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, 1)
 
-    A hypothesis that ends in EOS among the best `width` candidates is kept as finished,
-    scored by its summed log-probability / length**length_penalty (length counts EOS);
-    the beam continues with the best `width` unfinished ones. A source is done when it
-    has `width` finished hypotheses and its best unfinished one, normalised at the current
-    length, cannot beat the worst of them; done sources leave the batch. After `max_len`
-    steps the live beams count as finished. Returns the best hypothesis per source row.
+
+def beam_search(decoder, src, width: int = 4, length_penalty: float = 1.0,
+                max_len: int = 20, batch: int = 64, cache: bool = True,
+                rules: Rules = NO_RULES) -> list[list[int]]:
+    """Beam search as Hugging Face's `generate(num_beams=width)` does it with its default
+    `early_stopping=False` (transformers 4.x and 5.x alike).
+
+    Each step takes the best 2 x `width` continuations of the live beams. Those among the
+    best `width` that end in EOS are kept as finished, scored by summed log-probability /
+    length**length_penalty (length counts EOS, not the start token); the beam continues
+    with the best `width` that do not. A source is done when it has `width` finished
+    hypotheses and its best live beam, normalised at the current length, cannot beat the
+    worst of them; done sources leave the batch. At step `max_len` the best `width`
+    continuations all count as finished, ended or not. Returns the best hypothesis per
+    source row.
     """
     if width < 1:
         raise ValueError(f"beam width must be at least 1, got {width}")
+    start_tok, eos, pad = _specials(decoder)
     out: list[list[int]] = []
     for start in range(0, len(src), batch):
         n = min(batch, len(src) - start)
-        # a source's `width` rows share its encoder output: no reordering ever needed
-        state = decoder.tile(decoder.encode(src[start : start + batch]),
+        state = decoder.tile(decoder.encode(src[start : start + batch], cache),
                              np.repeat(np.arange(n), width))
-        prefix = np.full((n * width, 1), BOS, dtype=np.int64)
+        prefix = np.full((n * width, 1), start_tok, dtype=np.int64)
         scores = np.full((n, width), -np.inf)
         scores[:, 0] = 0.0  # one live beam at the start: the others would repeat it
         finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
         alive = np.arange(n)  # the sources still searching, in the order of their rows
         for t in range(1, max_len + 1):
             a = len(alive)
-            logp = decoder.next_logprobs(state, prefix)
+            logp = _logprobs(decoder, state, prefix, t, max_len, eos, rules)
             vocab = logp.shape[1]
             cand = (scores[:, :, None] + logp.reshape(a, width, vocab)).reshape(a, -1)
-            top = np.argsort(-cand, axis=1, kind="stable")[:, : 2 * width]
+            top = _top(cand, 2 * width)
             rows = np.repeat(np.arange(a) * width, width).reshape(a, width)
-            toks = np.full((a, width), PAD, dtype=np.int64)
+            toks = np.full((a, width), pad, dtype=np.int64)
             new = np.full((a, width), -np.inf)
             done = np.zeros(a, dtype=bool)
+            norm = t**length_penalty
             for i, source in enumerate(alive):
                 hyps, k = finished[source], 0
                 for rank, j in enumerate(top[i]):
@@ -110,10 +185,10 @@ def beam_search(decoder, src, width: int = 4, length_penalty: float = 1.0,
                     score = cand[i, j]
                     if not np.isfinite(score):
                         break
-                    if tok == EOS:
+                    if tok == eos or t == max_len:
                         if rank < width:
-                            hyp = prefix[i * width + beam, 1:].tolist() + [EOS]
-                            hyps.append((score / t**length_penalty, hyp))
+                            hyp = prefix[i * width + beam, 1:].tolist() + [tok]
+                            hyps.append((score / norm, hyp))
                         continue
                     rows[i, k], toks[i, k], new[i, k] = i * width + beam, tok, score
                     k += 1
@@ -121,8 +196,11 @@ def beam_search(decoder, src, width: int = 4, length_penalty: float = 1.0,
                         break
                 hyps.sort(key=lambda h: -h[0])
                 del hyps[width:]
-                done[i] = len(hyps) == width and new[i, 0] / t**length_penalty <= hyps[-1][0]
+                done[i] = len(hyps) == width and new[i, 0] / norm <= hyps[-1][0]
+            if t == max_len:
+                break
             prefix = np.concatenate([prefix[rows.ravel()], toks.reshape(-1, 1)], 1)
+            state = decoder.tile(state, rows.ravel())  # each beam's parent's cache
             scores = new
             if done.any():
                 keep = np.flatnonzero(~done)
@@ -132,10 +210,5 @@ def beam_search(decoder, src, width: int = 4, length_penalty: float = 1.0,
                 kept_rows = (keep[:, None] * width + np.arange(width)).ravel()
                 state, prefix = decoder.tile(state, kept_rows), prefix[kept_rows]
                 scores = scores[keep]
-        length = prefix.shape[1] - 1
-        for i, source in enumerate(alive):  # out of steps: the live beams compete as they are
-            finished[source] += [(scores[i, b] / length**length_penalty,
-                                  prefix[i * width + b, 1:].tolist())
-                                 for b in range(width) if np.isfinite(scores[i, b])]
         out += [max(h, key=lambda x: x[0])[1] if h else [] for h in finished]
     return out

@@ -84,7 +84,7 @@ def evaluate(trainer, tests: dict, spec, vocab: list[str]) -> dict:
     "_long" for test_long; a few decoded examples of each for the report."""
     length = max_len(spec.info)
     out: dict = {"beam_width": BEAM_WIDTH, "length_penalty": LENGTH_PENALTY,
-                 "decode_max_len": length, "decoding": "no key/value cache", "examples": []}
+                 "decode_max_len": length, "decoding": "key/value cache", "examples": []}
     for suffix, (x_dev, x, y) in tests.items():
         y = np.asarray(y)[:, 1:]  # without BOS
         rows = greedy(trainer, x_dev, length, QUALITY_BATCH)

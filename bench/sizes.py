@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .registry import (
     DATASETS,
     FAMILIES,
@@ -21,6 +23,7 @@ from .registry import (
     check_choice,
     check_family_reads,
 )
+from .text_pairs import BOS, EOS, PAD
 
 # ---------------------------------------------------------------------------- sizes
 
@@ -55,6 +58,33 @@ class Seq2SeqSize:
     enc_layers: int
     dec_layers: int
     ff: int
+
+
+@dataclass(frozen=True)
+class Seq2SeqArch:
+    """Everything that fixes what an encoder-decoder computes, in both backends: the
+    benchmark's own `seq2seq` (pre-LN, ReLU, interleaved positions, a final LayerNorm on
+    each stack) and a pretrained Marian checkpoint (bench.marian: post-LN, SiLU, positions
+    as sines then cosines, no final LayerNorm). Both share one canonical weight list."""
+
+    vocab: int
+    d_model: int
+    heads: int
+    enc_layers: int
+    dec_layers: int
+    ff: int
+    post_ln: bool = False  # LayerNorm after each residual add (BART/Marian), not before
+    activation: str = "relu"  # the feed-forward's; "silu" is Marian's "swish"
+    positions: str = "interleaved"  # sin/cos on even/odd features; "halves": sin | cos
+    start: int = 1  # the token decoding starts from (Marian: its pad)
+    eos: int = 2
+    pad: int = 0
+    max_positions: int = 0  # longest sentence the position table covers (0: any)
+
+    @property
+    def final_ln(self) -> bool:
+        """Pre-LN stacks end in a LayerNorm; post-LN ones are normalised already."""
+        return not self.post_ln
 
 
 # xs..xl fit a 2-core laptop and span three orders of magnitude on every dataset;
@@ -179,7 +209,9 @@ def weight_shapes(
     info = DATASETS[dataset]
     s = size_of(family, size)
     if family == "seq2seq":
-        return _seq2seq_shapes(s, info, size)
+        if s.d_model % s.heads:
+            raise SpecError(f"seq2seq size {size!r}: d_model not divisible by heads")
+        return seq2seq_shapes(seq2seq_arch(size, dataset))
     out = info.n_outputs
     w: list[tuple[str, tuple[int, ...]]] = []
     if family == "cnn":
@@ -244,31 +276,59 @@ def _norm(name: str, d: int) -> list[tuple[str, tuple[int, ...]]]:
     return [(f"{name}.gamma", (d,)), (f"{name}.beta", (d,))]
 
 
-def _seq2seq_shapes(s: Seq2SeqSize, info: DatasetInfo, size: str):
-    """Encoder-decoder (Vaswani et al. 2017, pre-LN): one embedding shared by the source,
-    the target and the output layer (as Marian ties them), plus an output bias."""
-    d = s.d_model
-    if d % s.heads:
-        raise SpecError(f"seq2seq size {size!r}: d_model not divisible by heads")
-    w = [("embed", (info.vocab, d))]
-    for i in range(s.enc_layers):
+def seq2seq_arch(size: str, dataset: str) -> Seq2SeqArch:
+    """The benchmark's own translation model at a named size on a translation dataset."""
+    s, info = size_of("seq2seq", size), DATASETS[dataset]
+    return Seq2SeqArch(info.vocab, s.d_model, s.heads, s.enc_layers, s.dec_layers, s.ff,
+                       start=BOS, eos=EOS, pad=PAD)
+
+
+def sinusoid(length: int, d: int, layout: str = "interleaved") -> np.ndarray:
+    """The fixed position table (length, d), float32 from float64 arithmetic, that both
+    backends add: angle pos / 10000^(2i/d) for i < d/2, its sine on even features and
+    cosine on odd ones (Vaswani et al.), or with "halves" every sine first, then every
+    cosine (Marian's table, as Hugging Face builds it)."""
+    pos = np.arange(length, dtype=np.float64)[:, None]
+    rate = np.exp(-math.log(10000.0) * np.arange(0, d, 2, dtype=np.float64) / d)
+    sin, cos = np.sin(pos * rate), np.cos(pos * rate)[:, : d // 2]
+    if layout == "halves":
+        return np.concatenate([sin, cos], 1).astype(np.float32)
+    pe = np.zeros((length, d))
+    pe[:, 0::2], pe[:, 1::2] = sin, cos
+    return pe.astype(np.float32)
+
+
+def seq2seq_shapes(a: Seq2SeqArch) -> list[tuple[str, tuple[int, ...]]]:
+    """Encoder-decoder (Vaswani et al. 2017): one embedding shared by the source, the target
+    and the output layer (as Marian ties them), plus an output bias. Per encoder layer ln1,
+    attention, ln2, feed-forward; per decoder layer ln1, self-attention, ln2,
+    cross-attention (x), ln3, feed-forward: the same names pre-LN or post-LN, where a norm
+    follows the branch its number names instead of preceding it."""
+    d = a.d_model
+    w = [("embed", (a.vocab, d))]
+    for i in range(a.enc_layers):
         b = f"enc{i}."
         w += _norm(b + "ln1", d) + _attention(b, d) + _norm(b + "ln2", d)
-        w += [(b + "ff1.kernel", (d, s.ff)), (b + "ff1.bias", (s.ff,)),
-              (b + "ff2.kernel", (s.ff, d)), (b + "ff2.bias", (d,))]
-    w += _norm("enc_ln", d)
-    for i in range(s.dec_layers):
+        w += [(b + "ff1.kernel", (d, a.ff)), (b + "ff1.bias", (a.ff,)),
+              (b + "ff2.kernel", (a.ff, d)), (b + "ff2.bias", (d,))]
+    w += _norm("enc_ln", d) if a.final_ln else []
+    for i in range(a.dec_layers):
         b = f"dec{i}."
         w += _norm(b + "ln1", d) + _attention(b, d) + _norm(b + "ln2", d)
         w += _attention(b + "x", d) + _norm(b + "ln3", d)
-        w += [(b + "ff1.kernel", (d, s.ff)), (b + "ff1.bias", (s.ff,)),
-              (b + "ff2.kernel", (s.ff, d)), (b + "ff2.bias", (d,))]
-    return w + _norm("dec_ln", d) + [("head.bias", (info.vocab,))]
+        w += [(b + "ff1.kernel", (d, a.ff)), (b + "ff1.bias", (a.ff,)),
+              (b + "ff2.kernel", (a.ff, d)), (b + "ff2.bias", (d,))]
+    w += _norm("dec_ln", d) if a.final_ln else []
+    return w + [("head.bias", (a.vocab,))]
+
+
+def param_count_of(shapes: list[tuple[str, tuple[int, ...]]]) -> int:
+    return sum(_prod(shape) for _, shape in shapes)
 
 
 def param_count(family: str, size: str, dataset: str, batchnorm: bool = False) -> int:
     """Trainable parameters of a model, as both backends build it."""
-    return sum(_prod(shape) for _, shape in weight_shapes(family, size, dataset, batchnorm))
+    return param_count_of(weight_shapes(family, size, dataset, batchnorm))
 
 
 def flops_per_sample(family: str, size: str, dataset: str) -> int:

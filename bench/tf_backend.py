@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
+from .generate import DecodesThrough  # noqa: E402
 from .init import init_weights  # noqa: E402
 from .measure import cpu_name  # noqa: E402
 from .registry import (  # noqa: E402
@@ -41,7 +42,15 @@ from .registry import (  # noqa: E402
     RMSPROP_RHO,
     SpecError,
 )
-from .sizes import cnn_geometry, transformer_tokens, weight_shapes  # noqa: E402
+from .sizes import (  # noqa: E402
+    Seq2SeqArch,
+    cnn_geometry,
+    seq2seq_arch,
+    seq2seq_shapes,
+    sinusoid,
+    transformer_tokens,
+    weight_shapes,
+)
 from .spec import RunSpec  # noqa: E402
 from .text_pairs import PAD  # noqa: E402
 
@@ -269,21 +278,11 @@ def _transformer(spec: RunSpec, x, drop):
 # ---------------------------------------------------------------------------- seq2seq
 
 
-def _sinusoid(length: int, d: int) -> np.ndarray:
-    """torch_backend._positions' table, in its float64 arithmetic, cast once."""
-    pos = np.arange(length, dtype=np.float64)[:, None]
-    rate = np.exp(-math.log(10000.0) * np.arange(0, d, 2, dtype=np.float64) / d)
-    pe = np.zeros((length, d))
-    pe[:, 0::2] = np.sin(pos * rate)
-    pe[:, 1::2] = np.cos(pos * rate)[:, : d // 2]
-    return pe.astype(np.float32)
-
-
 # Masked keys get -inf as in torch's SDPA with a boolean mask: softmax gives them exactly 0
 # and their gradient is 0 (a fully masked row would be NaN in both; no sentence is empty).
-def _key_bias(src):
+def _key_bias(src, pad: int = PAD):
     """Additive score bias (n, 1, 1, L): -inf at PAD source keys, 0 at real ones."""
-    return tf.where(tf.equal(src, PAD), -np.inf, 0.0)[:, None, None, :]
+    return tf.where(tf.equal(src, pad), -np.inf, 0.0)[:, None, None, :]
 
 
 def _causal_bias(length):
@@ -293,17 +292,19 @@ def _causal_bias(length):
 
 
 class Seq2SeqBlock(layers.Layer):
-    """Pre-LN encoder layer, or with `cross` a decoder layer (causal self-attention, then
-    cross-attention over the encoder output as xq/xk/xv/xo, then FF under ln3).
+    """Encoder layer, or with `cross` a decoder layer (causal self-attention, then
+    cross-attention over the encoder output as xq/xk/xv/xo under ln2, then FF under ln3);
+    pre-LN, or post-LN (Marian) with the norm after each residual sum.
 
     Works on flat (n * L, d) activations so that every projection is one 2-D matmul
     (Keras's Dense on 3-D input goes through tensordot's reshapes); only attention sees
     (n, heads, L, d/heads).
     """
 
-    def __init__(self, d, heads, ff, dropout, seed, cross=False, **kw):
+    def __init__(self, d, heads, ff, dropout, seed, cross=False, post_ln=False,
+                 activation="relu", **kw):
         super().__init__(**kw)
-        self.d, self.heads, self.cross = d, heads, cross
+        self.d, self.heads, self.cross, self.post_ln = d, heads, cross, post_ln
         self.scale = 1.0 / math.sqrt(d // heads)
         self.ln1 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln1")
         self.q, self.k, self.v, self.o = (layers.Dense(d, name=n) for n in "qkvo")
@@ -314,7 +315,7 @@ class Seq2SeqBlock(layers.Layer):
             self.ln3 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln3")
             norms.append(self.ln3)
             linears += [self.xq, self.xk, self.xv, self.xo]
-        self.ff1 = layers.Dense(ff, activation="relu", name="ff1")
+        self.ff1 = layers.Dense(ff, activation=activation, name="ff1")
         self.ff2 = layers.Dense(d, name="ff2")
         self.drop = _dropout(dropout, seed) if dropout > 0 else None
         for layer in norms + linears + [self.ff1]:
@@ -322,32 +323,61 @@ class Seq2SeqBlock(layers.Layer):
         self.ff2.build((None, ff))
         self.built = True
 
-    def _attend(self, prefix, y, kv, n, lq, lk, bias):
-        """Heads of queries y (n*lq, d) over keys/values from kv (n*lk, d)."""
-        q, k, v, o = (getattr(self, prefix + c) for c in "qkvo")
+    def _split(self, t, n, length):
+        """(n * length, d) -> (n, heads, length, d / heads)."""
         dh = self.d // self.heads
+        return tf.transpose(tf.reshape(t, (n, length, self.heads, dh)), (0, 2, 1, 3))
 
-        def split(t, length):
-            return tf.transpose(tf.reshape(t, (n, length, self.heads, dh)), (0, 2, 1, 3))
+    def _kv(self, prefix, kv, n, length):
+        """Keys and values, split into heads, of flat rows kv (n * length, d)."""
+        k, v = getattr(self, prefix + "k"), getattr(self, prefix + "v")
+        return self._split(k(kv), n, length), self._split(v(kv), n, length)
 
-        scores = tf.matmul(split(q(y) * self.scale, lq), split(k(kv), lk), transpose_b=True)
-        a = tf.matmul(_softmax(scores, bias), split(v(kv), lk))
+    def cross_kv(self, memory, n, length):
+        return self._kv("x", memory, n, length)
+
+    def _attend(self, prefix, y, k, v, n, lq, bias):
+        """Heads of queries y (n*lq, d) over split keys and values k, v."""
+        q, o = getattr(self, prefix + "q"), getattr(self, prefix + "o")
+        scores = tf.matmul(self._split(q(y) * self.scale, n, lq), k, transpose_b=True)
+        a = tf.matmul(_softmax(scores, bias), v)
         return o(tf.reshape(tf.transpose(a, (0, 2, 1, 3)), (n * lq, self.d)))
+
+    def _residual(self, x, branch, norm, training):
+        if self.post_ln:
+            return norm(x + self._dropped(branch(x), training))
+        return x + self._dropped(branch(norm(x)), training)
 
     def _dropped(self, t, training):
         return self.drop(t, training=training) if self.drop is not None else t
 
+    def _ff(self, x):
+        return self.ff2(self.ff1(x))
+
     def forward(self, x, n, length, bias, memory=None, mem_len=None, mem_bias=None,
-                training=False):
-        """x (n*length, d); decoder layers also take the flat memory (n*mem_len, d)."""
-        h = self.ln1(x)
-        x = x + self._dropped(self._attend("", h, h, n, length, length, bias), training)
-        last = self.ln2
+                training=False, cache=None):
+        """x (n*length, d); decoder layers also take the flat memory (n*mem_len, d), or
+        with `cache` = (past keys, past values, cross keys, cross values) one position
+        per row (length 1), and then return (x, (keys, values)) with this position's
+        keys and values added."""
+        new = []
+
+        def self_attention(h):
+            k, v = self._kv("", h, n, length)
+            if cache is not None:
+                k, v = tf.concat([cache[0], k], 2), tf.concat([cache[1], v], 2)
+                new.extend((k, v))
+            return self._attend("", h, k, v, n, length, bias)
+
+        def cross_attention(h):
+            k, v = cache[2:] if cache is not None else self.cross_kv(memory, n, mem_len)
+            return self._attend("x", h, k, v, n, length, mem_bias)
+
+        x = self._residual(x, self_attention, self.ln1, training)
         if self.cross:
-            h = self._attend("x", self.ln2(x), memory, n, length, mem_len, mem_bias)
-            x = x + self._dropped(h, training)
-            last = self.ln3
-        return x + self._dropped(self.ff2(self.ff1(last(x))), training)
+            x = self._residual(x, cross_attention, self.ln2, training)
+        x = self._residual(x, self._ff, self.ln3 if self.cross else self.ln2, training)
+        return x if cache is None else (x, tuple(new))
 
 
 class TiedOutput(layers.Layer):
@@ -359,55 +389,73 @@ class TiedOutput(layers.Layer):
         self.bias = self.add_weight(shape=(vocab,), initializer="zeros", name="bias")
         self.built = True
 
-    def call(self, h, table):
+    def call(self, h, table, table_t=None):
+        """`table_t`, E^T laid out (d, vocab), where a caller keeps one: oneDNN's matmul
+        with transpose_b copies E on every call, 12x the product's own time at
+        opus-mt's 59,514 x 512 (measured here: 386 ms against 31 ms for 4 rows)."""
+        if table_t is not None:
+            return tf.matmul(h, tf.cast(table_t, h.dtype)) + self.bias
         return tf.matmul(h, tf.cast(table, h.dtype), transpose_b=True) + self.bias
 
 
 class Seq2SeqNet(keras.Model):
-    """Encoder-decoder Transformer, the torch backend's Seq2Seq: one embedding for source,
-    target and output, scaled by sqrt(d) before the sinusoidal positions; source padding
-    masked in the encoder and in cross-attention; causal decoder self-attention."""
+    """Encoder-decoder Transformer of a Seq2SeqArch, the torch backend's Seq2Seq: one
+    embedding for source, target and output, scaled by sqrt(d) before the sinusoidal
+    positions; source padding masked in the encoder and in cross-attention; causal
+    decoder self-attention; pre-LN with final norms, or post-LN (Marian) without."""
 
-    def __init__(self, spec: RunSpec):
-        super().__init__(name=f"seq2seq_{spec.size}")
-        info, a = spec.info, spec.arch
-        d, base = a.d_model, spec.seed * 1000
-        self.d, self.vocab = d, info.vocab
+    def __init__(self, arch: Seq2SeqArch, dropout: float = 0.0, seed: int = 0,
+                 name: str = "seq2seq"):
+        super().__init__(name=name)
+        d, base = arch.d_model, seed * 1000
+        self.arch, self.d, self.vocab = arch, d, arch.vocab
         self.embed_scale = math.sqrt(d)
-        self.embed = layers.Embedding(info.vocab, d, name="embed")
+        self.embed = layers.Embedding(arch.vocab, d, name="embed")
         self.embed.build((None,))
-        # torch extends its table past max(source, target)+1 on demand; a graph cannot, so
-        # the table is long enough for any sentence this benchmark decodes.
-        self.pe = tf.constant(_sinusoid(max(512, info.shape[0] + 1, info.target_len + 1), d))
-        self.enc = [Seq2SeqBlock(d, a.heads, a.ff, spec.dropout, base + 500 + i,
-                                 name=f"enc{i}") for i in range(a.enc_layers)]
-        self.enc_ln = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="enc_ln")
-        self.dec = [Seq2SeqBlock(d, a.heads, a.ff, spec.dropout, base + 700 + i, cross=True,
-                                 name=f"dec{i}") for i in range(a.dec_layers)]
-        self.dec_ln = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="dec_ln")
-        for ln in (self.enc_ln, self.dec_ln):
-            ln.build((None, d))
-        self.head = TiedOutput(info.vocab, name="head")
-        self.drops = [_dropout(spec.dropout, base + k) if spec.dropout > 0 else None
+        # torch extends its table on demand; a graph cannot, so the table is long enough
+        # for any sentence this benchmark decodes (and a checkpoint's own limit).
+        self.pe = tf.constant(sinusoid(max(512, arch.max_positions), d, arch.positions))
+        kw = {"post_ln": arch.post_ln, "activation": arch.activation}
+        self.enc = [Seq2SeqBlock(d, arch.heads, arch.ff, dropout, base + 500 + i,
+                                 name=f"enc{i}", **kw) for i in range(arch.enc_layers)]
+        self.dec = [Seq2SeqBlock(d, arch.heads, arch.ff, dropout, base + 700 + i, cross=True,
+                                 name=f"dec{i}", **kw) for i in range(arch.dec_layers)]
+        self.enc_ln = self.dec_ln = None
+        if arch.final_ln:
+            self.enc_ln = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="enc_ln")
+            self.dec_ln = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="dec_ln")
+            for ln in (self.enc_ln, self.dec_ln):
+                ln.build((None, d))
+        self.head = TiedOutput(arch.vocab, name="head")
+        self.drops = [_dropout(dropout, base + k) if dropout > 0 else None
                       for k in (1, 2)]  # source, target embeddings
         self.built = True
 
-    def _embed(self, ids, which, training):
+    def _embed(self, ids, which, training, start=0):
         n, length = tf.shape(ids)[0], tf.shape(ids)[1]
-        x = tf.gather(self.embed.embeddings, ids) * self.embed_scale + self.pe[:length]
+        pe = self.pe[start : start + length]
+        x = tf.gather(self.embed.embeddings, ids) * self.embed_scale + pe
         x = tf.cast(tf.reshape(x, (n * length, self.d)), self.compute_dtype)
         drop = self.drops[which]
         return (drop(x, training=training) if drop is not None else x), n, length
 
+    @staticmethod
+    def _norm(ln, x):
+        return x if ln is None else ln(x)
+
     def encode(self, src, training=False):
         """(encoder output (n, L, d), key bias (n, 1, 1, L))."""
-        bias = _key_bias(src)
+        bias = _key_bias(src, self.arch.pad)
         x, n, length = self._embed(src, 0, training)
         for block in self.enc:
             x = block.forward(x, n, length, bias, training=training)
-        return tf.reshape(self.enc_ln(x), (n, length, self.d)), bias
+        return tf.reshape(self._norm(self.enc_ln, x), (n, length, self.d)), bias
 
-    def decode(self, tgt_in, memory, mem_bias, training=False, last_only=False):
+    def _logits(self, x, table_t=None):
+        return self.head(self._norm(self.dec_ln, x), self.embed.embeddings, table_t)
+
+    def decode(self, tgt_in, memory, mem_bias, training=False, last_only=False,
+               table_t=None):
         """Flat logits (n * T, vocab) of every target position, teacher-forced on tgt_in;
         with `last_only`, (n, vocab) of the last position (decoding needs no other)."""
         x, n, length = self._embed(tgt_in, 1, training)
@@ -418,7 +466,24 @@ class Seq2SeqNet(keras.Model):
             x = block.forward(x, n, length, causal, flat, mem_len, mem_bias, training=training)
         if last_only:
             x = tf.reshape(x, (n, length, self.d))[:, -1]
-        return self.head(self.dec_ln(x), self.embed.embeddings)
+        return self._logits(x, table_t)
+
+    def cross_kv(self, memory):
+        """Every decoder layer's cross-attention keys and values over `memory`."""
+        n, length = tf.shape(memory)[0], tf.shape(memory)[1]
+        flat = tf.reshape(memory, (-1, self.d))
+        return [block.cross_kv(flat, n, length) for block in self.dec]
+
+    def decode_step(self, last, mem_bias, caches, table_t=None):
+        """Logits (n, vocab) after one more token `last` (n, 1), and each layer's keys
+        and values with it; `caches` holds per layer (keys, values, cross keys, cross
+        values), the self-attention ones of the earlier positions."""
+        x, n, _ = self._embed(last, 1, False, start=tf.shape(caches[0][0])[2])
+        grown = []
+        for block, cache in zip(self.dec, caches, strict=True):
+            x, kv = block.forward(x, n, 1, None, mem_bias=mem_bias, cache=cache)
+            grown.append(kv)
+        return self._logits(x, table_t), grown
 
     def logits(self, src, tgt_in, training=False):
         return self.decode(tgt_in, *self.encode(src, training), training=training)
@@ -436,14 +501,15 @@ _LEAVES = {"embed": "embeddings"}  # canonical leaf name -> Keras attribute
 class Model:
     """A Keras model plus its trainable variables in canonical (sizes.weight_shapes) order."""
 
-    def __init__(self, spec: RunSpec, net: keras.Model):
-        self.spec, self.net = spec, net
-        names = weight_shapes(spec.family, spec.size, spec.dataset, spec.batchnorm)
-        self.variables = [self._variable(name) for name, _ in names]
+    frozen = False  # see seq2seq_model
+
+    def __init__(self, net: keras.Model, names: list[str]):
+        self.net = net
+        self.variables = [self._variable(name) for name in names]
         mine = {id(v) for v in self.variables}
         theirs = {id(v) for v in net.trainable_variables}
         if mine != theirs or len(mine) != len(self.variables):
-            raise RuntimeError(f"{spec.family}: canonical weight list differs from Keras's")
+            raise RuntimeError(f"{net.name}: canonical weight list differs from Keras's")
 
     def _variable(self, name: str):
         parts = name.split(".")
@@ -471,7 +537,8 @@ def build(spec: RunSpec) -> Model:
     try:
         with tf.device(_STATE["tf_device"]):
             if spec.family == "seq2seq":
-                net = Seq2SeqNet(spec)
+                net = Seq2SeqNet(seq2seq_arch(spec.size, spec.dataset), spec.dropout,
+                                 spec.seed, name=f"seq2seq_{spec.size}")
             else:
                 inputs = keras.Input(shape=info.shape, dtype=_input_dtype(spec).name)
                 x = _BODIES[spec.family](spec, inputs, _dropper(spec))
@@ -479,7 +546,8 @@ def build(spec: RunSpec) -> Model:
                 net = keras.Model(inputs, logits, name=f"{spec.family}_{spec.size}")
     finally:
         keras.config.set_dtype_policy("float32")
-    model = Model(spec, net)
+    names = weight_shapes(spec.family, spec.size, spec.dataset, spec.batchnorm)
+    model = Model(net, [n for n, _ in names])
     set_weights(model, init_weights(spec))
     return model
 
@@ -650,7 +718,7 @@ def _optimizer(spec: RunSpec) -> keras.optimizers.Optimizer:
 # ---------------------------------------------------------------------------- training
 
 
-class Trainer:
+class Trainer(DecodesThrough):
     """Owns the optimizer and the compiled train/eval functions of one model."""
 
     def __init__(self, model: Model, spec: RunSpec):
@@ -696,15 +764,10 @@ class Trainer:
             fn._omit_frequent_tracing_warning = True
 
     def _seq2seq_functions(self, x_sig, y_sig):
-        # Decoding grows the prefix by one token a call: None lengths keep it to one trace.
-        ids = tf.TensorSpec((None, None), tf.int64)
-        memory = tf.TensorSpec((None, None, self.spec.arch.d_model), self.net.compute_dtype)
-        bias = tf.TensorSpec((None, 1, 1, None), tf.float32)
         self._logits = tf.function(self._teacher_forced, input_signature=[x_sig, y_sig])
         self._eval_s2s = tf.function(self._seq2seq_eval_batch, input_signature=[x_sig, y_sig])
-        self._encode = tf.function(self.net.encode, input_signature=[ids])
-        self._next = tf.function(self._next_logprobs, input_signature=[memory, bias, ids])
-        return self._logits, self._eval_s2s, self._encode, self._next
+        self.decoder = Decoder(self.model)  # generation, for bench.generate
+        return self._logits, self._eval_s2s
 
     def _data_loss(self, y, logits, reduce=tf.reduce_mean):
         logits = tf.cast(logits, tf.float32)
@@ -788,10 +851,6 @@ class Trainer:
         return (tf.cast(total, tf.float64), tf.cast(count, tf.int64),
                 tf.reduce_sum(tf.cast(hit, tf.int64)))
 
-    def _next_logprobs(self, memory, bias, prefix):
-        logits = self.net.decode(prefix, memory, bias, last_only=True)
-        return tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-
     def step(self, xb, yb, lr: float) -> tf.Tensor:
         """One optimizer step at learning rate `lr`; the loss (data + L2) as a device scalar."""
         return self._step(xb, yb, tf.constant(lr, tf.float32))
@@ -839,20 +898,98 @@ class Trainer:
                             "encode() and next_logprobs()")
         return self._infer(xb)
 
-    # Generation: bench.generate drives these, one decoder pass over the whole prefix per
-    # new token (no key/value cache), as in the torch backend.
-    def encode(self, src):
-        """(encoder output, source key bias) on the device."""
-        return self._encode(_on_device(src))
+
+class Decoder:
+    """bench.generate's three calls over a Seq2SeqNet, a trained run's or a pretrained
+    Marian's, as graph functions (None batch and length dimensions: one trace each).
+
+    A state is (encoder output, key bias, caches). With a cache, the encoder output is
+    only needed once, for every decoder layer's cross-attention keys and values, and is
+    dropped; each layer's (keys, values, cross keys, cross values) then grows by one
+    position per step.
+    """
+
+    def __init__(self, model: Model):
+        net, arch = model.net, model.net.arch
+        self.start, self.eos, self.pad = arch.start, arch.eos, arch.pad
+        dh = arch.d_model // arch.heads
+        ids = tf.TensorSpec((None, None), tf.int64)
+        memory = tf.TensorSpec((None, None, arch.d_model), net.compute_dtype)
+        bias = tf.TensorSpec((None, 1, 1, None), tf.float32)
+        heads = tf.TensorSpec((None, arch.heads, None, dh), net.compute_dtype)
+        caches = [(heads,) * 4] * arch.dec_layers
+        table_t = tf.TensorSpec((arch.d_model, arch.vocab), tf.float32)
+
+        def full(memory, bias, prefix, table_t):
+            return _logprobs(net.decode(prefix, memory, bias, last_only=True,
+                                        table_t=table_t))
+
+        def step(last, bias, caches, table_t):
+            logits, grown = net.decode_step(last, bias, caches, table_t)
+            return _logprobs(logits), grown
+
+        self._net = net
+        self._encode = tf.function(net.encode, input_signature=[ids])
+        self._cross = tf.function(net.cross_kv, input_signature=[memory])
+        self._full = tf.function(full, input_signature=[memory, bias, ids, table_t])
+        self._step = tf.function(step, input_signature=[ids, bias, caches, table_t])
+        self._table_t, self._frozen = None, model.frozen
+        self._empty = (0, arch.heads, 0, dh)  # a layer's keys before the first step
+        for fn in (self._encode, self._cross, self._full, self._step):
+            fn._omit_frequent_tracing_warning = True
+
+    def encode(self, src, cache: bool = True):
+        # the output layer's E^T, laid out apart (see TiedOutput): once for a pretrained
+        # model, once per call of generate for a trainer's, whose weights change between
+        if self._table_t is None or not self._frozen:
+            with tf.device(_STATE["tf_device"]):
+                self._table_t = tf.transpose(self._net.embed.embeddings)
+        memory, bias = self._encode(_on_device(src))
+        if not cache:
+            return memory, bias, None
+        n = tf.shape(memory)[0]
+        empty = tf.zeros((n, *self._empty[1:]), memory.dtype)
+        return None, bias, [(empty, empty, k, v) for k, v in self._cross(memory)]
 
     @staticmethod
     def tile(state, idx: np.ndarray):
-        return tuple(take(t, idx) for t in state)
+        memory, bias, caches = state
+        return (None if memory is None else take(memory, idx), take(bias, idx),
+                None if caches is None else [tuple(take(t, idx) for t in c) for c in caches])
 
     def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
-        """Log-probabilities (M, vocab) of the token after each prefix row."""
-        memory, bias = state
-        return self._next(memory, bias, _on_device(prefix)).numpy()
+        """Log-probabilities (M, vocab) of the token after each prefix row; with a cache,
+        the state's caches grow by this position (the state is updated in place)."""
+        memory, bias, caches = state
+        if caches is None:
+            return self._full(memory, bias, _on_device(prefix), self._table_t).numpy()
+        past = int(caches[0][0].shape[2])
+        if prefix.shape[1] != past + 1:  # a caller that skipped or repeated a step
+            raise ValueError(f"cache holds {past} positions; prefix has {prefix.shape[1]}, "
+                             "not one more")
+        logp, grown = self._step(_on_device(prefix[:, -1:]), bias, caches, self._table_t)
+        caches[:] = [(k, v, *c[2:]) for (k, v), c in zip(grown, caches, strict=True)]
+        return logp.numpy()
+
+
+def _logprobs(logits):
+    return tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+
+
+def seq2seq_model(arch: Seq2SeqArch, weights: list[np.ndarray],
+                  precision: str = "fp32") -> Model:
+    """A Seq2SeqNet of `arch` holding `weights` (canonical, bench.sizes.seq2seq_shapes):
+    a pretrained model to decode with, under the precision's Keras policy (see build)."""
+    keras.config.set_dtype_policy(_POLICIES[precision])
+    try:
+        with tf.device(_STATE["tf_device"]):
+            net = Seq2SeqNet(arch)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model = Model(net, [n for n, _ in seq2seq_shapes(arch)])
+    set_weights(model, weights)
+    model.frozen = True  # nothing trains it: a Decoder may keep tensors derived from it
+    return model
 
 
 def _on_device(a):

@@ -55,6 +55,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from .generate import DecodesThrough  # noqa: E402
 from .init import init_weights  # noqa: E402
 from .measure import cpu_name  # noqa: E402
 from .registry import (  # noqa: E402
@@ -68,7 +69,15 @@ from .registry import (  # noqa: E402
     RMSPROP_RHO,
     SpecError,
 )
-from .sizes import cnn_geometry, transformer_tokens, weight_shapes  # noqa: E402
+from .sizes import (  # noqa: E402
+    Seq2SeqArch,
+    cnn_geometry,
+    seq2seq_arch,
+    seq2seq_shapes,
+    sinusoid,
+    transformer_tokens,
+    weight_shapes,
+)
 from .spec import RunSpec  # noqa: E402
 from .text_pairs import PAD  # noqa: E402
 
@@ -245,14 +254,10 @@ def _attention_slots(prefix: str, layer: nn.Module, inner: str = "") -> list[_Sl
             for s in _linear_slots(f"{prefix}{inner}{name}", getattr(layer, inner + name))]
 
 
-def _positions(length: int, d: int) -> torch.Tensor:
-    """Sinusoidal encoding, sin on even and cos on odd features (Vaswani et al.)."""
-    pos = torch.arange(length, dtype=torch.float64)[:, None]
-    rate = torch.exp(-math.log(10000.0) * torch.arange(0, d, 2, dtype=torch.float64) / d)
-    pe = torch.zeros(length, d, dtype=torch.float64)
-    pe[:, 0::2] = torch.sin(pos * rate)
-    pe[:, 1::2] = torch.cos(pos * rate)[:, : d // 2]
-    return pe.float()
+def _positions(length: int, d: int, layout: str = "interleaved") -> torch.Tensor:
+    """Sinusoidal encoding (Vaswani et al.): sin on even and cos on odd features, or with
+    layout "halves" (Marian's) all sines first, then all cosines, of the same angles."""
+    return torch.from_numpy(sinusoid(length, d, layout))
 
 
 # ---------------------------------------------------------------------------- models
@@ -260,6 +265,8 @@ def _positions(length: int, d: int) -> torch.Tensor:
 
 class _Model(nn.Module):
     """Shared by the families: `slots()` lists the canonical weights in spec order."""
+
+    precision = "fp32"  # the autocast it runs under (build and seq2seq_model set it)
 
     def slots(self) -> list[_Slot]:
         raise NotImplementedError
@@ -422,19 +429,36 @@ def _attend(layer, y, memory=None, mask=None, causal=False, prefix=""):
     return o(a.transpose(1, 2).reshape(n, lq, d))
 
 
+_ACTIVATIONS = {"relu": F.relu, "silu": F.silu}
+
+
+def _residual(x, branch, norm, post_ln: bool, drop):
+    """x + branch, the LayerNorm before the branch (pre-LN) or after the sum (post-LN)."""
+    if post_ln:
+        return norm(x + drop(branch(x)))
+    return x + drop(branch(norm(x)))
+
+
 class Block(nn.Module):
-    def __init__(self, d: int, heads: int, ff: int, dropout: float):
+    """Encoder layer: self-attention, then feed-forward, each a residual branch."""
+
+    def __init__(self, d: int, heads: int, ff: int, dropout: float, post_ln: bool = False,
+                 activation: str = "relu"):
         super().__init__()
-        self.heads = heads
+        self.heads, self.post_ln, self.act = heads, post_ln, _ACTIVATIONS[activation]
         self.ln1 = nn.LayerNorm(d, eps=LAYERNORM_EPS)
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
         self.ln2 = nn.LayerNorm(d, eps=LAYERNORM_EPS)
         self.ff1, self.ff2 = nn.Linear(d, ff), nn.Linear(ff, d)
         self.drop = nn.Dropout(dropout)
 
+    def _ff(self, x):
+        return self.ff2(self.act(self.ff1(x)))
+
     def forward(self, x, mask=None):
-        x = x + self.drop(_attend(self, self.ln1(x), mask=mask))
-        return x + self.drop(self.ff2(F.relu(self.ff1(self.ln2(x)))))
+        x = _residual(x, lambda h: _attend(self, h, mask=mask), self.ln1, self.post_ln,
+                      self.drop)
+        return _residual(x, self._ff, self.ln2, self.post_ln, self.drop)
 
     def slots(self, prefix: str) -> list[_Slot]:
         out = _norm_slots(prefix + "ln1", self.ln1) + _attention_slots(prefix, self)
@@ -488,23 +512,56 @@ class Transformer(_Model):
         return out + _linear_slots("head", self.head)
 
 
-class DecoderBlock(nn.Module):
-    """Pre-LN decoder layer: causal self-attention, cross-attention over the encoder's
-    output, feed-forward, each a residual branch."""
+def _split_heads(t, heads: int):
+    """(N, L, d) -> (N, heads, L, d / heads)."""
+    n, length, d = t.shape
+    return t.view(n, length, heads, d // heads).transpose(1, 2)
 
-    def __init__(self, d: int, heads: int, ff: int, dropout: float):
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2, self.ln3 = (nn.LayerNorm(d, eps=LAYERNORM_EPS) for _ in range(3))
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+
+class DecoderBlock(Block):
+    """Decoder layer: causal self-attention, cross-attention over the encoder's output
+    (xq/xk/xv/xo under ln2), feed-forward (under ln3), each a residual branch.
+
+    With a `cache` (a dict per layer, kept by `Decoder`), the layer reads only the new
+    position: its keys and values join those of the earlier positions, and the
+    cross-attention's keys and values over the encoder output are computed once."""
+
+    def __init__(self, d: int, heads: int, ff: int, dropout: float, post_ln: bool = False,
+                 activation: str = "relu"):
+        super().__init__(d, heads, ff, dropout, post_ln, activation)
         self.xq, self.xk, self.xv, self.xo = (nn.Linear(d, d) for _ in range(4))
-        self.ff1, self.ff2 = nn.Linear(d, ff), nn.Linear(ff, d)
-        self.drop = nn.Dropout(dropout)
+        self.ln3 = nn.LayerNorm(d, eps=LAYERNORM_EPS)
 
-    def forward(self, x, memory, memory_mask):
-        x = x + self.drop(_attend(self, self.ln1(x), causal=True))
-        x = x + self.drop(_attend(self, self.ln2(x), memory, memory_mask, prefix="x"))
-        return x + self.drop(self.ff2(F.relu(self.ff1(self.ln3(x)))))
+    def cross_kv(self, memory):
+        return _split_heads(self.xk(memory), self.heads), _split_heads(self.xv(memory),
+                                                                        self.heads)
+
+    def _self(self, y, cache):
+        n, length, d = y.shape
+        q, k, v = (_split_heads(p(y), self.heads) for p in (self.q, self.k, self.v))
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
+        # a cached step has one query, which sees every key; otherwise queries see the past
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=length > 1)
+        return self.o(a.transpose(1, 2).reshape(n, length, d))
+
+    def _cross(self, y, memory, mask, cache):
+        n, length, d = y.shape
+        if cache is not None and "xk" in cache:
+            k, v = cache["xk"], cache["xv"]
+        else:
+            k, v = self.cross_kv(memory)
+        a = F.scaled_dot_product_attention(_split_heads(self.xq(y), self.heads), k, v,
+                                           attn_mask=mask)
+        return self.xo(a.transpose(1, 2).reshape(n, length, d))
+
+    def forward(self, x, memory, memory_mask, cache=None):
+        x = _residual(x, lambda h: self._self(h, cache), self.ln1, self.post_ln, self.drop)
+        x = _residual(x, lambda h: self._cross(h, memory, memory_mask, cache), self.ln2,
+                      self.post_ln, self.drop)
+        return _residual(x, self._ff, self.ln3, self.post_ln, self.drop)
 
     def slots(self, prefix: str) -> list[_Slot]:
         out = _norm_slots(prefix + "ln1", self.ln1) + _attention_slots(prefix, self)
@@ -515,7 +572,9 @@ class DecoderBlock(nn.Module):
 
 
 class Seq2Seq(_Model):
-    """Encoder-decoder Transformer (Vaswani et al. 2017) with pre-LN blocks.
+    """Encoder-decoder Transformer (Vaswani et al. 2017), as its Seq2SeqArch says: pre-LN
+    with ReLU and a final LayerNorm per stack (the benchmark's `seq2seq`), or post-LN with
+    SiLU and none (Marian).
 
     One embedding serves the source, the target and (transposed) the output layer, as in
     Marian; embeddings are scaled by sqrt(d_model) before the sinusoidal positions are
@@ -523,42 +582,46 @@ class Seq2Seq(_Model):
     self-attention is causal, so target padding (always after EOS) is never attended to.
     """
 
-    def __init__(self, spec: RunSpec):
+    def __init__(self, arch: Seq2SeqArch, dropout: float = 0.0):
         super().__init__()
-        info, s = spec.info, spec.arch
-        self.d = s.d_model
-        self.embed = nn.Embedding(info.vocab, s.d_model)
-        length = max(info.shape[0], info.target_len) + 1
-        self.register_buffer("pe", _positions(length, s.d_model), persistent=False)
-        self.enc = nn.ModuleList(Block(s.d_model, s.heads, s.ff, spec.dropout)
-                                 for _ in range(s.enc_layers))
-        self.enc_ln = nn.LayerNorm(s.d_model, eps=LAYERNORM_EPS)
-        self.dec = nn.ModuleList(DecoderBlock(s.d_model, s.heads, s.ff, spec.dropout)
-                                 for _ in range(s.dec_layers))
-        self.dec_ln = nn.LayerNorm(s.d_model, eps=LAYERNORM_EPS)
-        self.head_bias = nn.Parameter(torch.zeros(info.vocab))
-        self.drop = nn.Dropout(spec.dropout)
+        self.arch, d = arch, arch.d_model
+        self.embed = nn.Embedding(arch.vocab, d)
+        self.register_buffer("pe", _positions(max(arch.max_positions, 64), d, arch.positions),
+                             persistent=False)
+        kw = {"post_ln": arch.post_ln, "activation": arch.activation}
+        self.enc = nn.ModuleList(Block(d, arch.heads, arch.ff, dropout, **kw)
+                                 for _ in range(arch.enc_layers))
+        self.dec = nn.ModuleList(DecoderBlock(d, arch.heads, arch.ff, dropout, **kw)
+                                 for _ in range(arch.dec_layers))
+        final = (lambda: nn.LayerNorm(d, eps=LAYERNORM_EPS)) if arch.final_ln else nn.Identity
+        self.enc_ln, self.dec_ln = final(), final()
+        self.head_bias = nn.Parameter(torch.zeros(arch.vocab))
+        self.drop = nn.Dropout(dropout)
 
-    def _embed(self, ids):
-        length = ids.shape[1]
-        if length > len(self.pe):  # longer than any dataset sentence: extend the table
-            self.pe = _positions(length, self.d).to(self.pe.device)
-        return self.drop(self.embed(ids) * math.sqrt(self.d) + self.pe[:length])
+    def _embed(self, ids, start: int = 0):
+        end = start + ids.shape[1]
+        if end > len(self.pe):  # longer than the table so far: extend it
+            self.pe = _positions(max(end, 2 * len(self.pe)), self.arch.d_model,
+                                 self.arch.positions).to(self.pe.device)
+        return self.drop(self.embed(ids) * math.sqrt(self.arch.d_model) + self.pe[start:end])
 
     def encode(self, src):
         """(encoder output, source mask (N, 1, 1, L): True at real tokens)."""
-        mask = (src != PAD)[:, None, None, :]
+        mask = (src != self.arch.pad)[:, None, None, :]
         x = self._embed(src)
         for block in self.enc:
             x = block(x, mask)
         return self.enc_ln(x), mask
 
-    def decode(self, tgt_in, memory, mask, last_only: bool = False):
+    def decode(self, tgt_in, memory, mask, last_only: bool = False, caches=None):
         """Logits (N, T, vocab) for every target position, teacher-forced on `tgt_in`;
-        with `last_only`, (N, vocab) of the last position (decoding needs no other)."""
-        x = self._embed(tgt_in)
-        for block in self.dec:
-            x = block(x, memory, mask)
+        with `last_only`, (N, vocab) of the last position (decoding needs no other).
+        With `caches` (one dict per layer), `tgt_in` holds only the positions after the
+        cached ones."""
+        past = caches[0]["k"].shape[2] if caches and "k" in caches[0] else 0
+        x = self._embed(tgt_in, past)
+        for i, block in enumerate(self.dec):
+            x = block(x, memory, mask, None if caches is None else caches[i])
         if last_only:
             x = x[:, -1]
         return self.dec_ln(x) @ self.embed.weight.T + self.head_bias
@@ -570,14 +633,19 @@ class Seq2Seq(_Model):
         out = [_plain("embed", self.embed.weight)]
         for i, block in enumerate(self.enc):
             out += block.slots(f"enc{i}.")
-        out += _norm_slots("enc_ln", self.enc_ln)
+        out += _norm_slots("enc_ln", self.enc_ln) if self.arch.final_ln else []
         for i, block in enumerate(self.dec):
             out += block.slots(f"dec{i}.")
-        return out + _norm_slots("dec_ln", self.dec_ln) + [_plain("head.bias", self.head_bias)]
+        out += _norm_slots("dec_ln", self.dec_ln) if self.arch.final_ln else []
+        return out + [_plain("head.bias", self.head_bias)]
+
+
+def _seq2seq(spec: RunSpec) -> Seq2Seq:
+    return Seq2Seq(seq2seq_arch(spec.size, spec.dataset), spec.dropout)
 
 
 FAMILY_MODELS = {"cnn": CNN, "lstm": RNN, "gru": RNN, "transformer": Transformer,
-                 "seq2seq": Seq2Seq}
+                 "seq2seq": _seq2seq}
 
 
 def build(spec: RunSpec) -> _Model:
@@ -588,6 +656,7 @@ def build(spec: RunSpec) -> _Model:
     if names != want:  # a model and the spec registry disagree: a bug, not user input
         raise AssertionError(f"torch {spec.family} weights {names} != spec {want}")
     set_weights(model, init_weights(spec))
+    model.precision = spec.precision
     return model.to(_device)
 
 
@@ -666,7 +735,7 @@ def _optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class Trainer:
+class Trainer(DecodesThrough):
     """Owns the optimizer state for one model and spec.
 
     Mixed precision is torch autocast around every forward pass (training and evaluation):
@@ -679,6 +748,7 @@ class Trainer:
         self.binary = spec.info.n_outputs == 1
         self.seq2seq = spec.family == "seq2seq"
         self.smoothing = spec.label_smoothing
+        self._decoder: Decoder | None = None
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.decayed = decayed(model)
         self.opt = _optimizer(spec.optimizer, self.params, spec.lr)
@@ -818,24 +888,84 @@ class Trainer:
             exact += ((out.argmax(-1) == labels) | ~real).all(1).sum()
         return total.item() / max(tokens.item(), 1), exact.item() / len(x)
 
-    # Generation (bench.generate drives these; one decoder pass per new token, no cache).
+    @property
+    def decoder(self) -> Decoder:
+        """Generation (encode, tile, next_logprobs; bench.generate drives them)."""
+        if self._decoder is None:
+            self._decoder = Decoder(self.model)
+        return self._decoder
+
+
+class Decoder:
+    """bench.generate's three calls over a Seq2Seq model, a trained run's or a pretrained
+    Marian's: eval mode, no gradients, the model's precision's autocast.
+
+    A state is (encoder output, source mask, caches). With a cache, the encoder output is
+    only needed once, for every decoder layer's cross-attention keys and values, and is
+    dropped; each layer's dict then gains its self-attention keys and values step by step.
+    """
+
+    def __init__(self, model: Seq2Seq):
+        self.model, self.amp = model, _AUTOCAST.get(model.precision)
+        self.start, self.eos, self.pad = model.arch.start, model.arch.eos, model.arch.pad
+
+    def _autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(_device.type, dtype=self.amp)
+
     @torch.no_grad()
-    def encode(self, src):
-        self._mode(False)
+    def encode(self, src, cache: bool = True):
+        if self.model.training:
+            self.model.train(False)
         with self._autocast():
-            return self.model.encode(_as_tensor(src))
+            memory, mask = self.model.encode(_as_tensor(src))
+            if not cache:
+                return memory, mask, None
+            caches = [dict(zip(("xk", "xv"), block.cross_kv(memory), strict=True))
+                      for block in self.model.dec]
+        return None, mask, caches
 
     @staticmethod
     def tile(state, idx: np.ndarray):
-        return tuple(take(t, idx) for t in state)
+        memory, mask, caches = state
+        rows = torch.as_tensor(idx, dtype=torch.long, device=mask.device)
+
+        def pick(t):
+            return t.index_select(0, rows)
+
+        return (None if memory is None else pick(memory), pick(mask),
+                None if caches is None else [{k: pick(v) for k, v in c.items()}
+                                             for c in caches])
 
     @torch.no_grad()
     def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
         """Log-probabilities (M, vocab) of the token after each prefix row."""
-        memory, mask = state
+        memory, mask, caches = state
+        if caches is not None:
+            past = caches[0]["k"].shape[2] if "k" in caches[0] else 0
+            if prefix.shape[1] != past + 1:  # a caller that skipped or repeated a step
+                raise ValueError(f"cache holds {past} positions; prefix has "
+                                 f"{prefix.shape[1]}, not one more")
+            prefix = prefix[:, -1:]
         with self._autocast():
-            out = self.model.decode(_as_tensor(prefix), memory, mask, last_only=True)
+            out = self.model.decode(_as_tensor(prefix), memory, mask, last_only=True,
+                                    caches=caches)
         return F.log_softmax(out.float(), -1).cpu().numpy()
+
+
+def seq2seq_model(arch: Seq2SeqArch, weights: list[np.ndarray],
+                  precision: str = "fp32") -> Seq2Seq:
+    """A Seq2Seq of `arch` holding `weights` (canonical, bench.sizes.seq2seq_shapes), on
+    the setup() device, in eval mode: a pretrained model to decode with, under autocast
+    for bf16 / fp16."""
+    model = Seq2Seq(arch)
+    model.precision = precision
+    names = [s.name for s in model.slots()]
+    if names != [n for n, _ in seq2seq_shapes(arch)]:
+        raise AssertionError(f"torch seq2seq weights {names} != the canonical list")
+    set_weights(model, weights)
+    return model.to(_device).eval()
 
 
 # ---------------------------------------------------------------------------- device

@@ -52,6 +52,28 @@ def check_snapshot_round_trip(backend, spec: RunSpec) -> None:
     np.testing.assert_array_equal(trainer.predict(xd, 32, *targets), before)
 
 
+def check_cache_changes_no_token(trainer, src, prefix) -> None:
+    """A seq2seq trainer decodes the same tokens with and without its key/value cache
+    (greedy, compact or not, and beam search), one cached step per token gives what the
+    whole prefix gives, and a cache that missed a step is refused."""
+    import pytest
+
+    from bench.generate import beam_search, greedy
+
+    for search in (lambda c: greedy(trainer, src, 20, 16, cache=c),
+                   lambda c: greedy(trainer, src, 20, 16, compact=False, cache=c),
+                   lambda c: beam_search(trainer, src, 4, 1.0, 20, 16, cache=c)):
+        assert search(True) == search(False)
+    n, steps = prefix.shape
+    state = trainer.encode(src[:n])
+    for t in range(1, steps + 1):
+        cached = trainer.next_logprobs(state, prefix[:, :t])
+    full = trainer.next_logprobs(trainer.encode(src[:n], cache=False), prefix)
+    np.testing.assert_allclose(cached, full, atol=1e-5)
+    with pytest.raises(ValueError, match=f"cache holds {steps} positions"):
+        trainer.next_logprobs(state, prefix)  # a step repeated
+
+
 def reference_update(name: str, grads, lrs, p0):
     """The update rules of bench.spec, in numpy: p0 after one step per (gradient, lr)."""
     p, m, v = p0.astype(np.float64), 0.0, 0.0

@@ -16,6 +16,7 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 import seq2seq_reference  # noqa: E402
 from backend_reference import (  # noqa: E402
+    check_cache_changes_no_token,
     check_snapshot_round_trip,
     fake_data,
     reference_update,
@@ -331,19 +332,20 @@ def test_seq2seq_source_padding_is_masked(s2s_data):
     trainer = backend.Trainer(model, spec)
     x, y = s2s_data.x_train[:8], s2s_data.y_train[:8, :-1]
     assert (x == 0).any()
-    base = trainer.next_logprobs(trainer.encode(x), y)
+    base = trainer.next_logprobs(trainer.encode(x, cache=False), y)
     # more padding, and padding trimmed to the longest sentence: the same distributions
     longest = int((x != 0).sum(1).max())
     for src in (np.pad(x, ((0, 0), (0, 7))), x[:, :longest]):
-        np.testing.assert_allclose(trainer.next_logprobs(trainer.encode(src), y), base,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            trainer.next_logprobs(trainer.encode(src, cache=False), y), base, atol=1e-5)
     # cross-attention never reads the encoder output at PAD positions
-    memory, bias = trainer.encode(x)
+    memory, bias, _ = trainer.encode(x, cache=False)
     noise = np.random.default_rng(0).standard_normal(memory.shape).astype(np.float32)
     noisy = memory + noise * (x == 0)[:, :, None]
-    np.testing.assert_allclose(trainer.next_logprobs((noisy, bias), y), base, atol=1e-5)
+    np.testing.assert_allclose(trainer.next_logprobs((noisy, bias, None), y), base, atol=1e-5)
     # (and real positions do matter)
-    assert not np.allclose(trainer.next_logprobs((memory + noise, bias), y), base, atol=1e-3)
+    assert not np.allclose(trainer.next_logprobs((memory + noise, bias, None), y), base,
+                           atol=1e-3)
 
 
 def test_seq2seq_decoder_is_causal(s2s_data):
@@ -399,15 +401,22 @@ def test_seq2seq_label_smoothing_loss(eps, s2s_data):
             trainer.predict(x, 16, y), y[:, 1:], 0.0)) > 1e-3
 
 
+def test_seq2seq_key_value_cache_gives_the_same_tokens(trained, s2s_data):
+    check_cache_changes_no_token(trained, s2s_data.x_val[:40], s2s_data.y_val[:5, :4])
+
+
 def test_seq2seq_decoding_does_not_retrace(trained, s2s_data):
     x = s2s_data.x_val[:20]
-    out = greedy(trained, x, 20, 8) + beam_search(trained, x, 3, 1.0, 20, 8)
-    assert max(len(r) for r in out) > 3  # prefixes of many lengths and batch sizes
-    assert trained._encode.experimental_get_tracing_count() == 1
-    assert trained._next.experimental_get_tracing_count() == 1
+    for cache in (True, False):
+        out = (greedy(trained, x, 20, 8, cache=cache)
+               + beam_search(trained, x, 3, 1.0, 20, 8, cache=cache))
+        assert max(len(r) for r in out) > 3  # prefixes of many lengths and batch sizes
+    fns = trained.decoder
+    for fn in (fns._encode, fns._cross, fns._full, fns._step):
+        assert fn.experimental_get_tracing_count() == 1
     # tile: rows of every state tensor
-    memory, bias = trained.encode(x[:3])
-    tiled = trained.tile((memory, bias), np.array([2, 0, 2]))
+    memory, bias, _ = trained.encode(x[:3], cache=False)
+    tiled = trained.tile((memory, bias, None), np.array([2, 0, 2]))
     np.testing.assert_array_equal(tiled[0].numpy(), memory.numpy()[[2, 0, 2]])
     np.testing.assert_array_equal(tiled[1].numpy(), bias.numpy()[[2, 0, 2]])
     logp = trained.next_logprobs(tiled, np.full((3, 1), BOS, dtype=np.int64))

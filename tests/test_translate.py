@@ -50,6 +50,7 @@ def test_translate_prints_one_line_per_sentence(torch_run):
 @pytest.mark.parametrize("args,message", [
     (["hello"], "'hello' is not in the model's vocabulary"),
     (["one", "--beam", "0"], "--beam must be at least 1"),
+    (["one", ""], "an empty text: nothing to translate"),  # not a translation of nothing
 ])
 def test_bad_input_is_one_line(torch_run, args, message):
     p = bench("translate", "--run", torch_run, *args)

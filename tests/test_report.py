@@ -629,7 +629,7 @@ def test_a_journal_study_is_drawn_by_optuna_and_costed_against_the_grid(tmp_path
 
     from bench import tune
 
-    defn = tune.make_definition({"trials": 12}, dict(CNN_XS))
+    defn = tune.make_definition({"trials": 12, "epochs": 20}, dict(CNN_XS))
     d = tmp_path / "tune" / defn["name"]
     d.mkdir(parents=True)
     (d / "study.json").write_text(json.dumps(defn))

@@ -346,9 +346,10 @@ def test_snakemake_schedules_create_workers_export_final(tmp_path):
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
-    assert counts["tune_create"] == 1 and counts["tune_worker"] == 2
-    # one final job per framework of the study (a process imports one framework)
-    assert counts["tune_export"] == 1 and counts["tune_final"] == 2
+    # smoke.yaml: one entry of two sizes, 2 workers each, one final job per framework of
+    # each study (a process imports one framework)
+    assert counts["tune_create"] == 2 and counts["tune_worker"] == 4
+    assert counts["tune_export"] == 2 and counts["tune_final"] == 4
 
 
 # ---------------------------------------------------------------------------- budget

@@ -36,13 +36,14 @@ from .definition import (
     SAMPLERS,
     TuneStudy,
     check_definition,
+    final_frameworks,
     make_definition,
     plan_studies,
     read_definition,
     spec_for,
     study_name,
 )
-from .export import export, final_frameworks, final_specs, run_final, trials_table
+from .export import export, final_specs, run_final, trials_table
 from .liveness import HEARTBEAT, OWNER, Heartbeat, owner_alive, owner_info, reap
 from .pareto import pareto_rung_prune
 from .paths import (

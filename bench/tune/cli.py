@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from ..registry import FRAMEWORKS, SpecError
-from .definition import read_definition
-from .export import export, final_frameworks, run_final
+from .definition import final_frameworks, read_definition
+from .export import export, run_final
 from .storage import load
 from .tickets import progress
 from .worker import create, run_worker

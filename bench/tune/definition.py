@@ -70,7 +70,12 @@ class TuneStudy:
 
     @property
     def final_frameworks(self) -> list[str]:
-        return list(self.definition["final_seeds"])
+        return final_frameworks(self.definition)
+
+
+def final_frameworks(defn: dict) -> list[str]:
+    """The frameworks a study's final runs train in (the keys of its resolved final seeds)."""
+    return list(defn["final_seeds"])
 
 
 def _merge(default: dict, given: dict | None) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..registry import SpecError
 from ..spec import RunSpec
 from .common import log
-from .definition import read_definition, spec_for
+from .definition import final_frameworks, read_definition, spec_for
 from .paths import BEST_FILE, CSV_FILE, PARQUET_FILE
 from .storage import load, storage_label
 from .tickets import TICKET, VOID, holders, is_void, progress, state_name
@@ -122,10 +122,6 @@ def _best(study_dir: Path) -> dict:
     except (OSError, ValueError):
         raise SpecError(f"{study_dir / BEST_FILE} is missing or unreadable; run "
                         "`python -m bench tune-export` first") from None
-
-
-def final_frameworks(defn: dict) -> list[str]:
-    return list(defn["final_seeds"])
 
 
 def final_specs(study_dir: str | Path, framework: str, seeds: list[int] | None = None,

@@ -320,6 +320,8 @@ def metric_range(metric: str) -> tuple[float, float] | None:
         return (0.0, 1.0)
     if metric in SCORE_METRICS:
         return (0.0, 100.0)
+    if metric.endswith("_per_s"):  # a rate is never below 0 (noisy runs gave -10k samples/s)
+        return (0.0, math.inf)
     return None
 
 

@@ -61,6 +61,10 @@ def write_table(rows: list[dict], csv_path: str | Path, parquet_path: str | Path
     cols = [c for c in LEADING if c in df.columns]
     cols += sorted(c for c in df.columns if c not in cols)
     df = df[cols]
+    for c in df.columns:  # parquet wants one type a column: compile is false, true or "best"
+        kinds = {type(v) for v in df[c] if v is not None and v == v}
+        if len(kinds) > 1 and str in kinds:
+            df[c] = df[c].map(lambda v: v if v is None or v != v else str(v))
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = csv_path.with_name(f".{csv_path.name}.tmp")

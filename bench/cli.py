@@ -74,8 +74,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution and measurement")
     g.add_argument("--device", default="cpu", choices=DEVICES)
     g.add_argument("--threads", type=int, default=1, help="intra-op threads (inter-op is 1)")
-    g.add_argument("--compile", action="store_true", default=False,
-                   help="torch.compile / XLA jit_compile")
+    g.add_argument("--compile", nargs="?", const="true", default="false",
+                   choices=["false", "true", "best"],
+                   help="true (alone: --compile): torch.compile / XLA jit_compile; best: "
+                        "whichever trains this model faster in a short probe (default false)")
     g.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32, or mixed bf16 / fp16 (fp32 weights; fp16 scales the loss)")
     g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=False,
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--done", help="write this JSON list of run ids when the batch is through")
     b.add_argument("--lr-from", help="a learning-rate selection file (select-lr): each run "
                                      "takes the rate chosen for its family/dataset/size/optimizer")
+    b.add_argument("--study-plan", help="the study's plan (written by the workflow at start): "
+                                        "print the study's progress and time left")
     _add_io_options(b)
     sel = sub.add_parser("select-lr", help="learning-rate grid batches -> the rate chosen on "
                                            "validation for every family/dataset/size/optimizer")
@@ -193,6 +197,21 @@ def cmd_train(a) -> int:
     return 1 if record["status"] == "error" else 0
 
 
+def _progress(a, file):
+    """after_run for run_specs: the study's progress line (bench.progress), if it has a plan."""
+    def report(finished: list[str]) -> None:
+        if not (a.study_plan and a.done):
+            return
+        from .progress import line
+
+        job = Path(a.done).stem
+        text = line(a.study_plan, Path(a.done).parent, a.out_dir,
+                    job="" if not finished else job, finished=tuple(finished))
+        if text:
+            print(f"{job}: {text}" if file is sys.stdout else text, file=file, flush=True)
+    return report
+
+
 def cmd_run_batch(a) -> int:
     from .records import write_json_atomic
     from .runner import measuring_slots_for, run_specs
@@ -219,9 +238,11 @@ def cmd_run_batch(a) -> int:
         print(f"slot wait {waited:.1f} s", file=sys.stderr, flush=True)
         errors = run_specs(specs, Path(a.out_dir), data_dir=a.data_dir,
                            allow_pickle=a.allow_pickle, mem_limit_mb=a.mem_limit_mb,
-                           save_model=a.save_model)
+                           save_model=a.save_model, after_run=_progress(a, file=sys.stderr))
     if a.done:
         write_json_atomic(a.done, [s.run_id for s in specs])
+        # the job's one line on the console (its stderr goes to its log)
+        _progress(a, file=sys.stdout)([])
     if errors:
         # Recorded, so the report lists them; the batch is through and the pipeline goes on.
         print(f"{errors} run(s) ended with status error (see their records); "

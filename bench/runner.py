@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,8 +53,10 @@ def run_one(spec: RunSpec, record_path: Path, *, data_dir: str | Path, allow_pic
             train.warm_up(spec, data_cache[spec.dataset], backend)
             _WARM.add(spec.framework)
         weights = path_for(record_path) if save_model else None
+        # `compile: best` keeps its choices beside the records, one per model and setting,
+        # so every job of a study trains a model in the same mode.
         return train.run(spec, data_cache[spec.dataset], backend, mem_limit_mb=mem_limit_mb,
-                         save_weights=weights)
+                         save_weights=weights, compile_cache=record_path.parent / "compile")
     except SpecError:
         raise
     except Exception as e:  # noqa: BLE001 - recorded, so a batch keeps its other runs
@@ -67,10 +69,12 @@ def run_one(spec: RunSpec, record_path: Path, *, data_dir: str | Path, allow_pic
 
 
 def run_specs(specs: list[RunSpec], out_dir: Path, *, data_dir: str | Path, allow_pickle: bool,
-              mem_limit_mb: float = 0, save_model: bool = False) -> int:
+              mem_limit_mb: float = 0, save_model: bool = False,
+              after_run: Callable[[list[str]], None] | None = None) -> int:
     """Run each spec whose record in `out_dir` is not kept; returns how many ended in error.
 
-    One line per spec on stderr says what happened to it (kept, running, and why it runs).
+    One line per spec on stderr says what happened to it (kept, running, and why it runs);
+    `after_run` gets the ids of the specs through so far after each run.
     """
     from . import __version__
     from .records import (
@@ -106,6 +110,8 @@ def run_specs(specs: list[RunSpec], out_dir: Path, *, data_dir: str | Path, allo
                          mem_limit_mb=mem_limit_mb, save_model=save_model, data_cache=cache)
         write_json_atomic(path, record)
         errors += record["status"] == "error"
+        if after_run is not None:
+            after_run([s.run_id for s in specs[:i]])
     return errors
 
 

@@ -46,6 +46,20 @@ def parse_batch_size(value) -> int | str:
     return n
 
 
+COMPILE_MODES = (False, True, "best")
+
+
+def parse_compile(value) -> bool | str:
+    """False, True or "best" (also from the strings "false", "true", "best", 0 and 1)."""
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in ("false", "true", "best"):
+            return {"false": False, "true": True}.get(v, v)
+    elif value in (0, 1):
+        return bool(value)
+    raise SpecError(f"bad compile {value!r}; use false, true or best")
+
+
 def batch_regime(batch_size: int | str) -> str:
     if batch_size == "full":
         return "full-batch"
@@ -81,7 +95,10 @@ class RunSpec:
     lr_warmup: int = 0  # optimizer steps of linear learning-rate warm-up from 0
     device: str = "cpu"
     threads: int = 1
-    compile: bool = False
+    # False: eager torch / TF graph mode; True: torch.compile / XLA jit_compile; "best":
+    # whichever of the two trains this model faster in a short probe (bench.compile_choice;
+    # the record's `compile_used` says which ran).
+    compile: bool | str = False
     precision: str = "fp32"
     # GPU math settings, set the same way in both frameworks (no effect on a CPU). TF32
     # off: TensorFlow turns it on by default on Ampere and later, torch does not for
@@ -105,6 +122,7 @@ class RunSpec:
         check_choice("device", self.device, DEVICES)
         check_choice("lr schedule", self.lr_schedule, LR_SCHEDULES)
         check_choice("precision", self.precision, PRECISIONS)
+        object.__setattr__(self, "compile", parse_compile(self.compile))
         # Normalise so that 64, 64.0 and "64" give one spec and one run id.
         object.__setattr__(self, "batch_size", parse_batch_size(self.batch_size))
         # Equal specs must give one id: the id hashes the JSON, where 1 and 1.0 differ, and
@@ -159,6 +177,8 @@ class RunSpec:
                 settings[k] = v
         if "batch_size" in settings:
             settings["batch_size"] = parse_batch_size(settings["batch_size"])
+        if isinstance(settings.get("compile"), dict):  # per framework, as config.yaml allows
+            settings["compile"] = settings["compile"].get(settings.get("framework"), False)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(settings) - known)
         if unknown:

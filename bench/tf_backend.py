@@ -738,6 +738,8 @@ class Trainer(DecodesThrough):
         x_sig = tf.TensorSpec((None, *spec.info.shape), _input_dtype(spec))
         y_shape = (None, spec.info.target_len) if self._seq2seq else (None,)
         y_sig = tf.TensorSpec(y_shape, tf.int64)
+        if spec.compile not in (False, True):  # bench.train resolves 'best' first
+            raise SpecError(f"compile {spec.compile!r} reached the trainer unresolved")
         jit = bool(spec.compile)
         # A None batch dimension: every batch size (full batch, partial last batch) shares a trace.
         self._step = tf.function(

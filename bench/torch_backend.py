@@ -752,6 +752,8 @@ class Trainer(DecodesThrough):
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.decayed = decayed(model)
         self.opt = _optimizer(spec.optimizer, self.params, spec.lr)
+        if spec.compile not in (False, True):  # bench.train resolves 'best' first
+            raise SpecError(f"compile {spec.compile!r} reached the trainer unresolved")
         self.forward = torch.compile(model) if spec.compile else model
         self.amp = _AUTOCAST.get(spec.precision)
         # Keras's LossScaleOptimizer starts at 2^15 (torch: 2^16); both double every 2000

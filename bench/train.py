@@ -194,12 +194,14 @@ def run(
     on_epoch: Callable[[int, dict], bool] | None = None,
     mem_limit_mb: float = 0.0,
     save_weights: str | Path | None = None,
+    compile_cache: str | Path | None = None,
 ) -> dict:
     """Train and measure one run; returns the record (status ok/diverged/oom/pruned).
 
     `on_epoch(epoch, metrics)` returning True stops the run as `pruned` (Optuna uses it).
     With `save_weights`, a finished run writes the weights it was tested with there
     (bench.weights_file) and names the file in the record as `weights_file`.
+    `compile_cache`: the folder where `compile: best` keeps its choices (bench.compile_choice).
     Exceptions other than divergence and out-of-memory propagate to the caller.
     """
     wall = Stopwatch()
@@ -209,6 +211,21 @@ def run(
     dev = backend.setup(spec.threads, spec.device, spec.seed, tf32=spec.tf32,
                         conv_autotune=spec.conv_autotune)
     record.update(dev, device_requested=spec.device)  # `device` is what auto resolved to
+    model_spec = spec
+    if spec.compile == "best":
+        from .compile_choice import choose
+
+        t_probe = Stopwatch()
+        probe = choose(spec, data, backend, dev["device_name"], compile_cache)
+        record.update(compile_used=probe["compiled"], compile_probe=probe,
+                      compile_probe_s=t_probe())
+        model_spec = spec.with_(compile=probe["compiled"])
+        # Seeded again: the probe's random draws (dropout) must not reach the run, which
+        # then equals the run of the chosen mode.
+        backend.setup(spec.threads, spec.device, spec.seed, tf32=spec.tf32,
+                      conv_autotune=spec.conv_autotune)
+    else:
+        record["compile_used"] = bool(spec.compile)
     record.update(data.sizes())
     n_train = len(data.y_train)
     batch = effective_batch(spec, n_train)
@@ -240,9 +257,9 @@ def run(
     build_t = Stopwatch()
     stop = Plateau(spec.patience, spec.min_epochs, watch_loss=spec.family == "seq2seq")
     try:
-        model = backend.build(spec)
+        model = backend.build(model_spec)
         record["params"] = backend.n_params(model)
-        trainer = backend.Trainer(model, spec)
+        trainer = backend.Trainer(model, model_spec)
         record["build_s"] = build_t()
         rng = np.random.default_rng([spec.seed, 2])
         step = 0
@@ -367,8 +384,10 @@ def warm_up(spec: RunSpec, data: Data, backend) -> None:
     On the first WARM_UP_ROWS rows of each split: the runtime's start-up (kernels, thread
     pools, first traces) is paid by any batch, and a translation model's decoding of both
     whole test sets would cost more than its training steps."""
+    # `best` is not probed here: 64 rows would decide it for the whole process.
     tiny = spec.with_(epochs=1, max_steps=3, patience=0, min_epochs=1, warmup_steps=0,
-                      block_steps=1, block_seconds=0.0)
+                      block_steps=1, block_seconds=0.0,
+                      compile=False if spec.compile == "best" else spec.compile)
     cut = {k: (None if v is None else v[:WARM_UP_ROWS]) for k, v in vars(data).items()
            if k.startswith(("x_", "y_"))}
     run(tiny, Data(data.name, **cut), backend)

@@ -28,9 +28,11 @@ def fake(monkeypatch):
     """A trainer that records its calls; the first run of a process warms up once."""
     calls: dict[str, list] = {"run": [], "warm": [], "load": []}
 
-    def run(spec, data, backend, on_epoch=None, mem_limit_mb=0.0, save_weights=None):
+    def run(spec, data, backend, on_epoch=None, mem_limit_mb=0.0, save_weights=None,
+            compile_cache=None):
         calls["run"].append({"run_id": spec.run_id, "data": data, "backend": backend,
-                             "mem_limit_mb": mem_limit_mb, "save_weights": save_weights})
+                             "mem_limit_mb": mem_limit_mb, "save_weights": save_weights,
+                             "compile_cache": compile_cache})
         if spec.seed == FAILS:
             raise RuntimeError("boom\nsecond line")
         if save_weights:
@@ -78,6 +80,8 @@ def test_a_new_batch_runs_each_spec_once_and_writes_its_record(tmp_path, fake, c
                               f"[2/2] {specs[1].run_id}: running"]
     assert [c["run_id"] for c in fake["run"]] == [s.run_id for s in specs]
     assert all(c["mem_limit_mb"] == 512 and c["save_weights"] is None for c in fake["run"])
+    # compile: best's choices live beside the records, shared by every job of the study
+    assert all(c["compile_cache"] == tmp_path / "runs" / "compile" for c in fake["run"])
     assert all(c["data"] == "data-digits" and c["backend"] == "backend-torch"
                for c in fake["run"])
     assert fake["load"] == [("digits", "data", False)]  # one load for the batch

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def _batch_ids(wd: Path, grid: bool | None = None) -> set[str]:
 
 
 def test_smoke_study_writes_every_record_and_the_summary(smoke_workflow):
-    wd, _ = smoke_workflow
+    wd, proc = smoke_workflow
     config = _smoke_config()
     specs = plan(config)
     everything = {p.stem: json.loads(p.read_text()) for p in (wd / "results/runs").glob("*.json")}
@@ -50,6 +51,11 @@ def test_smoke_study_writes_every_record_and_the_summary(smoke_workflow):
             chosen[(u["family"], u["dataset"], u["size"], u["optimizer"])] = u["lr"]
     study = _batch_ids(wd, grid=False)
     assert len(study) == len(specs)
+    # each training job prints the study's progress; the last one, every run done
+    n = len(study) + len(_batch_ids(wd, grid=True))
+    progress = [ln for ln in proc.stdout.splitlines() if "training runs done" in ln]
+    assert f"study: {n} of {n} training runs done (100%)" in progress[-1]
+    assert any(re.search(r"about [\d.]+ (s|min|h) left", ln) for ln in progress)
     assert {s.with_(lr=chosen[unit_of(s)]).run_id for s in specs} == study
     for s in specs:
         r = records[s.with_(lr=chosen[unit_of(s)]).run_id]

@@ -8,11 +8,9 @@ import sys
 import traceback
 from collections.abc import Callable
 
-import numpy as np
 import pandas as pd
 
-from .. import stats
-from . import figures, generation, tables, tuning
+from . import figures, frameworks, generation, tables, tuning
 from .html import Page, Panel, Raw, esc, links, table
 
 # Tests set this to re-raise; the workflow shows a message in place of a panel that fails.
@@ -133,7 +131,7 @@ def _finding_scale(df: pd.DataFrame) -> str:
 
 
 def _finding_frameworks(df: pd.DataFrame) -> str:
-    cells = [figures.framework_cells(df, ds) for ds in sorted(set(df["dataset"]) - {""})]
+    cells = [frameworks.framework_cells(df, ds) for ds in sorted(set(df["dataset"]) - {""})]
     cells = [c for c in cells if len(c)]
     if not cells:
         return ("Frameworks: no configuration has successful runs in both PyTorch and "
@@ -142,15 +140,7 @@ def _finding_frameworks(df: pd.DataFrame) -> str:
     c = pd.concat(cells, ignore_index=True).dropna(subset=["throughput_ratio"])
     if c.empty:
         return "Frameworks: throughput was not recorded in matched runs."
-    far = c.loc[np.log(c["throughput_ratio"]).abs().idxmax()]
-    pt, tf, tie = figures.ratio_counts(c, "throughput_ratio")
-    iv = stats.Interval(far["throughput_ratio"], far["throughput_ratio_lo"],
-                        far["throughput_ratio_hi"], int(min(far["n_torch"], far["n_tf"])))
-    return (f"Frameworks (training throughput, geometric means over seeds, 95% Welch interval "
-            f"of the ratio): the largest gap is {far['family']} at size {far['size']} on "
-            f"{far['dataset']}: {figures.ratio_claim(iv)}. Over {len(c)} matched family/size cells "
-            f"PyTorch is clearly faster in {pt}, TensorFlow in {tf}, and neither in {tie} "
-            f"(median PyTorch/TensorFlow ratio {c['throughput_ratio'].median():.2f}).")
+    return "Frameworks: " + " ".join(frameworks.throughput_sentences(c))
 
 
 def _finding_sweep(df: pd.DataFrame) -> str:
@@ -501,9 +491,9 @@ def frameworks_page(df: pd.DataFrame) -> Page:
     for ds in sorted(set(df["dataset"]) - {""}):
         page.h2(f"Dataset {ds}")
         k = keys("frameworks", ds)
-        page.add(safe(k, ds, lambda d=ds, k=k: figures.frameworks_panel(df, d, k)))
+        page.add(safe(k, ds, lambda d=ds, k=k: frameworks.frameworks_panel(df, d, k)))
         k2 = keys("frameworks-all", ds)
-        page.add(safe(k2, ds, lambda d=ds, k=k2: figures.frameworks_spread_panel(df, d, k)))
+        page.add(safe(k2, ds, lambda d=ds, k=k2: frameworks.frameworks_spread_panel(df, d, k)))
     return page
 
 

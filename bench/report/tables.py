@@ -78,7 +78,8 @@ TEXT_COLUMNS = ["run_id", "status", "message", "family", "framework", "dataset",
                 "optimizer", "regulariser", "tuned", "device", "device_name", "curve",
                 "framework_version", "python_version", "platform", "cpu_model", "hostname",
                 "bench_version", "batch_size", "started_at", "stop_reason", "lr_role",
-                "examples", "precision", "compile", "tf32", "conv_autotune", "lr_grid_run"]
+                "examples", "precision", "compile", "compile_used", "tf32", "conv_autotune",
+                "lr_grid_run"]
 NUMBER_COLUMNS = ["params", "seed", "test_acc", "val_acc", "best_val_acc", "train_samples_per_s",
                   "infer_samples_per_s", "peak_rss_mb", "peak_device_mem_mb", "wall_s", "lr",
                   "epochs", "max_steps", "threads", "cpu_count", "load_avg_1m_start",
@@ -92,7 +93,9 @@ NUMBER_COLUMNS = ["params", "seed", "test_acc", "val_acc", "best_val_acc", "trai
                   "beam_bleu_long", "beam_chrf_long", "beam_width", "length_penalty",
                   "decode_tokens_per_s", "decode_tokens_per_s_min", "decode_tokens_per_s_max",
                   "decode_batch", "decode_latency_ms", "decode_latency_ms_p90",
-                  "train_tokens_per_s"]
+                  "train_tokens_per_s",
+                  # compile: best's probe (bench.compile_choice), both modes
+                  "compile_probe.eager_samples_per_s", "compile_probe.compiled_samples_per_s"]
 
 
 def framework_name(fw: str) -> str:
@@ -135,24 +138,57 @@ def describe_setting(setting: tuple) -> str:
     text += f", {d['precision']}"
     if d["threads"]:
         text += f", {d['threads']} thread" + ("" if d["threads"] == "1" else "s")
-    if d["compile"] == "True":
-        text += ", compiled"
+    text += compile_phrase(d["compile"])
     if d["device"] == "cuda":
         text += (", TF32" if d["tf32"] == "True" else ", no TF32")
         text += ("" if d["conv_autotune"] == "True" else ", no conv autotuning")
     return text
 
 
+_COMPILE_WORDS = {"True": "compiled", "best": "compile best", "False": "uncompiled"}
+
+
+def compile_phrase(policy: str) -> str:
+    """', compiled' / ', compile best' / ', PyTorch uncompiled, TensorFlow compile best' for a
+    setting's compile policy ('' where nothing is compiled)."""
+    if "=" not in policy:
+        return "" if policy in ("False", "") else f", {_COMPILE_WORDS.get(policy, policy)}"
+    parts = dict(p.split("=", 1) for p in policy.split(","))
+    return "".join(f", {framework_name(fw)} {_COMPILE_WORDS.get(v, v)}"
+                   for fw, v in parts.items())
+
+
+def _compile_policies(df: pd.DataFrame, keys: pd.Series) -> pd.Series:
+    """Each run's setting with its compile mode replaced by its study's policy: where each
+    framework ran one mode (config.yaml's per-framework `compile`, e.g. PyTorch eager and
+    TensorFlow best), the frameworks share one setting, 'torch=False,tf=best'. A framework
+    that ran several modes keeps them apart."""
+    at = SETTING_COLUMNS.index("compile")
+    base = keys.map(lambda k: k[:at] + k[at + 1:])
+    out = keys.copy()
+    for b in dict.fromkeys(base):
+        rows = base == b
+        modes = {fw: set(keys[rows & (df["framework"] == fw)].map(lambda k: k[at]))
+                 for fw in set(df.loc[rows, "framework"])}
+        if len(set().union(*modes.values())) < 2 or any(len(m) > 1 for m in modes.values()):
+            continue
+        policy = ",".join(f"{fw}={next(iter(modes[fw]))}"
+                          for fw in sorted(modes, key=framework_rank))
+        out[rows] = keys[rows].map(lambda k, p=policy: k[:at] + (p,) + k[at + 1:])
+    return out
+
+
 def split_by_setting(df: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     """(setting, its runs) for every measurement setting, the one with the most runs first
     (ties: by description).
 
+    Compile modes that differ by framework alone form one policy (`_compile_policies`).
     A run that failed before it measured anything (status error) records no device name:
     it joins the largest setting that agrees with it on the rest, so that its failure is
     listed beside the runs it belongs with."""
     if df.empty:
         return [((), df)]
-    keys = df.apply(setting_of, axis=1)
+    keys = _compile_policies(df, df.apply(setting_of, axis=1))
     name = SETTING_COLUMNS.index("device_name")
     measured = [k for k in keys if k[name]]
     sizes = {k: measured.count(k) for k in dict.fromkeys(measured)}

@@ -19,6 +19,15 @@ except ValueError as e:  # one line naming the key/value; no traceback, no job s
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 BATCHES = {b.name: b for b in GRID_JOBS + STUDY_JOBS}
+# Every training job reads it to print the study's progress and time left (bench.progress).
+STUDY_PLAN = "results/plan.json"
+
+
+onstart:
+    from bench.progress import write_plan
+
+    write_plan(STUDY_PLAN, GRID_JOBS + STUDY_JOBS)
+
 # Learning-rate selections, one per (family, dataset) with a grid: results/lr/<fam>-<ds>.json
 LR_GROUPS = sorted({f"{b.family}-{b.dataset}" for b in GRID_JOBS})
 

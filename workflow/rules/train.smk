@@ -18,6 +18,7 @@ rule train_batch:
         pickle="--allow-pickle" if config["allow_pickle"] else "",
         mem_limit=config["mem_limit_mb"],
         save="--save-model" if config["save_model"] else "",
+        plan=STUDY_PLAN,  # read for the progress line only, so not an input
     log:
         "results/logs/train/{batch}.log",
     conda:
@@ -32,7 +33,7 @@ rule train_batch:
     shell:
         "python -m bench run-batch --specs {params.specs} --out-dir results/runs "
         "--done {output:q} --data-dir {params.data_dir} {params.pickle} {params.lr} "
-        "--mem-limit-mb {params.mem_limit} {params.save} 2> {log:q}"
+        "--mem-limit-mb {params.mem_limit} {params.save} --study-plan {params.plan} 2> {log:q}"
 
 
 # Learning rates chosen on validation: the grid jobs' records of one family and dataset ->

@@ -1,0 +1,113 @@
+"""`compile: best`: per framework and model, train compiled (torch.compile, XLA) or not,
+whichever is faster in a short timed probe.
+
+Neither mode wins everywhere: on one CPU XLA doubled TensorFlow's GRU and halved its seed
+CNN, and torch.compile was slower than eager on every model (README "Compilation"). So the
+choice is measured, per model and setting, once: the probe trains a throwaway copy of the
+model a few steps in each mode and keeps both rates. The choice is cached per process and,
+given a folder, on disk (one small JSON per key, written atomically), so that every run of
+the same model in a study trains in the same mode and pays the probe once.
+
+Framework-neutral: it drives the backend contract (bench.backend_api) only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .measure import BlockTimer
+from .spec import RunSpec
+
+WARM_STEPS = 3  # the first calls hold tracing and compilation: timed apart
+BLOCKS = 3  # the rate is the median of this many blocks
+BLOCK_STEPS = 5  # a block holds at least this many steps ...
+BLOCK_SECONDS = 0.25  # ... and lasts at least this long
+PROBE_BATCHES = 8  # distinct batches the probe cycles through
+# Compiled must beat uncompiled by this factor to be chosen: it pays its compilation again
+# in every run, and a probe this short moves by a few per cent from noise alone.
+MARGIN = 1.05
+
+_MEMO: dict[str, dict] = {}
+
+
+# Fields that change what one step computes or where it runs; the seed, the rate, the
+# budget and the measurement settings do not.
+_KEY_FIELDS = ("framework", "family", "size", "dataset", "optimizer", "batch_size",
+               "batchnorm", "precision", "device", "threads", "tf32", "conv_autotune")
+
+
+def key(spec: RunSpec, device_name: str) -> str:
+    parts = {f: getattr(spec, f) for f in _KEY_FIELDS}
+    # A penalty or a dropout layer adds work whatever its strength.
+    parts.update(dropout=spec.dropout > 0, l2=spec.l2 > 0, wd=spec.weight_decay > 0,
+                 smoothing=spec.label_smoothing > 0, device_name=device_name)
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return (f"{spec.framework}-{spec.family}-{spec.dataset}-{spec.size}-b{spec.batch_size}-"
+            + hashlib.sha256(blob.encode()).hexdigest()[:10])
+
+
+def choose(spec: RunSpec, data, backend, device_name: str,
+           cache_dir: str | Path | None = None) -> dict:
+    """The mode `spec`'s model trains in: {"compiled": bool, "eager_samples_per_s",
+    "compiled_samples_per_s", "compiled_first_steps_s", "eager_first_steps_s", "key",
+    "source"} with source "probed", or "cached" when this process or `cache_dir` had it."""
+    k = key(spec, device_name)
+    if k in _MEMO:
+        return {**_MEMO[k], "source": "cached"}
+    path = Path(cache_dir) / f"{k}.json" if cache_dir else None
+    if path is not None and path.exists():
+        try:
+            got = json.loads(path.read_text())
+            if got.get("key") == k:
+                _MEMO[k] = got
+                return {**got, "source": "cached"}
+        except (OSError, ValueError):
+            pass  # unreadable: probe again and replace it
+    out: dict = {"key": k}
+    for name, mode in (("eager", False), ("compiled", True)):
+        rate, first = probe(spec.with_(compile=mode), data, backend)
+        out[f"{name}_samples_per_s"], out[f"{name}_first_steps_s"] = rate, first
+    out["compiled"] = bool(out["compiled_samples_per_s"] > MARGIN * out["eager_samples_per_s"])
+    _MEMO[k] = out
+    if path is not None:
+        from .records import write_json_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, out)
+    return {**out, "source": "probed"}
+
+
+def probe(spec: RunSpec, data, backend) -> tuple[float, float]:
+    """(median samples/s over BLOCKS timed blocks, seconds of the WARM_STEPS first steps) of
+    a fresh model of `spec` training on the first rows of `data`'s training set."""
+    from .train import effective_batch
+
+    n = len(data.y_train)
+    batch = effective_batch(spec, n)
+    rows = min(n, PROBE_BATCHES * batch)
+    x = backend.to_device(data.x_train[:rows])
+    y = backend.to_device(data.y_train[:rows])
+    per = max(rows // batch, 1)
+    order = backend.batch_indices(np.arange(per * batch) % rows, batch)
+    model = backend.build(spec)
+    trainer = backend.Trainer(model, spec)
+    timer = BlockTimer(WARM_STEPS, BLOCK_STEPS, BLOCK_SECONDS)
+    pending: list = []
+    i = 0
+    t = time.perf_counter()
+    while len(timer.blocks) < BLOCKS:
+        idx = order[i % per]
+        pending.append(trainer.step(backend.take(x, idx), backend.take(y, idx), spec.lr))
+        i += 1
+        if timer.due(len(pending), time.perf_counter() - t):
+            backend.sum_scalars(pending)
+            timer.add(time.perf_counter() - t, len(pending) * batch, len(pending))
+            pending = []
+            t = time.perf_counter()
+    rates = sorted(s / sec for s, sec, _ in timer.blocks)
+    return float(rates[len(rates) // 2]), timer.warmup_seconds

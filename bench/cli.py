@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--done", help="write this JSON list of run ids when the batch is through")
     b.add_argument("--lr-from", help="a learning-rate selection file (select-lr): each run "
                                      "takes the rate chosen for its family/dataset/size/optimizer")
+    b.add_argument("--drop-behind", metavar="EPOCH:MARGIN",
+                   help="learning-rate grid jobs: stop a rate at EPOCH when its validation "
+                        "accuracy is more than MARGIN below an earlier rate's of its unit")
     b.add_argument("--study-plan", help="the study's plan (written by the workflow at start): "
                                         "print the study's progress and time left")
     _add_io_options(b)
@@ -197,6 +200,16 @@ def cmd_train(a) -> int:
     return 1 if record["status"] == "error" else 0
 
 
+def _drop(text: str | None) -> tuple[int, float] | None:
+    if not text:
+        return None
+    try:
+        epoch, margin = text.split(":")
+        return int(epoch), float(margin)
+    except ValueError:
+        raise SpecError(f"--drop-behind {text!r}: use EPOCH:MARGIN, e.g. 20:0.03") from None
+
+
 def _progress(a, file):
     """after_run for run_specs: the study's progress line (bench.progress), if it has a plan."""
     def report(finished: list[str]) -> None:
@@ -238,7 +251,8 @@ def cmd_run_batch(a) -> int:
         print(f"slot wait {waited:.1f} s", file=sys.stderr, flush=True)
         errors = run_specs(specs, Path(a.out_dir), data_dir=a.data_dir,
                            allow_pickle=a.allow_pickle, mem_limit_mb=a.mem_limit_mb,
-                           save_model=a.save_model, after_run=_progress(a, file=sys.stderr))
+                           save_model=a.save_model, after_run=_progress(a, file=sys.stderr),
+                           drop=_drop(a.drop_behind))
     if a.done:
         write_json_atomic(a.done, [s.run_id for s in specs])
         # the job's one line on the console (its stderr goes to its log)

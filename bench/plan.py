@@ -29,6 +29,7 @@ the same losses in both), while throughput and memory stay per framework.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 from .registry import SpecError, check_family_reads, parse_regulariser, reads, regulariser_applies
@@ -48,6 +49,8 @@ class Batch:
     framework: str
     specs: tuple[RunSpec, ...]
     choose_lr: bool = False
+    # grid jobs: (epoch, margin) of `lr_grid_drop` (bench.runner.behind), else None
+    drop: tuple[int, float] | None = None
 
     @property
     def family(self) -> str:
@@ -195,7 +198,9 @@ def lr_grid_runs(config: dict, specs: list[RunSpec]) -> list[RunSpec]:
     out: dict[str, RunSpec] = {}
     for family, dataset, size, optimizer in units:
         base = base_lr(st, family, optimizer)
-        for m in lr_multipliers(config):
+        # The centre rate first: a later rate that falls behind an earlier one is stopped
+        # (`lr_grid_drop`), and the centre is the one most often chosen.
+        for m in sorted(lr_multipliers(config), key=lambda m: (abs(math.log(m)), -m)):
             over = {"lr": grid_lr(base, m)}
             if race:  # a race: every rate for `race` epochs, the winner then trains in full
                 common = run_settings(config, family)
@@ -214,6 +219,14 @@ def race_epochs(config: dict) -> int:
     return race if 0 < race < st["epochs"] else 0
 
 
+def grid_drop(config: dict) -> tuple[int, float] | None:
+    """`lr_grid_drop` as (epoch, margin); None without it, or in a race (its runs are short)."""
+    d = config["study"].get("lr_grid_drop")
+    if not d or race_epochs(config):
+        return None
+    return int(d["epoch"]), float(d["margin"])
+
+
 def grid_lr(base: float, multiplier: float) -> float:
     """base x multiplier, rounded to 6 significant digits so that ids stay readable."""
     return float(f"{base * multiplier:.6g}")
@@ -225,7 +238,7 @@ def unit_of(spec: RunSpec) -> tuple[str, str, str, str]:
 
 
 def batches(specs: list[RunSpec], runs_per_job: int, prefix: str = "",
-            choose_lr: bool = False) -> list[Batch]:
+            choose_lr: bool = False, drop: tuple[int, float] | None = None) -> list[Batch]:
     """Group runs by framework, family and dataset, then chunk them into jobs.
 
     One job loads its framework and dataset once; chunks keep jobs short enough to spread
@@ -240,11 +253,17 @@ def batches(specs: list[RunSpec], runs_per_job: int, prefix: str = "",
         # Longest runs first in each job, so that two jobs sharing two cores end together.
         members = sorted(members, key=lambda s: -_cost(s))
         n_chunks = -(-len(members) // runs_per_job)
+        # Interleave so each chunk mixes sizes evenly. A grid deals out whole units, so
+        # that a rate can be judged against the earlier rates of its unit (`drop`).
+        units: dict[tuple, list[RunSpec]] = {}
+        for s in members:
+            units.setdefault(unit_of(s) if drop else (s.run_id,), []).append(s)
+        dealt = list(units.values())
         for k in range(n_chunks):
-            chunk = members[k::n_chunks]  # interleave so each chunk mixes sizes evenly
+            chunk = [s for u in dealt[k::n_chunks] for s in u]
             tag = "" if threads == 1 else f"-t{threads}"
             out.append(Batch(f"{prefix}{fw}-{fam}-{ds}{tag}-{k + 1}of{n_chunks}", fw,
-                             tuple(chunk), choose_lr))
+                             tuple(chunk), choose_lr, drop))
     return out
 
 
@@ -256,5 +275,5 @@ def jobs(config: dict) -> tuple[list[Batch], list[Batch]]:
     """(learning-rate grid jobs, study jobs) of a config: what the workflow schedules."""
     specs = plan(config)
     rpj = config["runs_per_job"]
-    grid = batches(lr_grid_runs(config, specs), rpj, prefix="lr-")
+    grid = batches(lr_grid_runs(config, specs), rpj, prefix="lr-", drop=grid_drop(config))
     return grid, batches(specs, rpj, choose_lr=choosing_lr(config))

@@ -23,7 +23,7 @@ _WARM: set[str] = set()  # frameworks whose runtime this process has warmed up
 
 def run_one(spec: RunSpec, record_path: Path, *, data_dir: str | Path, allow_pickle: bool,
             mem_limit_mb: float = 0, save_model: bool = False,
-            data_cache: dict | None = None) -> dict:
+            data_cache: dict | None = None, on_epoch=None) -> dict:
     """Run one spec and return its record; status `error` for unexpected exceptions.
 
     `data_cache` (dataset name -> loaded data) lets a batch load each dataset once. With
@@ -56,7 +56,8 @@ def run_one(spec: RunSpec, record_path: Path, *, data_dir: str | Path, allow_pic
         # `compile: best` keeps its choices beside the records, one per model and setting,
         # so every job of a study trains a model in the same mode.
         return train.run(spec, data_cache[spec.dataset], backend, mem_limit_mb=mem_limit_mb,
-                         save_weights=weights, compile_cache=record_path.parent / "compile")
+                         save_weights=weights, compile_cache=record_path.parent / "compile",
+                         on_epoch=on_epoch)
     except SpecError:
         raise
     except Exception as e:  # noqa: BLE001 - recorded, so a batch keeps its other runs
@@ -70,11 +71,14 @@ def run_one(spec: RunSpec, record_path: Path, *, data_dir: str | Path, allow_pic
 
 def run_specs(specs: list[RunSpec], out_dir: Path, *, data_dir: str | Path, allow_pickle: bool,
               mem_limit_mb: float = 0, save_model: bool = False,
-              after_run: Callable[[list[str]], None] | None = None) -> int:
+              after_run: Callable[[list[str]], None] | None = None,
+              drop: tuple[int, float] | None = None) -> int:
     """Run each spec whose record in `out_dir` is not kept; returns how many ended in error.
 
     One line per spec on stderr says what happened to it (kept, running, and why it runs);
-    `after_run` gets the ids of the specs through so far after each run.
+    `after_run` gets the ids of the specs through so far after each run. With `drop`
+    (epoch, margin), a learning-rate grid's run stops as pruned where it falls behind an
+    earlier rate of its unit in this batch (`behind`).
     """
     from . import __version__
     from .records import (
@@ -88,14 +92,18 @@ def run_specs(specs: list[RunSpec], out_dir: Path, *, data_dir: str | Path, allo
 
     cache: dict = {}
     errors = 0
+    curves: dict[str, list[tuple[float, list]]] = {}  # unit -> (lr, curve) of finished rates
     for i, spec in enumerate(specs, 1):
         path = out_dir / f"{spec.run_id}.json"
         old = read_record(path)
+        unit = _unit(spec)
+        on_epoch = behind(spec, curves.get(unit, []), *drop) if drop else None
         outdated = old is not None and foreign_version(old) is not None
         unsaved = (save_model and old is not None
                    and old.get("status") == "ok" and not path_for(path).exists())
         if old and old.get("status") in FINAL_STATUSES and not outdated and not unsaved:
             print(f"[{i}/{len(specs)}] {spec.run_id}: kept ({old['status']})", file=sys.stderr)
+            curves.setdefault(unit, []).append((spec.lr, old.get("curve") or []))
             continue
         stale = remove_stale_temps(path)
         print(f"[{i}/{len(specs)}] {spec.run_id}: running"
@@ -107,12 +115,50 @@ def run_specs(specs: list[RunSpec], out_dir: Path, *, data_dir: str | Path, allo
               + (f" ({stale} partial write(s) removed)" if stale else ""),
               file=sys.stderr, flush=True)
         record = run_one(spec, path, data_dir=data_dir, allow_pickle=allow_pickle,
-                         mem_limit_mb=mem_limit_mb, save_model=save_model, data_cache=cache)
+                         mem_limit_mb=mem_limit_mb, save_model=save_model, data_cache=cache,
+                         on_epoch=on_epoch)
         write_json_atomic(path, record)
+        curves.setdefault(unit, []).append((spec.lr, record.get("curve") or []))
         errors += record["status"] == "error"
         if after_run is not None:
             after_run([s.run_id for s in specs[:i]])
     return errors
+
+
+def _unit(spec: RunSpec) -> str:
+    """What the rates of a grid share: the spec without its learning rate."""
+    return spec.with_(lr=1.0).run_id
+
+
+def smoothed(curve: list, epoch: int, k: int = 3) -> float:
+    """Mean validation accuracy of epochs epoch-k+1 .. epoch (the plateau rule's smoothing)."""
+    vals = [p["val_acc"] for p in curve[:epoch]]
+    return sum(vals[-k:]) / len(vals[-k:]) if vals else float("nan")
+
+
+def behind(spec: RunSpec, earlier: list[tuple[float, list]], epoch: int, margin: float):
+    """on_epoch for a grid run: at `epoch`, stop (as pruned, with the reason) when its
+    smoothed validation accuracy is more than `margin` below that of an earlier rate of its
+    unit at the same epoch. The grid then chooses among the rest: replayed on the default
+    study's grid (epoch 20, margin 0.03), it chose the same 18 rates of 18 and trained 32%
+    fewer grid epochs (README "Learning rates")."""
+    rivals = [(lr, smoothed(c, epoch)) for lr, c in earlier if len(c) >= epoch]
+    if not rivals:
+        return None
+
+    curve: list[dict] = []
+
+    def check(at: int, point: dict) -> str | bool:
+        curve.append(point)
+        if at != epoch:
+            return False
+        lr, best = max(rivals, key=lambda r: r[1])
+        mine = smoothed(curve, epoch)
+        if mine < best - margin:
+            return (f"stopped at epoch {epoch}: validation accuracy {mine:.3f} (mean of 3 "
+                    f"epochs), more than {margin:g} below lr {lr:g}'s {best:.3f}")
+        return False
+    return check
 
 
 @contextmanager

@@ -191,14 +191,15 @@ def run(
     spec: RunSpec,
     data: Data,
     backend,
-    on_epoch: Callable[[int, dict], bool] | None = None,
+    on_epoch: Callable[[int, dict], bool | str] | None = None,
     mem_limit_mb: float = 0.0,
     save_weights: str | Path | None = None,
     compile_cache: str | Path | None = None,
 ) -> dict:
     """Train and measure one run; returns the record (status ok/diverged/oom/pruned).
 
-    `on_epoch(epoch, metrics)` returning True stops the run as `pruned` (Optuna uses it).
+    `on_epoch(epoch, metrics)` returning True, or a message, stops the run as `pruned`
+    (Optuna uses it, and a learning-rate grid's rate that falls behind).
     With `save_weights`, a finished run writes the weights it was tested with there
     (bench.weights_file) and names the file in the record as `weights_file`.
     `compile_cache`: the folder where `compile: best` keeps its choices (bench.compile_choice).
@@ -293,8 +294,10 @@ def run(
             if stop.update(val_acc, val_loss):
                 best_state = None  # one copy at a time: the old one goes before the new
                 best_state = (backend.snapshot(model), val_loss, val_acc)
-            if on_epoch is not None and on_epoch(epoch, point):
-                status, message = "pruned", f"pruned after epoch {epoch}"
+            why = on_epoch(epoch, point) if on_epoch is not None else False
+            if why:
+                status = "pruned"
+                message = why if isinstance(why, str) else f"pruned after epoch {epoch}"
                 break
             if stop.converged:
                 message = (f"converged after epoch {epoch} (best epoch {stop.best_epoch}; "

@@ -303,6 +303,17 @@ def test_lr_grid_one_seed_one_framework_every_unit(shipped):
     grid_jobs, study_jobs = jobs(config)
     assert all(b.name.startswith("lr-") and not b.choose_lr for b in grid_jobs)
     assert all(b.choose_lr for b in study_jobs)
+    # the centre rate of each unit runs first in its job, then the others, which a grid
+    # job stops once they fall behind an earlier rate (lr_grid_drop); study jobs never do
+    drop = (st["lr_grid_drop"]["epoch"], st["lr_grid_drop"]["margin"])
+    assert all(b.drop == drop for b in grid_jobs) and all(b.drop is None for b in study_jobs)
+    for b in grid_jobs:
+        first = {}
+        for s in b.specs:
+            first.setdefault(unit_of(s), s)
+        for unit, s in first.items():
+            scale = st["family_settings"].get(unit[0], {}).get("lr_scale", 1)
+            assert s.lr == pytest.approx(st["optimizers"][unit[3]]["lr"] * scale), unit
 
 
 def test_no_lr_grid_no_choice(load):

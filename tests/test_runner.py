@@ -250,3 +250,45 @@ def test_device_cuda_without_a_gpu_fails_in_one_line_and_auto_records_its_choice
     rec = json.loads((tmp_path / "auto.json").read_text())
     assert p.returncode == 0 and rec["device_requested"] == "auto"
     assert rec["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _curve(accs):
+    return [{"epoch": e, "val_acc": a} for e, a in enumerate(accs, 1)]
+
+
+def test_a_grid_rate_behind_an_earlier_one_stops_at_the_drop_epoch():
+    s = _specs(0)[0]
+    leader = [(0.01, _curve([0.5, 0.7, 0.8, 0.85, 0.9]))]
+    check = runner.behind(s.with_(lr=0.1), leader, 4, 0.03)
+    slow = [0.4, 0.6, 0.75, 0.8]  # mean of epochs 2-4: 0.717 against the leader's 0.783
+    assert [check(e, p) for e, p in enumerate(_curve(slow), 1)][:3] == [False] * 3
+    why = runner.behind(s.with_(lr=0.1), leader, 4, 0.03)
+    got = [why(e, p) for e, p in enumerate(_curve(slow), 1)][-1]
+    assert got.startswith("stopped at epoch 4: validation accuracy 0.717 (mean of 3 epochs), "
+                          "more than 0.03 below lr 0.01's 0.783")
+    # within the margin it trains on; without an earlier rate long enough it is never judged
+    close = runner.behind(s, leader, 4, 0.03)
+    assert not any(close(e, p) for e, p in enumerate(_curve([0.5, 0.68, 0.78, 0.84]), 1))
+    assert runner.behind(s, [(0.01, _curve([0.9] * 3))], 4, 0.03) is None
+    assert runner.behind(s, [], 4, 0.03) is None
+
+
+def test_grid_runs_judge_each_rate_against_the_earlier_rates_of_its_unit(tmp_path, fake,
+                                                                         monkeypatch):
+    """run_specs hands each run a judge built from the finished runs of its unit only."""
+    seen = {}
+
+    def run(spec, data, backend, on_epoch=None, **kw):
+        seen[spec.run_id] = on_epoch
+        return {"run_id": spec.run_id, "status": "ok", "curve": _curve([0.5] * 25)}
+
+    monkeypatch.setattr(train, "run", run)
+    a = _specs(0)[0]
+    other_unit = _specs(1)[0]
+    specs = [a.with_(lr=0.01), a.with_(lr=0.03), other_unit, a.with_(lr=0.003)]
+    runner.run_specs(specs, tmp_path / "runs", data_dir="data", allow_pickle=False,
+                     drop=(20, 0.03))
+    first, second, other, third = (seen[s.run_id] for s in specs)
+    assert first is None  # the first rate of a unit has nothing to fall behind
+    assert callable(second) and callable(third)
+    assert other is None  # another seed: another unit

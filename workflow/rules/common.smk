@@ -53,6 +53,12 @@ def grid_batches_of(wildcards):
             if f"{b.family}-{b.dataset}" == wildcards.group]
 
 
+def batch_drop_arg(wildcards):
+    """A grid job stops rates that fall behind an earlier one (study.lr_grid_drop)."""
+    drop = BATCHES[wildcards.batch].drop
+    return f"--drop-behind {drop[0]}:{drop[1]}" if drop else ""
+
+
 def batch_specs(wildcards):
     """The batch's specs as one shell-quoted JSON argument (a params change reruns the job)."""
     specs = [s.to_dict() for s in BATCHES[wildcards.batch].specs]

@@ -12,6 +12,7 @@ rule train_batch:
     params:
         specs=batch_specs,
         lr=batch_lr_arg,
+        drop=batch_drop_arg,
         # a new bench version reruns every job (its records mean something else)
         version=BENCH_VERSION,
         data_dir=shlex.quote(config["data_dir"]),
@@ -32,7 +33,7 @@ rule train_batch:
         "training batch {wildcards.batch}"
     shell:
         "python -m bench run-batch --specs {params.specs} --out-dir results/runs "
-        "--done {output:q} --data-dir {params.data_dir} {params.pickle} {params.lr} "
+        "--done {output:q} --data-dir {params.data_dir} {params.pickle} {params.lr} {params.drop} "
         "--mem-limit-mb {params.mem_limit} {params.save} --study-plan {params.plan} 2> {log:q}"
 
 

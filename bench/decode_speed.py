@@ -9,7 +9,8 @@ larger batch. Ours runs with and without its key/value cache; Hugging Face's cac
 Ours in PyTorch and Hugging Face's share one process, TensorFlow has its own (one
 framework per process); the processes alternate over `--rounds`. Within a process each
 cell's calls are timed interleaved (ours cached, ours uncached, Hugging Face's, again),
-`--repeats` times after one untimed call each (traces, caches, allocator); a cell's figure
+`--repeats` times after one untimed call each (traces, caches, allocator; `--warmup first`:
+only before each precision's first cell); a cell's figure
 is the median over rounds of the median of its calls. Compare ratios from one invocation:
 this measures a shared, noisy machine.
 
@@ -69,6 +70,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--peers", default=",".join(PEERS),
                    help="torch, tf (ours) and hf (transformers' generate, PyTorch)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per cell")
+    p.add_argument("--warmup", choices=("each", "first"), default="each",
+                   help="an untimed call before each cell's timed ones (each), or only before "
+                        "the first cell of each precision (first: traces and first builds; "
+                        "halves a long grid's time)")
     p.add_argument("--rounds", type=int, default=1,
                    help="runs of every peer, in alternating order (median over rounds)")
     p.add_argument("--skip", default="",
@@ -128,10 +133,10 @@ def sources(batch: int, vocab: int, eos: int) -> np.ndarray:
     return src
 
 
-def _time(fns: dict, repeats: int) -> dict[str, float]:
+def _time(fns: dict, repeats: int, warmup: bool = True) -> dict[str, float]:
     """Median seconds per call of each function, calls interleaved (a, b, a, b, ...) so
     that a change in the machine's load hits them alike."""
-    for fn in fns.values():
+    for fn in fns.values() if warmup else ():
         fn()  # untimed: traces, the cache's first shapes, the allocator's first blocks
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
@@ -247,9 +252,12 @@ def _worker(a) -> int:
     peers = a.worker.split(",")
     calls = decode_calls(a, peers, Path(a.checkpoint))
     out: dict[str, dict[str, float]] = {}
+    warmed: set[str] = set()
     for prec, batch, beam, length in cells(a):
         fns = calls(prec, batch, beam, length)
-        for name, secs in _time(fns, a.repeats).items():
+        first = prec not in warmed
+        warmed.add(prec)
+        for name, secs in _time(fns, a.repeats, a.warmup == "each" or first).items():
             peer, cache = name.split("/")
             key = f"{prec}/{batch}/{beam}/{length}/{cache}"
             out.setdefault(peer, {})[key] = batch * length / secs
@@ -313,6 +321,7 @@ def build_doc(a, results: dict[str, dict], extra: dict) -> dict:
         "command": shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
         "cpu_model": cpu_name(), "cpu_count": os.cpu_count(),
         "threads": a.threads, "repeats": a.repeats, "rounds": a.rounds,
+        "warmup": getattr(a, "warmup", "each"),
         "model": "opus-mt-en-fr shape, random weights",
         "params": param_count_of(seq2seq_shapes(marian.opus_mt_en_fr())),
         "source_tokens": SOURCE_TOKENS, "peers": peers,
@@ -331,7 +340,8 @@ def print_table(doc: dict) -> None:
     ours = [p for p in peers if p != "hf"]
     gemm = doc.get("gemm_gflops") or {}
     print(f"{doc['date']}, {doc['cpu_model']} ({doc['cpu_count']} cores), "
-          f"threads={doc['threads']} repeats={doc['repeats']} rounds={doc['rounds']}, load "
+          f"threads={doc['threads']} repeats={doc['repeats']} warmup={doc.get('warmup', 'each')} "
+          f"rounds={doc['rounds']}, load "
           f"average {doc['load_avg_1m_start']:.2f} at start, {doc['load_avg_1m_end']:.2f} "
           "at end"
           + (f"; GEMM 2048^3 fp32 {gemm['fp32']:.0f}, bf16 {gemm['bf16']:.0f} GFLOP/s"
@@ -390,7 +400,7 @@ def main(a) -> int:
                 cmd = [sys.executable, "-m", "bench", "decode-speed", "--worker", group,
                        "--checkpoint", str(checkpoint)]
                 for opt in ("threads", "batches", "lengths", "beams", "precisions",
-                            "repeats", "skip", "skip_uncached"):
+                            "repeats", "warmup", "skip", "skip_uncached"):
                     cmd += [f"--{opt.replace('_', '-')}", str(getattr(a, opt))]
                 p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
                 if p.returncode:

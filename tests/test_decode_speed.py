@@ -91,7 +91,8 @@ def test_bf16_decodes_in_ours_and_hugging_faces(tmp_path):
 
 def test_table_json_and_printout(capsys, tmp_path):
     a = _args(batches="1", lengths="20,64", beams="1", precisions="fp32,bf16",
-              skip_uncached="bf16:l64", threads=1, repeats=1, rounds=1)
+              skip_uncached="bf16:l64", threads=1, repeats=1, rounds=1,
+              warmup="first")
     res = {"torch": {}, "tf": {}, "hf": {}}
     for prec, b, beam, n in cells(a):
         key = f"{prec}/{b}/{beam}/{n}"

@@ -674,7 +674,10 @@ def decode_speed_panel(doc: dict, key: str) -> Panel:
     setting = (f"Measured {doc.get('date', '?')} by `{command}` on "
                f"{doc.get('cpu_model', '?')} ({doc.get('cpu_count', '?')} cores), "
                f"{doc.get('threads', '?')} thread(s), {doc.get('repeats', '?')} timed "
-               f"call(s) per cell after an untimed one, {doc.get('rounds', '?')} round(s); "
+               f"call(s) per cell after an untimed one"
+               + (" (untimed: only before each precision's first cell)"
+                  if doc.get("warmup") == "first" else "")
+               + f", {doc.get('rounds', '?')} round(s); "
                "load average " + " to ".join(f"{v:.2f}" for v in load if v is not None)
                + (f"; one-thread 2048^3 matrix product {gemm['fp32']:.0f} GFLOP/s in fp32, "
                   f"{gemm['bf16']:.0f} in bf16 (PyTorch)" if gemm else "")

@@ -56,7 +56,7 @@ def test_the_table_is_on_the_generation_page_when_written(tmp_path, cnn_only):
     assert "holds no seq2seq runs" in gen  # the runs' message stays, the table follows
     assert "decode speed against Hugging Face" in gen
     assert "ours, PyTorch: cached" in gen and "Hugging Face generate" in gen
-    assert ("Fp32: our cached PyTorch decode is 0.90-1.10x Hugging Face's (0.90-1.10x at "
+    assert ("In fp32, our cached PyTorch decode is 0.90-1.10x Hugging Face's (0.90-1.10x at "
             "20, 0.90-1.10x at 64 tokens; at least 0.8x in every cell)") in gen
     assert "the cache speeds ours, PyTorch up 2.00x at 20, 4.00x at 64 tokens" in gen
     assert "ours in TensorFlow is 1.50x Hugging Face's" in gen

@@ -698,15 +698,15 @@ def decode_speed_panel(doc: dict, key: str) -> Panel:
             goal = ("at least 0.8x in every cell" if low.empty else
                     "below 0.8x in " + ", ".join(
                         f"batch {r.batch} {r.search} {r.length}" for r in low.itertuples()))
-            claims.append(f"{prec}: our cached PyTorch decode is "
+            claims.append(f"in {prec}, our cached PyTorch decode is "
                           f"{_span(part['torch_over_hf'])}x Hugging Face's ("
                           f"{_per_length(part, 'torch_over_hf')}; {goal})")
         if has_hf and "tf" in peers and part["tf_over_hf"].notna().any():
-            claims.append(f"{prec}: ours in TensorFlow is {_span(part['tf_over_hf'])}x "
+            claims.append(f"in {prec}, ours in TensorFlow is {_span(part['tf_over_hf'])}x "
                           f"Hugging Face's ({_per_length(part, 'tf_over_hf')})")
         for p, name in ours:
             if part[f"{p}_speedup"].notna().any():
-                claims.append(f"{prec}: the cache speeds {name} up "
+                claims.append(f"in {prec}, the cache speeds {name} up "
                               f"{_per_length(part, f'{p}_speedup')} (cached / uncached)")
     left = df[df["uncached_left_out"] != ""]
     caption = setting + "\n" + what

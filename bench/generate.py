@@ -21,6 +21,8 @@ log-probabilities after the softmax, as Hugging Face's logits processors do in b
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,25 @@ class DecodesThrough:
         """Log-probabilities (M, vocab) of the token after each prefix row."""
         return self.decoder.next_logprobs(state, prefix)
 
+    def held(self):
+        return _held(self.decoder)
+
+
+def _held(decoder):
+    """The decoder's region for one whole generate call, where it has one (torch: one
+    autocast region, so that weights are cast to bf16 once per call, not every step)."""
+    held = getattr(decoder, "held", None)
+    return held() if held is not None else contextlib.nullcontext()
+
+
+def _in_held(fn):
+    @functools.wraps(fn)
+    def run(decoder, *args, **kw):
+        with _held(decoder):
+            return fn(decoder, *args, **kw)
+
+    return run
+
 
 def _specials(decoder) -> tuple[int, int, int]:
     return (getattr(decoder, "start", BOS), getattr(decoder, "eos", EOS),
@@ -85,6 +106,7 @@ def _rows(tokens: np.ndarray, eos: int) -> list[list[int]]:
     return out
 
 
+@_in_held
 def greedy(decoder, src, max_len: int, batch: int = 64, compact: bool = True,
            cache: bool = True, rules: Rules = NO_RULES) -> list[list[int]]:
     """The most probable next token at every step, for every source row, `batch` rows a
@@ -139,6 +161,7 @@ def _top(cand: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, 1)
 
 
+@_in_held
 def beam_search(decoder, src, width: int = 4, length_penalty: float = 1.0,
                 max_len: int = 20, batch: int = 64, cache: bool = True,
                 rules: Rules = NO_RULES) -> list[list[int]]:

@@ -920,7 +920,7 @@ class Decoder:
         bias = tf.TensorSpec((None, 1, 1, None), tf.float32)
         heads = tf.TensorSpec((None, arch.heads, None, dh), net.compute_dtype)
         caches = [(heads,) * 4] * arch.dec_layers
-        table_t = tf.TensorSpec((arch.d_model, arch.vocab), tf.float32)
+        table_t = tf.TensorSpec((arch.d_model, arch.vocab), net.compute_dtype)
 
         def full(memory, bias, prefix, table_t):
             return _logprobs(net.decode(prefix, memory, bias, last_only=True,
@@ -941,11 +941,13 @@ class Decoder:
             fn._omit_frequent_tracing_warning = True
 
     def encode(self, src, cache: bool = True):
-        # the output layer's E^T, laid out apart (see TiedOutput): once for a pretrained
-        # model, once per call of generate for a trainer's, whose weights change between
+        # the output layer's E^T, laid out apart (see TiedOutput) in the compute dtype (so
+        # bf16 casts it once, not every step): once for a pretrained model, once per call
+        # of generate for a trainer's, whose weights change between
         if self._table_t is None or not self._frozen:
             with tf.device(_STATE["tf_device"]):
-                self._table_t = tf.transpose(self._net.embed.embeddings)
+                self._table_t = tf.cast(tf.transpose(self._net.embed.embeddings),
+                                        self._net.compute_dtype)
         memory, bias = self._encode(_on_device(src))
         if not cache:
             return memory, bias, None

@@ -624,7 +624,9 @@ class Seq2Seq(_Model):
             x = block(x, memory, mask, None if caches is None else caches[i])
         if last_only:
             x = x[:, -1]
-        return self.dec_ln(x) @ self.embed.weight.T + self.head_bias
+        # F.linear, not `@ weight.T`: autocast keeps its bf16 copy of a weight (a leaf)
+        # for as long as the outermost autocast region lasts, never of a view (.T)
+        return F.linear(self.dec_ln(x), self.embed.weight) + self.head_bias
 
     def forward(self, src, tgt_in):
         return self.decode(tgt_in, *self.encode(src))
@@ -915,6 +917,13 @@ class Decoder:
         if self.amp is None:
             return contextlib.nullcontext()
         return torch.autocast(_device.type, dtype=self.amp)
+
+    def held(self):
+        """The region of one generate call (bench.generate enters it): one autocast region
+        around every step's, so that autocast casts each weight to bf16 / fp16 once per
+        call rather than once per step (at opus-mt's shape the output layer's cast alone
+        took 3x the step's bf16 product at batch 1)."""
+        return self._autocast()
 
     @torch.no_grad()
     def encode(self, src, cache: bool = True):

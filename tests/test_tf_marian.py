@@ -52,3 +52,33 @@ def test_small_logits_and_tokens_equal_hugging_faces(tmp_path):
 @pytest.mark.slow
 def test_opus_mt_en_fr_shape_equals_hugging_face(tmp_path):
     _equal_to_hugging_face(*marian_checks.make_reference("full", tmp_path))
+
+
+def test_bf16_decodes_under_the_mixed_policy(tmp_path):
+    """bench decode-speed's bf16 in TensorFlow: Keras's mixed_bfloat16 policy, the output
+    layer's E^T laid out in bf16 once per model; log-probabilities close to fp32's, not
+    equal, and the cached and uncached calls each give every row its tokens."""
+    import argparse
+
+    import numpy as np
+    from test_decode_speed import SMALL, _small_checkpoint
+
+    from bench.decode_speed import decode_calls, sources
+
+    ckpt = _small_checkpoint(tmp_path)
+    weights = marian.read_weights(ckpt, SMALL)
+    src, prefix = sources(2, SMALL.vocab, SMALL.eos), np.full((2, 1), SMALL.start)
+    logp = {}
+    for prec in ("fp32", "bf16"):
+        dec = backend.Decoder(backend.seq2seq_model(SMALL, weights, prec))
+        logp[prec] = dec.next_logprobs(dec.encode(src), prefix)
+        assert dec._table_t.dtype.name == ("bfloat16" if prec == "bf16" else "float32")
+    assert not np.array_equal(logp["fp32"], logp["bf16"])
+    np.testing.assert_allclose(logp["bf16"], logp["fp32"], atol=0.5)
+    calls = decode_calls(argparse.Namespace(threads=1, skip_uncached=""), ["tf"], ckpt)
+    for beam in (1, 4):
+        want = {k: f() for k, f in calls("fp32", 3, beam, 12).items()}
+        assert want["tf/cache"] == want["tf/nocache"]
+        for rows in (f() for f in calls("bf16", 3, beam, 12).values()):
+            assert len(rows) == 3 and all(len(r) == 12 for r in rows)
+            assert np.mean(np.array(rows) == np.array(want["tf/cache"])) >= 0.75

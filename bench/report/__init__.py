@@ -31,6 +31,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--study", action="append", default=None, metavar="NAME",
                    help="show only this study of --tune-dir (repeatable; default: every "
                         "sub-folder)")
+    p.add_argument("--decode-speed", default="results/decode_speed.json", metavar="JSON",
+                   help="the table `python -m bench decode-speed` wrote, shown on the "
+                        "Generation page when the file exists (default "
+                        "results/decode_speed.json)")
     p.set_defaults(func=_cmd)
 
 
@@ -39,16 +43,23 @@ def _cmd(a) -> int:
         print(f"python -m bench report: error: summary table {a.summary!r} not found",
               file=sys.stderr)
         return 2
-    sizes = build_report(a.summary, a.out, a.tune_dir, a.study)
+    from .generation import DecodeSpeedError
+
+    try:
+        sizes = build_report(a.summary, a.out, a.tune_dir, a.study, a.decode_speed)
+    except DecodeSpeedError as e:
+        print(f"python -m bench report: error: {e}", file=sys.stderr)
+        return 2
     total = sum(sizes.values())
     print(f"report: {len(sizes)} pages, {total / 1e6:.1f} MB -> {a.out}/index.html",
           file=sys.stderr)
     return 0
 
 
-def build_pages(df, studies, source: str = "the summary table", settings=None):
+def build_pages(df, studies, source: str = "the summary table", settings=None, decode=None):
     """All pages for a normalised summary table and loaded tuning studies. `settings` lists
-    (description, runs, link or None for these pages) of every measurement setting."""
+    (description, runs, link or None for these pages) of every measurement setting;
+    `decode`, a decode-speed table for the Generation page."""
     from . import pages
 
     return [
@@ -57,23 +68,29 @@ def build_pages(df, studies, source: str = "the summary table", settings=None):
         pages.frameworks_page(df),
         pages.sweep_page(df),
         pages.curves_page(df),
-        pages.generation_page(df),
+        pages.generation_page(df, decode),
         pages.tuning_page(df, studies),
     ]
 
 
 def build_report(summary: str | Path, out: str | Path, tune_dir: str | Path | None = None,
-                 studies: list[str] | None = None) -> dict[str, int]:
-    """Write every page and its CSVs; returns {page file: bytes}."""
+                 studies: list[str] | None = None,
+                 decode_speed: str | Path | None = None) -> dict[str, int]:
+    """Write every page and its CSVs; returns {page file: bytes}. `decode_speed`: the JSON
+    of `python -m bench decode-speed`, shown on the Generation page if the file exists."""
     import plotly
     from plotly.offline import get_plotlyjs
 
-    from . import tables, tuning
+    from . import generation, tables, tuning
     from .html import write_page
 
     t0 = time.perf_counter()
     df = tables.load_summary(summary)
     studies = tuning.find_studies(tune_dir, studies)
+    decode = generation.load_decode_speed(decode_speed) if decode_speed else None
+    if decode is not None:
+        print(f"report: decode-speed table {decode_speed} on the Generation page",
+              file=sys.stderr)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Stale CSVs from an earlier report would be misleading: the data folder is rebuilt.
@@ -99,7 +116,8 @@ def build_report(summary: str | Path, out: str | Path, tune_dir: str | Path | No
         listing = [(tables.describe_setting(st), len(p), None if j == i else
                     up + ("index.html" if j == 0 else links[j - 1]))
                    for j, (st, p) in enumerate(parts)] if setting else None
-        for page in build_pages(part, studies if i == 0 else [], str(summary), listing):
+        for page in build_pages(part, studies if i == 0 else [], str(summary), listing,
+                                decode if i == 0 else None):
             written = write_page(here, page, js, footer)
             if i == 0:
                 sizes[page.file] = written

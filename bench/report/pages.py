@@ -534,9 +534,20 @@ def curves_page(df: pd.DataFrame) -> Page:
     return _panel_per_group(page, df, "curves", figures.curves_panel)
 
 
-def generation_page(df: pd.DataFrame) -> Page:
+def generation_page(df: pd.DataFrame, decode: dict | None = None) -> Page:
     """Translation models (seq2seq): quality, decoding speed, beam against greedy, examples;
-    one section per dataset (`generation`)."""
+    one section per dataset (`generation`). With `decode` (the table `bench decode-speed`
+    wrote), a last section compares our generate with Hugging Face's on the article's
+    model, whatever the summary holds."""
+    page = _generation_runs_page(df)
+    if decode is not None:
+        page.h2("The article's model: decode speed against Hugging Face")
+        page.add(safe("generation-decode-speed", "decode speed",
+                      lambda: generation.decode_speed_panel(decode, "generation-decode-speed")))
+    return page
+
+
+def _generation_runs_page(df: pd.DataFrame) -> Page:
     page = Page("generation.html", "Generation",
                 "Per dataset of the translation model (seq2seq, the scale recipe's runs): "
                 "exact match, BLEU and chrF against parameter count on the test set and on "
@@ -550,7 +561,7 @@ def generation_page(df: pd.DataFrame) -> Page:
     if gen.empty:
         page.message("The summary table holds no seq2seq runs: no translation model was "
                      "trained in this study (add seq2seq to the study's families, with "
-                     "dataset en_fr_numbers), so there is nothing to show here.")
+                     "dataset en_fr_numbers), so there are no trained models to show.")
         return page
     if not (gen["status"] == "ok").any():
         page.message(f"None of the {len(gen)} seq2seq runs finished with status ok "

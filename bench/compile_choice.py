@@ -4,9 +4,10 @@ whichever is faster in a short timed probe.
 Neither mode wins everywhere: on one CPU XLA doubled TensorFlow's GRU and halved its seed
 CNN, and torch.compile was slower than eager on every model (README "Compilation"). So the
 choice is measured, per model and setting, once: the probe trains a throwaway copy of the
-model a few steps in each mode and keeps both rates. The choice is cached per process and,
-given a folder, on disk (one small JSON per key, written atomically), so that every run of
-the same model in a study trains in the same mode and pays the probe once.
+model a few steps in each mode and keeps both rates and what the first steps cost; the
+rates are cached per process and, given a folder, on disk (one small JSON per key, written
+atomically), so that a study pays the probe once per model. Each run then decides from
+them and its own expected length (`decide`): compilation is paid again by every run.
 
 Framework-neutral: it drives the backend contract (bench.backend_api) only.
 """
@@ -53,33 +54,61 @@ def key(spec: RunSpec, device_name: str) -> str:
 
 def choose(spec: RunSpec, data, backend, device_name: str,
            cache_dir: str | Path | None = None) -> dict:
-    """The mode `spec`'s model trains in: {"compiled": bool, "eager_samples_per_s",
-    "compiled_samples_per_s", "compiled_first_steps_s", "eager_first_steps_s", "key",
-    "source"} with source "probed", or "cached" when this process or `cache_dir` had it."""
+    """The mode `spec`'s run trains in (`decide`): {"compiled": bool, "eager_samples_per_s",
+    "compiled_samples_per_s", "compiled_first_steps_s", "eager_first_steps_s",
+    "expected_samples", "saving_s", "compile_extra_s", "key", "source"} with source
+    "probed", or "cached" when this process or `cache_dir` had the model's rates."""
     k = key(spec, device_name)
     if k in _MEMO:
-        return {**_MEMO[k], "source": "cached"}
+        return decide(spec, len(data.y_train), {**_MEMO[k], "source": "cached"})
     path = Path(cache_dir) / f"{k}.json" if cache_dir else None
     if path is not None and path.exists():
         try:
             got = json.loads(path.read_text())
-            if got.get("key") == k:
+            if got.get("key") == k and "compiled_first_steps_s" in got:
                 _MEMO[k] = got
-                return {**got, "source": "cached"}
+                return decide(spec, len(data.y_train), {**got, "source": "cached"})
         except (OSError, ValueError):
             pass  # unreadable: probe again and replace it
     out: dict = {"key": k}
     for name, mode in (("eager", False), ("compiled", True)):
         rate, first = probe(spec.with_(compile=mode), data, backend)
         out[f"{name}_samples_per_s"], out[f"{name}_first_steps_s"] = rate, first
-    out["compiled"] = bool(out["compiled_samples_per_s"] > MARGIN * out["eager_samples_per_s"])
     _MEMO[k] = out
     if path is not None:
         from .records import write_json_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, out)
-    return {**out, "source": "probed"}
+    return decide(spec, len(data.y_train), {**out, "source": "probed"})
+
+
+def expected_samples(spec: RunSpec, n_train: int) -> int:
+    """Samples a run of `spec` trains, as the choice assumes: min_epochs + 2 x patience
+    epochs when it stops at a plateau (the default study's runs trained 30-60), else its
+    whole cap; max_steps applies."""
+    from .train import effective_batch, planned_steps
+
+    epochs = min(spec.epochs, spec.min_epochs + 2 * spec.patience) if spec.patience else (
+        spec.epochs)
+    _, steps = planned_steps(spec.with_(epochs=max(epochs, 1), min_epochs=1), n_train)
+    return steps * effective_batch(spec, n_train)
+
+
+def decide(spec: RunSpec, n_train: int, probe: dict) -> dict:
+    """Compiled when its steps are more than MARGIN faster and the time they save over the
+    run's expected samples is more than twice the compilation the probe's first steps
+    paid (twice: a compiled run also compiles its inference function, which the probe
+    does not time). A short run of a cheap model keeps the uncompiled mode even where
+    compiled steps are faster: XLA compiled every run of the default's TensorFlow CNN and
+    translation model for more time than their faster steps saved."""
+    eager, comp = probe["eager_samples_per_s"], probe["compiled_samples_per_s"]
+    samples = expected_samples(spec, n_train)
+    saving = samples / eager - samples / comp if eager > 0 and comp > 0 else 0.0
+    extra = max(probe["compiled_first_steps_s"] - probe["eager_first_steps_s"], 0.0)
+    compiled = comp > MARGIN * eager and saving > 2 * extra
+    return {**probe, "compiled": bool(compiled), "expected_samples": samples,
+            "saving_s": saving, "compile_extra_s": extra}
 
 
 def probe(spec: RunSpec, data, backend) -> tuple[float, float]:

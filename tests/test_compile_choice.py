@@ -22,8 +22,9 @@ def spec(**kw):
 class TimedBackend:
     """A step costs `seconds[compiled]`; counts the models built (each probe builds one)."""
 
-    def __init__(self, eager_s, compiled_s):
+    def __init__(self, eager_s, compiled_s, compile_s=0.0):
         self.seconds = {False: eager_s, True: compiled_s}
+        self.compile_s = compile_s  # the compiled model's first step: its compilation
         self.built = 0
 
     def to_device(self, a):
@@ -45,10 +46,11 @@ class TimedBackend:
 
     def Trainer(self, model, s):  # noqa: N802 - the contract's name
         wait = self.seconds[s.compile]
+        first = [self.compile_s if s.compile else 0.0]
 
         class T:
             def step(self, xb, yb, lr):
-                time.sleep(wait)
+                time.sleep(wait + first.pop() if first else wait)
                 return 1.0
 
         return T()
@@ -76,6 +78,21 @@ def test_compiled_is_chosen_only_when_clearly_faster(compiled_s, chosen):
     assert ratio == pytest.approx(0.002 / compiled_s, rel=0.3)
 
 
+def test_compilation_is_paid_back_only_by_a_run_long_enough():
+    """Compiled steps twice as fast, but 0.3 s to compile: a 2-epoch run (512 samples)
+    would save 8 ms, a 2000-epoch one 8 s. One probe decides both."""
+    backend = TimedBackend(0.002, 0.001, compile_s=0.3)
+    short = compile_choice.choose(spec(), data(), backend, "cpu")
+    long = compile_choice.choose(spec(epochs=2000), data(), backend, "cpu")
+    assert backend.built == 2 and long["source"] == "cached"
+    assert short["compile_extra_s"] == pytest.approx(0.3, abs=0.1)
+    assert short["compiled"] is False and short["saving_s"] < 0.1
+    assert long["compiled"] is True and long["saving_s"] == pytest.approx(8, rel=0.3)
+    # at a plateau the run is taken to last min_epochs + 2 x patience epochs
+    assert compile_choice.expected_samples(spec(epochs=100, patience=8, min_epochs=10),
+                                           256) == 26 * 4 * 64
+
+
 def test_a_choice_is_probed_once_then_read_from_the_cache_folder(tmp_path, monkeypatch):
     backend = TimedBackend(0.002, 0.001)
     first = compile_choice.choose(spec(), data(), backend, "cpu", tmp_path)
@@ -91,7 +108,7 @@ def test_a_choice_is_probed_once_then_read_from_the_cache_folder(tmp_path, monke
     path = tmp_path / f"{compile_choice.key(spec(), 'cpu')}.json"
     path.write_text("{trunc")
     assert compile_choice.choose(spec(), data(), backend, "cpu", tmp_path)["source"] == "probed"
-    assert json.loads(path.read_text())["compiled"] is True
+    assert json.loads(path.read_text())["compiled_samples_per_s"] > 0
 
 
 def test_the_key_holds_what_changes_a_step_and_nothing_else():

@@ -29,8 +29,8 @@ BLOCKS = 3  # the rate is the median of this many blocks
 BLOCK_STEPS = 5  # a block holds at least this many steps ...
 BLOCK_SECONDS = 0.25  # ... and lasts at least this long
 PROBE_BATCHES = 8  # distinct batches the probe cycles through
-# Compiled must beat uncompiled by this factor to be chosen: it pays its compilation again
-# in every run, and a probe this short moves by a few per cent from noise alone.
+# Compiled steps must beat uncompiled ones by this factor: a probe this short moves by a
+# few per cent from noise alone.
 MARGIN = 1.05
 
 _MEMO: dict[str, dict] = {}

@@ -104,3 +104,21 @@ def test_beam_without_an_ending_returns_the_best_live_beam():
     assert beam_search(Scripted(loop), np.array([[0]]), width=2, max_len=3) == [[C, C, C]]
     with pytest.raises(ValueError, match="at least 1"):
         beam_search(Scripted(loop), np.array([[0]]), width=0)
+
+
+def test_beam_candidates_from_each_beams_best_tokens_equal_ranking_them_all():
+    """The k best continuations taken from each beam's k most likely tokens are the k best
+    of every beam x token, in the same order (ties to the lower index), -inf beams too."""
+    from bench.generate import _best_continuations
+
+    rng = np.random.default_rng(3)
+    sources, width, vocab, k = 5, 3, 50, 6
+    logp = np.round(rng.normal(size=(sources * width, vocab)), 1).astype(np.float32)  # ties
+    scores = np.round(rng.normal(size=(sources, width)), 1)
+    scores[0, 1:] = -np.inf  # the first step: one live beam
+    idx, vals = _best_continuations(scores, logp, k)
+    every = (scores[:, :, None] + logp.reshape(sources, width, vocab)).reshape(sources, -1)
+    for i in range(sources):
+        want = sorted(range(width * vocab), key=lambda j: (-every[i, j], j))[:k]
+        assert idx[i].tolist() == want
+        assert vals[i].tolist() == every[i, want].tolist()

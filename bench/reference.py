@@ -10,8 +10,10 @@ built straight from `torch.nn` and `keras.layers` and trained by
 - Keras: `model.compile(optimizer=Adam(), loss=..., jit_compile=False | True)` then
   `model.train_on_batch(x, y)`: tf.function graph mode, or XLA.
 
-Nothing here imports the backends. The only process settings are the thread counts
-(intra-op `threads`, inter-op 1); the backends' own CPU tuning (glibc's malloc thresholds,
+Nothing here imports the backends, and each framework is imported inside the functions
+that use it, so a process (one `bench speed` cell) imports only the one it times.
+The only process settings are the thread counts (intra-op `threads`, inter-op 1); the
+backends' own CPU tuning (glibc's malloc thresholds,
 libgomp's spin count, channels-last 2-D convolutions, fused Adam) is what `ours` adds.
 
 Covered: the seed CNN on 28x28x1 and size `m` of cnn, lstm, gru and transformer on

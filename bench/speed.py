@@ -283,26 +283,27 @@ def print_tables(s: dict) -> None:
             line += _num(e.get("best_ratio"), fmt=".2f")
         print(line)
     compiled = [c for c in columns if c in ("torch compiled", "tf XLA")] or columns
-    print("\nfirst step / warm-up (10 steps, the first included) seconds, median over "
-          "rounds; not in the rates")
-    print(f"{'model':{w}s}" + "".join(f"{c:>22s}" for c in compiled))
-    for model, e in s["models"].items():
-        line = f"{model:{w}s}"
-        for c in compiled:
-            cell = e["cells"][c]
-            f, wu = _median(cell["first_step_s"]), _median(cell["warmup_s"])
-            line += f"{f:10.2f} / {wu:9.2f}" if f is not None else f"{'-':>22s}"
-        print(line)
+
+    def timing(cell) -> str:
+        f, wu = _median(cell["first_step_s"]), _median(cell["warmup_s"])
+        return f"{f:10.2f} / {wu:9.2f}" if f is not None else f"{'-':>22s}"
+
+    _cell_table("\nfirst step / warm-up (10 steps, the first included) seconds, median over "
+                "rounds; not in the rates", s, compiled, w, 22, timing)
     if not st["reference"]:
         return
-    print("\nours / reference (bench.reference: the tutorial loop, same architecture), "
-          "median samples/s")
-    print(f"{'model':{w}s}" + "".join(f"{c:>24s}" for c in columns))
+
+    def versus(cell) -> str:
+        ref, ratio = cell["reference"]["median"], cell.get("ours_vs_reference")
+        return f"{format(ref, ',.0f') + ' ref':>15s}{ratio:8.2f}x" if ratio else f"{'-':>24s}"
+
+    _cell_table("\nours / reference (bench.reference: the tutorial loop, same architecture), "
+                "median samples/s", s, columns, w, 24, versus)
+
+
+def _cell_table(title: str, s: dict, columns: list[str], w: int, width: int, cell) -> None:
+    """One line per model, one `cell(...)`-formatted column per cell name."""
+    print(title)
+    print(f"{'model':{w}s}" + "".join(f"{c:>{width}s}" for c in columns))
     for model, e in s["models"].items():
-        line = f"{model:{w}s}"
-        for c in columns:
-            cell = e["cells"][c]
-            ref, ratio = cell["reference"]["median"], cell.get("ours_vs_reference")
-            line += (f"{format(ref, ',.0f') + ' ref':>15s}{ratio:8.2f}x" if ratio else
-                     f"{'-':>24s}")
-        print(line)
+        print(f"{model:{w}s}" + "".join(cell(e["cells"][c]) for c in columns))

@@ -147,8 +147,9 @@ def frameworks_panel(df: pd.DataFrame, dataset: str, key: str) -> Panel:
             fig.update_yaxes(type="log", **RATIO_TICKS, row=1, col=col)
     fig.update_layout(legend={"orientation": "h", "y": -0.2})
     if compiled:
-        fig.layout.annotations[0].text = esc("throughput PyTorch / TensorFlow (filled: as run; "
-                                             "open: both uncompiled)")
+        # two lines: on one, the title ran over its neighbour's
+        fig.layout.annotations[0].text = (esc("throughput PyTorch / TensorFlow") + "<br>"
+                                          + esc("(filled: as run; open: both uncompiled)"))
     return Panel(key, title, frameworks_caption(cells), fig, pd.DataFrame(data))
 
 

@@ -97,10 +97,17 @@ class Trainer(Protocol):
         the new token."""
 
     def tile(self, state: Any, idx: np.ndarray) -> Any:
-        """seq2seq: rows `idx` of a state (beams, finished rows leaving the batch)."""
+        """seq2seq: rows `idx` of a state (beams, finished rows leaving the batch); the
+        state given may be consumed (its buffers reused)."""
 
     def next_logprobs(self, state: Any, prefix: np.ndarray) -> np.ndarray:
         """seq2seq: log-probabilities (rows, vocab) of the token after each prefix row."""
+
+    def next_top(self, state: Any, prefix: np.ndarray, k: int, banned: Any = (),
+                 normalised: Any = True) -> tuple[np.ndarray, np.ndarray]:
+        """seq2seq: each prefix row's k most likely next tokens, best first, as
+        (log-probabilities, ids), both (rows, k), with `banned` ids at -inf after the
+        softmax; not `normalised`, logits may stand in for log-probabilities."""
 
 
 @runtime_checkable

@@ -4,8 +4,12 @@ A backend's decoder (its seq2seq Trainer, or a `Decoder` over a pretrained model
 three calls (bench.backend_api): ``encode(src, cache) -> state`` (device tensors),
 ``tile(state, rows) -> state`` and ``next_logprobs(state, prefix) -> (M, vocab) numpy``,
 and names its special tokens (`start`, `eos`, `pad`; the benchmark's own by default).
+Both backends also rank on their device: ``next_top(state, prefix, k, banned)`` gives each
+row's k most likely tokens and their log-probabilities, so that a step hands over (M, k)
+instead of an (M, vocab) array (at opus-mt's 59,514 tokens and 256 rows: 61 MB a step).
 Everything else, the search, its stopping rules and the bookkeeping, happens here in numpy,
-so the two frameworks decode by the same algorithm and equal logits give equal tokens.
+so the two frameworks decode by the same algorithm and equal logits give equal tokens
+(up to exact ties at the k-th place, which each framework's top-k breaks its own way).
 
 With `cache` (the default) the state keeps every decoder layer's keys and values, so each
 step runs the decoder on the new token only, as Hugging Face's `generate` does; without,
@@ -56,6 +60,10 @@ class DecodesThrough:
         """Log-probabilities (M, vocab) of the token after each prefix row."""
         return self.decoder.next_logprobs(state, prefix)
 
+    def next_top(self, state, prefix: np.ndarray, k: int, banned=(), normalised=True):
+        """Each row's k most likely next tokens (see the backend's Decoder.next_top)."""
+        return self.decoder.next_top(state, prefix, k, banned, normalised)
+
     def held(self):
         return _held(self.decoder)
 
@@ -81,21 +89,25 @@ def _specials(decoder) -> tuple[int, int, int]:
             getattr(decoder, "pad", PAD))
 
 
-def _logprobs(decoder, state, prefix, t: int, max_len: int, eos: int,
-              rules: Rules) -> np.ndarray:
-    """The decoder's log-probabilities for step t (1-based), with the rules applied."""
-    logp = decoder.next_logprobs(state, prefix)
-    if rules is NO_RULES:
-        return logp
-    logp = np.array(logp)  # the backend's array may be read-only
-    if rules.banned:
-        logp[:, list(rules.banned)] = -np.inf
-    if t <= rules.min_len:
-        logp[:, eos] = -np.inf
-    if rules.forced_eos and t == max_len:
-        logp[:] = -np.inf
-        logp[:, eos] = 0.0
-    return logp
+def _top_logprobs(decoder, state, prefix, t: int, max_len: int, eos: int, rules: Rules,
+                  k: int, normalised: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k most likely tokens for step t (1-based), best first, with the rules
+    applied: (log-probabilities (M, k), ids (M, k)); not `normalised`, logits in their
+    place (their order is the same). A decoder with `next_top` ranks on its own device;
+    for any other the full next_logprobs rows are ranked here."""
+    banned = list(rules.banned) + ([eos] if t <= rules.min_len else [])
+    rank_there = getattr(decoder, "next_top", None)
+    if rank_there is not None:
+        logp, ids = rank_there(state, prefix, k, banned, normalised)
+    else:
+        full = np.array(decoder.next_logprobs(state, prefix))  # its array may be read-only
+        full[:, banned] = -np.inf
+        ids = _top(full, k)
+        logp = np.take_along_axis(full, ids, 1)
+    if rules.forced_eos and t == max_len:  # EOS at log-probability 0, nothing else
+        logp, ids = np.full(logp.shape, -np.inf), np.array(ids)
+        logp[:, 0], ids[:, 0] = 0.0, eos
+    return logp, ids
 
 
 def _rows(tokens: np.ndarray, eos: int) -> list[list[int]]:
@@ -124,7 +136,8 @@ def greedy(decoder, src, max_len: int, batch: int = 64, compact: bool = True,
         prefix = np.full((m, 1), start_tok, dtype=np.int64)
         finished = np.zeros(m, dtype=bool)
         for t in range(1, max_len + 1):
-            tok = _logprobs(decoder, state, prefix, t, max_len, eos, rules).argmax(1)
+            tok = _top_logprobs(decoder, state, prefix, t, max_len, eos, rules, 1,
+                                normalised=False)[1][:, 0]
             if not compact:
                 tok[finished] = pad
             prefix = np.concatenate([prefix, tok[:, None]], 1)
@@ -161,23 +174,21 @@ def _top(cand: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, 1)
 
 
-def _best_continuations(scores: np.ndarray, logp: np.ndarray, k: int):
-    """(indices beam x vocab + token, their scores): per source, the k best continuations
-    of its beams (`scores` (sources, width), `logp` (sources x width, vocab)), best first,
-    ties to the lower index.
+def _best_continuations(scores: np.ndarray, logp: np.ndarray, ids: np.ndarray, k: int):
+    """(beams, tokens, scores), each (sources, k): per source, the k best continuations of
+    its beams, best first, ties to the lower beam, then the lower token. `scores`
+    (sources, width) are the beams' scores, `logp` and `ids` (sources x width, >= k) each
+    beam's most likely next tokens (`_top_logprobs`).
 
     A beam's score is the same for all its tokens, so each of the k best of a source is
-    among its beam's k most likely tokens: taking those first ranks width x k candidates
-    instead of width x vocab. At opus-mt's vocabulary, batch 64 and beam 4 that took a step's
-    selection from about 0.35 s to 0.2 s on one CPU thread."""
+    among its beam's k most likely tokens: ranking those ranks width x k candidates instead
+    of width x vocab (tests/test_generate.py checks it against ranking them all)."""
     sources, width = scores.shape
-    vocab = logp.shape[1]
-    per = _top(logp, k)  # (sources x width, k)
-    vals = scores[:, :, None] + np.take_along_axis(logp, per, 1).reshape(sources, width, -1)
-    idx = (np.arange(width)[None, :, None] * vocab + per.reshape(sources, width, -1))
-    vals, idx = vals.reshape(sources, -1), idx.reshape(sources, -1)
-    order = np.lexsort((idx, -vals), axis=1)[:, :k]
-    return np.take_along_axis(idx, order, 1), np.take_along_axis(vals, order, 1)
+    vals = (scores[:, :, None] + logp.reshape(sources, width, -1)).reshape(sources, -1)
+    toks = ids.reshape(sources, -1)
+    beams = np.repeat(np.arange(width), ids.shape[1])[None, :].repeat(sources, 0)
+    order = np.lexsort((toks, beams, -vals), axis=1)[:, :k]
+    return tuple(np.take_along_axis(a, order, 1) for a in (beams, toks, vals))
 
 
 @_in_held
@@ -211,9 +222,9 @@ def beam_search(decoder, src, width: int = 4, length_penalty: float = 1.0,
         alive = np.arange(n)  # the sources still searching, in the order of their rows
         for t in range(1, max_len + 1):
             a = len(alive)
-            logp = _logprobs(decoder, state, prefix, t, max_len, eos, rules)
-            vocab = logp.shape[1]
-            top, cand = _best_continuations(scores, logp, 2 * width)
+            logp, ids = _top_logprobs(decoder, state, prefix, t, max_len, eos, rules,
+                                      2 * width)
+            top_beam, top_tok, cand = _best_continuations(scores, logp, ids, 2 * width)
             rows = np.repeat(np.arange(a) * width, width).reshape(a, width)
             toks = np.full((a, width), pad, dtype=np.int64)
             new = np.full((a, width), -np.inf)
@@ -221,8 +232,8 @@ def beam_search(decoder, src, width: int = 4, length_penalty: float = 1.0,
             norm = t**length_penalty
             for i, source in enumerate(alive):
                 hyps, k = finished[source], 0
-                for rank, j in enumerate(top[i]):
-                    beam, tok = divmod(int(j), vocab)
+                for rank in range(top_beam.shape[1]):
+                    beam, tok = int(top_beam[i, rank]), int(top_tok[i, rank])
                     score = cand[i, rank]
                     if not np.isfinite(score):
                         break

@@ -72,6 +72,35 @@ def check_cache_changes_no_token(trainer, src, prefix) -> None:
     np.testing.assert_allclose(cached, full, atol=1e-5)
     with pytest.raises(ValueError, match=f"cache holds {steps} positions"):
         trainer.next_logprobs(state, prefix)  # a step repeated
+    check_top_ranks_as_logprobs(trainer, src[:n], prefix)
+
+
+def check_top_ranks_as_logprobs(trainer, src, prefix) -> None:
+    """next_top (the backend ranking on its device) gives the k best of next_logprobs's
+    rows, banned ids left out, cached and not: the same ids and log-probabilities."""
+    import pytest
+
+    full = trainer.next_logprobs(trainer.encode(src, cache=False), prefix)
+    banned = [int(full[0].argmax()), 2]  # the first row's best token must drop out
+    masked = full.copy()
+    masked[:, banned] = -np.inf
+    want = np.argsort(-masked, axis=1, kind="stable")[:, :5]
+    state = trainer.encode(src)
+    for t in range(1, prefix.shape[1] + 1):
+        vals, ids = trainer.next_top(state, prefix[:, :t], 5, banned)
+    for got_vals, got_ids in ((vals, ids), trainer.next_top(trainer.encode(src, cache=False),
+                                                            prefix, 5, banned)):
+        # the k best values, each at its own id (ids of values within float noise of
+        # each other may come in either order: the two paths sum in different orders)
+        best = np.take_along_axis(full, want, 1)
+        np.testing.assert_allclose(np.take_along_axis(full, got_ids, 1), best, atol=1e-5)
+        np.testing.assert_allclose(got_vals, best, atol=1e-5)
+        assert not np.isin(got_ids, banned).any()
+    _, ids = trainer.next_top(trainer.encode(src, cache=False), prefix, 1, normalised=False)
+    np.testing.assert_allclose(np.take_along_axis(full, ids, 1)[:, 0], full.max(1),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="cache holds"):
+        trainer.next_top(state, prefix, 5)  # a step repeated
 
 
 def reference_update(name: str, grads, lrs, p0):

@@ -109,16 +109,17 @@ def test_beam_without_an_ending_returns_the_best_live_beam():
 def test_beam_candidates_from_each_beams_best_tokens_equal_ranking_them_all():
     """The k best continuations taken from each beam's k most likely tokens are the k best
     of every beam x token, in the same order (ties to the lower index), -inf beams too."""
-    from bench.generate import _best_continuations
+    from bench.generate import _best_continuations, _top
 
     rng = np.random.default_rng(3)
     sources, width, vocab, k = 5, 3, 50, 6
     logp = np.round(rng.normal(size=(sources * width, vocab)), 1).astype(np.float32)  # ties
     scores = np.round(rng.normal(size=(sources, width)), 1)
     scores[0, 1:] = -np.inf  # the first step: one live beam
-    idx, vals = _best_continuations(scores, logp, k)
+    ids = _top(logp, k)
+    beams, toks, vals = _best_continuations(scores, np.take_along_axis(logp, ids, 1), ids, k)
     every = (scores[:, :, None] + logp.reshape(sources, width, vocab)).reshape(sources, -1)
     for i in range(sources):
         want = sorted(range(width * vocab), key=lambda j: (-every[i, j], j))[:k]
-        assert idx[i].tolist() == want
+        assert (beams[i] * vocab + toks[i]).tolist() == want
         assert vals[i].tolist() == every[i, want].tolist()

@@ -107,10 +107,14 @@ def _matches(spec: str, cell: tuple) -> bool:
     return any(set(s.split(":")) <= tags for s in spec.split(",") if s)
 
 
+def _precisions(a) -> list[str]:
+    return [p for p in a.precisions.split(",") if p]
+
+
 def cells(a) -> list[tuple[str, int, int, int]]:
     """(precision, batch, beam, length) in the order they run, the skipped left out."""
     out = []
-    for prec in [p for p in a.precisions.split(",") if p]:
+    for prec in _precisions(a):
         if prec not in PRECISIONS:
             raise SpecError(f"unknown precision {prec!r}; allowed: {', '.join(PRECISIONS)}")
         for batch in _ints(a.batches):
@@ -223,17 +227,27 @@ def decode_calls(a, peers: list[str], checkpoint: Path):
     return lambda *cell: {k: f for make in makers for k, f in make(*cell).items()}
 
 
-def gemm_gflops(threads: int) -> dict[str, float]:
+def gemm_gflops(threads: int, precisions=("fp32",)) -> dict[str, float]:
     """The machine's matrix-product rate in PyTorch at `threads`: a 2048^3 product in fp32
-    (SGEMM) and in bf16, GFLOP/s (best of 3 after one untimed)."""
+    (SGEMM) and in each other precision measured, GFLOP/s (best of 3 after one untimed).
+    Only the precisions asked for: on a CPU without bf16 instructions a bf16 product of
+    this size runs at under 1 GFLOP/s (measured: 0.27 on an AVX2 EPYC), four calls minutes."""
     import torch
 
     n, out = 2048, {}
     torch.set_num_threads(threads)
-    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        x = torch.randn(n, n).to(dt)
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    for name in dict.fromkeys(("fp32", *precisions)):
+        x = torch.randn(n, n).to(dtypes[name])
         out[name] = _rate(lambda x=x: x @ x, n)
     return out
+
+
+def gemm_text(gemm: dict[str, float]) -> str:
+    """'fp32 85, bf16 201' (GFLOP/s per precision measured)."""
+    order = sorted(gemm, key=lambda k: (k != "fp32", k))  # a JSON file may sort its keys
+    return ", ".join(f"{k} {gemm[k]:.0f}" if gemm[k] >= 10 else f"{k} {gemm[k]:.2g}"
+                     for k in order)
 
 
 def _rate(fn, n: int) -> float:
@@ -266,7 +280,7 @@ def _worker(a) -> int:
     if "tf" in peers:
         out["_versions"] = {"tensorflow": _version("tensorflow")}
     else:
-        out["_gemm"] = gemm_gflops(a.threads)
+        out["_gemm"] = gemm_gflops(a.threads, _precisions(a))
         out["_versions"] = {"torch": _version("torch")}
         if "hf" in peers:
             out["_versions"]["transformers"] = _version("transformers")
@@ -344,8 +358,7 @@ def print_table(doc: dict) -> None:
           f"rounds={doc['rounds']}, load "
           f"average {doc['load_avg_1m_start']:.2f} at start, {doc['load_avg_1m_end']:.2f} "
           "at end"
-          + (f"; GEMM 2048^3 fp32 {gemm['fp32']:.0f}, bf16 {gemm['bf16']:.0f} GFLOP/s"
-             if gemm else ""))
+          + (f"; GEMM 2048^3 {gemm_text(gemm)} GFLOP/s" if gemm else ""))
     print(f"generated tokens/s (median), {doc['model']}; cache / none = ours with and "
           "without the key/value cache, x = cache / none")
     head = f"{'precision':9s} {'batch':>5s} {'search':>7s} {'length':>6s}"

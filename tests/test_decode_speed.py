@@ -112,3 +112,12 @@ def test_table_json_and_printout(capsys, tmp_path):
     assert "GEMM 2048^3 fp32 80, bf16 200 GFLOP/s" in out
     assert "0.90" in out and "3.00" in out and "1.50" in out
     assert "not measured in 1 cells" in out and "autocast" in out
+
+
+def test_the_gemm_rate_is_measured_in_the_precisions_asked_for_only():
+    """A bf16 product runs at under 1 GFLOP/s on a CPU without bf16 instructions, so
+    an fp32 table must not pay for measuring one; the text names what was measured."""
+    from bench.decode_speed import gemm_gflops, gemm_text
+
+    assert list(gemm_gflops(1)) == ["fp32"]
+    assert gemm_text({"fp32": 61.4, "bf16": 0.27}) == "fp32 61, bf16 0.27"

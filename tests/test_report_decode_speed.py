@@ -61,7 +61,7 @@ def test_the_table_is_on_the_generation_page_when_written(tmp_path, cnn_only):
     assert "the cache speeds ours, PyTorch up 2.00x at 20, 4.00x at 64 tokens" in gen
     assert "ours in TensorFlow is 1.50x Hugging Face's" in gen
     assert "not measured in 1 of 4 cells (--skip-uncached b64:l64)" in gen
-    assert "load average 0.50 to 0.75" in gen and "74 GFLOP/s in fp32" in gen
+    assert "load average 0.50 to 0.75" in gen and "fp32 74, bf16 190 GFLOP/s" in gen
     csv = pd.read_csv(out / "data" / "generation-decode-speed.csv")
     assert len(csv) == 4 and list(csv["torch_over_hf"].round(2)) == [0.9, 0.9, 1.1, 1.1]
     assert csv["torch_speedup"].isna().sum() == 1

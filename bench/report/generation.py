@@ -32,6 +32,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .. import stats
+from ..decode_speed import gemm_text
 from . import figures, tables
 from .html import Panel, esc, table
 
@@ -679,8 +680,8 @@ def decode_speed_panel(doc: dict, key: str) -> Panel:
                   if doc.get("warmup") == "first" else "")
                + f", {doc.get('rounds', '?')} round(s); "
                "load average " + " to ".join(f"{v:.2f}" for v in load if v is not None)
-               + (f"; one-thread 2048^3 matrix product {gemm['fp32']:.0f} GFLOP/s in fp32, "
-                  f"{gemm['bf16']:.0f} in bf16 (PyTorch)" if gemm else "")
+               + (f"; one-thread 2048^3 matrix product (PyTorch) {gemm_text(gemm)} GFLOP/s"
+                  if gemm else "")
                + (f"; {versions}" if versions else "") + ".")
     what = (f"Generated tokens/s (median of a cell's calls, median over rounds), "
             f"{doc.get('model', 'opus-mt-en-fr shape')} ({doc.get('params', 0):,} parameters), "

@@ -322,12 +322,12 @@ def test_every_optimizer_reduces_loss(optimizer):
     assert trainer.evaluate(xd, yd, 256)[0] < 0.7 * loss0
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "rmsprop", "adam"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_optimizer_update_rules(optimizer):
     """Changing lr and gradients near eps: the spec's formulas, step by step."""
     rng = np.random.default_rng(1)
     p0 = rng.standard_normal(6).astype(np.float32)
-    scale = 1e-6 if optimizer in ("adam", "rmsprop") else 1.0
+    scale = 1e-6 if optimizer in ("adam", "adamw", "rmsprop") else 1.0
     grads = [rng.standard_normal(6).astype(np.float32) * scale for _ in range(5)]
     lrs = [0.1, 0.05, 0.2, 0.01, 0.1]
     p = torch.nn.Parameter(torch.from_numpy(p0.copy()))

@@ -174,7 +174,10 @@ def _fit_trace(fig, fit: stats.PowerLawFit, xs_from: pd.Series, meta: str, name:
                      "fitted": f"1 - {metric}" if fit_error else metric})
 
 
-def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
+def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str,
+                accuracy_label: str = "Accuracy") -> Panel:
+    """Accuracy, throughput and memory against parameter count; `accuracy_label` names
+    the accuracy in the caption (a translation model's is its exact match)."""
     recipe, rows = tables.scale_selection(df, family, dataset)
     title = f"{family} on {dataset}: accuracy, throughput and memory against parameter count"
     ok = rows[rows["status"] == "ok"]
@@ -219,7 +222,8 @@ def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
                                    xref=f"x{col} domain", yref=f"y{col} domain", x=0.5, y=0.5)
         fig.update_xaxes(type="log", title_text="parameters", row=1, col=col)
         fig.update_yaxes(title_text=esc(axis_title), row=1, col=col)
-        sentences.append(_scale_sentence(short, per_line, fit_error, rows, est))
+        sentences.append(_scale_sentence(short, per_line, fit_error, rows, est,
+                                         accuracy_label))
     own = acc_pts[acc_pts["framework"] != tables.POOLED]
     one_seed = ""
     if own.empty or own["n_seeds"].max() < stats.MIN_INTERVAL_N:
@@ -304,8 +308,8 @@ def _growth(measured: stats.PowerLawFit, est: stats.PowerLawFit) -> str:
 
 
 def _scale_sentence(short: str, per_line: list, fit_error: bool, rows: pd.DataFrame,
-                    est: stats.PowerLawFit | None) -> str:
-    label = {"accuracy": "Accuracy", "throughput": "Throughput",
+                    est: stats.PowerLawFit | None, accuracy_label: str = "Accuracy") -> str:
+    label = {"accuracy": accuracy_label, "throughput": "Throughput",
              "memory": "Model memory (peak above the runtime baseline)"}[short]
     if not per_line:
         return f"{label}: not recorded."

@@ -447,15 +447,16 @@ GENERATION_NOTE = ("{family}: test accuracy is the greedy exact match on the tes
 
 def _scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
     """`figures.scale_panel`, saying exact match where the family's accuracy is one."""
-    panel = figures.scale_panel(df, family, dataset, key)
-    if family in tables.GENERATION_FAMILIES:
+    generation = family in tables.GENERATION_FAMILIES
+    panel = figures.scale_panel(df, family, dataset, key,
+                                "Exact match" if generation else "Accuracy")
+    if generation:
         panel.title = panel.title.replace(": accuracy,", ": exact match,", 1)
         if panel.fig is not None:
             _relabel(panel.fig, "test accuracy", "test exact match (greedy)")
             panel.fig.update_yaxes(title_text="test exact match", row=1, col=1)
             panel.fig.update_yaxes(title_text="training sentences/s", row=1, col=2)
-            panel.caption = (panel.caption.replace("\nAccuracy: ", "\nExact match: ", 1)
-                             + "\n" + GENERATION_NOTE.format(family=family))
+            panel.caption += "\n" + GENERATION_NOTE.format(family=family)
     return panel
 
 

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pytest
 
 from bench import report
-from bench.report.html import PAGES
+from bench.report import PAGES
 
 CHROMIUM = os.environ.get("BENCH_CHROMIUM", "/usr/bin/chromium")
 LOCAL_SCHEMES = {"file", "data", "blob", "about"}
@@ -127,7 +127,7 @@ def check_page(ctx, out: Path, name: str, then=None) -> dict:
         for plot in seen["plots"]:
             assert plot["traces"] > 0 and plot["drawn"] > 0, f"{name}: empty plot {plot}"
             assert plot["height"] > 150, f"{name}: collapsed plot {plot}"
-        for file, _ in PAGES:
+        for file in (p.file for p in PAGES):
             assert file in seen["hrefs"], f"{name}: no link to {file}"
         for href in seen["hrefs"]:
             if "://" not in href and not href.startswith("#"):

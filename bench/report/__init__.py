@@ -12,11 +12,34 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 SETTINGS_DIR = "settings"
-PAGE_FILES = ("index.html", "scale.html", "frameworks.html", "sweep.html", "curves.html",
-              "generation.html", "tuning.html")
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    """One page of the report: its file, its title in the navigation bar, and the name of
+    its caption for `snakemake --report` (workflow/report/<caption>.rst)."""
+
+    file: str
+    title: str
+    caption: str
+
+
+# The one list of pages: the navigation bar, the verb, the workflow's outputs and the
+# tests all read it.
+PAGES = (
+    PageInfo("index.html", "Overview", "overview"),
+    PageInfo("scale.html", "Scale vs performance", "scale"),
+    PageInfo("frameworks.html", "Frameworks", "frameworks"),
+    PageInfo("sweep.html", "Optimizers & regularisers", "sweep"),
+    PageInfo("curves.html", "Learning curves", "curves"),
+    PageInfo("generation.html", "Generation", "generation"),
+    PageInfo("tuning.html", "Tuning", "tuning"),
+)
+PAGE_FILES = tuple(p.file for p in PAGES)
 
 
 def add_parsers(sub) -> None:

@@ -14,15 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-PAGES = [  # (file, title in the navigation bar)
-    ("index.html", "Overview"),
-    ("scale.html", "Scale vs performance"),
-    ("frameworks.html", "Frameworks"),
-    ("sweep.html", "Optimizers & regularisers"),
-    ("curves.html", "Learning curves"),
-    ("generation.html", "Generation"),
-    ("tuning.html", "Tuning"),
-]
+from . import PAGES
+
 DATA_DIR = "data"
 PLOT_CONFIG = {"displaylogo": False, "responsive": True,
                "toImageButtonOptions": {"format": "svg"}}
@@ -136,7 +129,7 @@ footer{color:#777;font-size:.8rem;margin-top:3rem}
 
 def _nav(current: str) -> str:
     items = []
-    for file, title in PAGES:
+    for file, title in ((p.file, p.title) for p in PAGES):
         cls = ' class="here" aria-current="page"' if file == current else ""
         items.append(f'<a href="{esc(file)}"{cls}>{esc(title)}</a>')
     return "<nav>" + "".join(items) + "</nav>"

@@ -109,6 +109,12 @@ def report_tune_args(wildcards):
     return "--tune-dir results/tune " + " ".join(f"--study {shlex.quote(n)}" for n in names)
 
 
-def _page(name, file, caption):
-    return report(f"reports/{file}", caption=f"../report/{caption}.rst",
-                  category="Benchmark report", labels={"page": name})
+def report_pages():
+    """The report rule's page outputs, one per page of bench.report.PAGES, each flagged
+    for `snakemake --report` with its caption and its place in the order."""
+    from bench.report import PAGES
+
+    return {p.caption: report(f"reports/{p.file}", caption=f"../report/{p.caption}.rst",
+                              category="Benchmark report",
+                              labels={"page": f"{i} {p.title.lower()}"})
+            for i, p in enumerate(PAGES, 1)}

@@ -10,13 +10,7 @@ rule report:
         summary="results/summary.parquet",
         tune=report_tune_inputs,
     output:
-        index=_page("1 overview", "index.html", "overview"),
-        scale=_page("2 scale vs performance", "scale.html", "scale"),
-        frameworks=_page("3 frameworks", "frameworks.html", "frameworks"),
-        sweep=_page("4 optimizers and regularisers", "sweep.html", "sweep"),
-        curves=_page("5 learning curves", "curves.html", "curves"),
-        generation=_page("6 generation", "generation.html", "generation"),
-        tuning=_page("7 tuning", "tuning.html", "tuning"),
+        **report_pages(),
         data=report(directory("reports/data"), patterns=["{name}.csv"],
                     caption="../report/data.rst", category="Numbers behind the figures"),
     params:

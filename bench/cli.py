@@ -29,7 +29,8 @@ from .sizes import SIZE_NAMES, SIZES, param_count
 from .spec import RunSpec
 
 EXIT_BAD_INPUT = 2
-EXTENSIONS = [m for m in ("tune", "report", "speed", "decode_speed", "fetch", "translate")
+EXTENSIONS = [m for m in ("tune", "report", "speed", "decode_speed", "fetch", "translate",
+                            "run_record")
               if importlib.util.find_spec(f"bench.{m}")]
 
 

@@ -11,6 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from .measure import (
     reset_peak_rss,
     rss_mb,
 )
+from .run_record import CurvePoint, Fit, Memory, RunRecord, Speed
 from .sizes import flops_per_sample, memory_estimate_mb
 from .spec import RunSpec, batch_regime
 
@@ -195,7 +197,7 @@ def run(
     mem_limit_mb: float = 0.0,
     save_weights: str | Path | None = None,
     compile_cache: str | Path | None = None,
-) -> dict:
+) -> RunRecord:
     """Train and measure one run; returns the record (status ok/diverged/oom/pruned).
 
     `on_epoch(epoch, metrics)` returning True, or a message, stops the run as `pruned`
@@ -204,78 +206,148 @@ def run(
     (bench.weights_file) and names the file in the record as `weights_file`.
     `compile_cache`: the folder where `compile: best` keeps its choices (bench.compile_choice).
     Exceptions other than divergence and out-of-memory propagate to the caller.
+
+    Four phases, each returning its parts of the record (bench.run_record): prepare,
+    fit, test (an ok run only), then the speed and memory figures.
     """
     wall = Stopwatch()
-    record: dict = {"run_id": spec.run_id, **spec.to_dict(), "bench_version": __version__}
-    record.update(host_facts())
-    record["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    started = {"run_id": spec.run_id, **spec.to_dict(), "bench_version": __version__,
+               **host_facts(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    prep, plan = _prepare(spec, data, backend, compile_cache)
+    timer = BlockTimer(spec.warmup_steps, spec.block_steps, spec.block_seconds)
+    fitted = _fit(spec, prep, backend, timer, wall, on_epoch, mem_limit_mb)
+    status, message, tested = fitted.status, fitted.message, {}
+    if status == "ok":  # a pruned trial's compute is what pruning saves: it is not tested
+        status, message, tested = _test(spec, data, prep, backend, fitted, save_weights)
+    memory: Memory = {
+        **fitted.memory,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_device_mem_mb": fitted.memory.get("peak_device_mem_mb", _device_mb(backend)),
+        "wall_s": wall(),
+    }
+    if status != "ok":
+        _log(spec, f"{status}: {message}")
+    return {**started, **plan, **fitted.part, **tested, **_speed(spec, data, timer, prep),
+            **memory, "status": status, "message": message}
+
+
+@dataclass
+class _Prepared:
+    """What the fit and test phases need from the prepare phase."""
+
+    model_spec: RunSpec  # the spec the model is built from: compile `best` resolved
+    batch: int
+    per_epoch: int
+    total: int
+    flops_per_sample: int
+    splits: dict  # train / val / test: (x, y) on the device
+
+
+@dataclass
+class _Fitted:
+    """The fit phase's outcome: its record part, and the model the test phase evaluates."""
+
+    part: Fit
+    memory: dict = field(default_factory=dict)  # the Memory fields training determines
+    status: str = "ok"
+    message: str = ""
+    model: object = None
+    trainer: object = None
+    best: tuple | None = None  # (weights snapshot, val_loss, val_acc) of the best epoch
+
+
+def _ending(e: Exception, backend) -> tuple[str, str]:
+    """(status, message) of a run that raised `e`: divergence and running out of memory are
+    outcomes of a run; any other exception propagates."""
+    if isinstance(e, Diverged):
+        return "diverged", str(e)
+    if isinstance(e, MemoryLimit):
+        return "oom", str(e)
+    if backend.is_oom(e):
+        return "oom", f"out of memory: {str(e).splitlines()[0][:300]}"
+    raise e
+
+
+def _prepare(spec: RunSpec, data: Data, backend, compile_cache) -> tuple[_Prepared, dict]:
+    """Set up the device (threads, seeds), resolve `compile: best` by its probe, plan the
+    batches and put the splits on the device; returns the plan, and the record's Plan part
+    with the device fields of its Host part."""
     dev = backend.setup(spec.threads, spec.device, spec.seed, tf32=spec.tf32,
                         conv_autotune=spec.conv_autotune)
-    record.update(dev, device_requested=spec.device)  # `device` is what auto resolved to
+    part: dict = {**dev, "device_requested": spec.device}  # `device`: what auto resolved to
     model_spec = spec
     if spec.compile == "best":
         from .compile_choice import choose
 
         t_probe = Stopwatch()
         probe = choose(spec, data, backend, dev["device_name"], compile_cache)
-        record.update(compile_used=probe["compiled"], compile_probe=probe,
-                      compile_probe_s=t_probe())
+        part.update(compile_used=probe["compiled"], compile_probe=probe,
+                    compile_probe_s=t_probe())
         model_spec = spec.with_(compile=probe["compiled"])
         # Seeded again: the probe's random draws (dropout) must not reach the run, which
         # then equals the run of the chosen mode.
         backend.setup(spec.threads, spec.device, spec.seed, tf32=spec.tf32,
                       conv_autotune=spec.conv_autotune)
     else:
-        record["compile_used"] = bool(spec.compile)
-    record.update(data.sizes())
+        part["compile_used"] = bool(spec.compile)
+    part.update(data.sizes())
     n_train = len(data.y_train)
     batch = effective_batch(spec, n_train)
     per_epoch, total = planned_steps(spec, n_train)
-    record.update(
+    flops = flops_per_sample(spec.family, spec.size, spec.dataset)
+    part.update(
         batch_size_effective=batch,
         batch_regime=batch_regime(spec.batch_size),
         steps_per_epoch=per_epoch,
-        flops_per_sample=flops_per_sample(spec.family, spec.size, spec.dataset),
+        flops_per_sample=flops,
+        train_flops_per_sample=3 * flops,
+        n_classes=spec.info.n_classes,
+        model_mem_est_mb=memory_estimate_mb(spec.family, spec.size, spec.dataset, batch,
+                                            spec.optimizer, spec.batchnorm),
     )
-    record["train_flops_per_sample"] = 3 * record["flops_per_sample"]
-    record.update(n_classes=spec.info.n_classes,
-                  model_mem_est_mb=memory_estimate_mb(spec.family, spec.size, spec.dataset,
-                                                      batch, spec.optimizer, spec.batchnorm))
-    status, message = "ok", ""
-    curve: list[dict] = []
-    timer = BlockTimer(spec.warmup_steps, spec.block_steps, spec.block_seconds)
     splits = {
         k: tuple(backend.to_device(getattr(data, f"{v}_{k}")) for v in "xy")
         for k in ("train", "val", "test")
     }
+    return _Prepared(model_spec, batch, per_epoch, total, flops, splits), part
+
+
+def _fit(spec: RunSpec, prep: _Prepared, backend, timer: BlockTimer, wall: Stopwatch,
+         on_epoch, mem_limit_mb: float) -> _Fitted:
+    """Build the model and train it until its plateau, its cap or a pruner stops it,
+    validating after every epoch and keeping the best epoch's weights; measures the
+    training phase's memory. Divergence and out-of-memory end it with their status."""
+    curve: list[CurvePoint] = []
+    fitted = _Fitted(part={"curve": curve})
     # The model's memory is what the run adds above this baseline: the framework runtime
     # and the data on the device are already in it (they are the same for every size).
     release_free_memory()
-    record["rss_start_mb"] = rss_mb()
+    rss_start = fitted.memory["rss_start_mb"] = rss_mb()
     reset_peak_rss()
     backend.reset_peak_memory()
     device_base_mb = _device_mb(backend) or 0.0  # the data, already on the device
     build_t = Stopwatch()
     stop = Plateau(spec.patience, spec.min_epochs, watch_loss=spec.family == "seq2seq")
+    batch, total = prep.batch, prep.total
     try:
-        model = backend.build(model_spec)
-        record["params"] = backend.n_params(model)
-        trainer = backend.Trainer(model, model_spec)
-        record["build_s"] = build_t()
+        model = fitted.model = backend.build(prep.model_spec)
+        fitted.part["params"] = backend.n_params(model)
+        trainer = fitted.trainer = backend.Trainer(model, prep.model_spec)
+        fitted.part["build_s"] = build_t()
         rng = np.random.default_rng([spec.seed, 2])
         step = 0
-        best_state = None
-        x_tr, y_tr = splits["train"]
+        x_tr, y_tr = prep.splits["train"]
         for epoch in range(1, spec.epochs + 1):
             step, loss_sum, epoch_steps = _train_epoch(
-                backend, trainer, spec, timer, x_tr, y_tr, rng, step, total, per_epoch, batch,
-                epoch)
-            val_loss, val_acc = trainer.evaluate(*splits["val"], EVAL_BATCH)
+                backend, trainer, spec, timer, x_tr, y_tr, rng, step, total, prep.per_epoch,
+                batch, epoch)
+            val_loss, val_acc = trainer.evaluate(*prep.splits["val"], EVAL_BATCH)
             if not math.isfinite(val_loss):
                 raise Diverged(f"validation loss became {val_loss} after epoch {epoch}")
-            point = {"epoch": epoch, "step": step, "samples": step * batch,
-                     "train_loss": loss_sum / max(epoch_steps, 1), "val_loss": val_loss,
-                     "val_acc": val_acc, "elapsed_s": wall()}
+            point: CurvePoint = {
+                "epoch": epoch, "step": step, "samples": step * batch,
+                "train_loss": loss_sum / max(epoch_steps, 1), "val_loss": val_loss,
+                "val_acc": val_acc, "elapsed_s": wall()}
             curve.append(point)
             rate = timer.summary()["samples_per_s"]
             _log(spec, f"epoch {epoch}/{spec.epochs} loss {point['train_loss']:.4f} "
@@ -289,82 +361,78 @@ def run(
                 # Epoch 1 holds each framework's one-off device allocations (convolution
                 # autotuning's workspaces, first-call caches), which the two search for
                 # differently: the model's peak is taken from epoch 2 on.
-                record["first_epoch_peak_device_mem_mb"] = _device_mb(backend)
+                fitted.memory["first_epoch_peak_device_mem_mb"] = _device_mb(backend)
                 backend.reset_peak_memory()
             if stop.update(val_acc, val_loss):
-                best_state = None  # one copy at a time: the old one goes before the new
-                best_state = (backend.snapshot(model), val_loss, val_acc)
+                fitted.best = None  # one copy at a time: the old one goes before the new
+                fitted.best = (backend.snapshot(model), val_loss, val_acc)
             why = on_epoch(epoch, point) if on_epoch is not None else False
             if why:
-                status = "pruned"
-                message = why if isinstance(why, str) else f"pruned after epoch {epoch}"
+                fitted.status = "pruned"
+                fitted.message = why if isinstance(why, str) else f"pruned after epoch {epoch}"
                 break
             if stop.converged:
-                message = (f"converged after epoch {epoch} (best epoch {stop.best_epoch}; "
-                           f"no gain for {spec.patience} epochs)")
+                fitted.message = (f"converged after epoch {epoch} (best epoch "
+                                  f"{stop.best_epoch}; no gain for {spec.patience} epochs)")
                 break
             if step >= total:
                 break
-        converged = stop.converged
-        record.update(epochs_run=len(curve), steps_run=step, best_val_acc=stop.best_acc,
-                      best_epoch=stop.best_epoch, converged=converged,
-                      stop_reason="pruned" if status == "pruned" else
-                      ("plateau" if converged else "cap"),
-                      samples_seen=step * batch,
-                      flops_spent=3 * record["flops_per_sample"] * step * batch)
+        fitted.part.update(
+            epochs_run=len(curve), steps_run=step, best_val_acc=stop.best_acc,
+            best_epoch=stop.best_epoch, converged=stop.converged,
+            stop_reason="pruned" if fitted.status == "pruned" else
+            ("plateau" if stop.converged else "cap"),
+            samples_seen=step * batch, flops_spent=3 * prep.flops_per_sample * step * batch)
         # The training phase's peak: testing, inference timing and test_long's upload follow.
-        record["peak_device_mem_mb"] = (_device_mb(backend) if len(curve) > 1 else
-                                        record.get("first_epoch_peak_device_mem_mb",
-                                                   _device_mb(backend)))
-        record["model_mem_mb"] = _model_mem_mb(record["peak_device_mem_mb"],
-                                               record["rss_start_mb"], device_base_mb)
-        if status != "pruned":  # a pruned trial's compute is what pruning saves: stop here
-            # Test at the weights validation chose, not at wherever training stopped.
-            snap, record["val_loss"], record["val_acc"] = best_state
-            backend.restore(model, snap)
-            record["eval_weights"] = f"best validation epoch ({stop.best_epoch})"
-            record["test_loss"], record["test_acc"] = trainer.evaluate(*splits["test"], EVAL_BATCH)
-            x_sub, y_sub = _train_subset(backend, x_tr, y_tr, len(data.y_test))
-            record["train_loss"], record["train_acc"] = trainer.evaluate(x_sub, y_sub, EVAL_BATCH)
-            record["train_eval_samples"] = len(y_sub)
-            x_test = splits["test"][0]
-            if save_weights:
-                from .weights_file import save
+        peak = (_device_mb(backend) if len(curve) > 1 else
+                fitted.memory.get("first_epoch_peak_device_mem_mb", _device_mb(backend)))
+        fitted.memory.update(peak_device_mem_mb=peak,
+                             model_mem_mb=_model_mem_mb(peak, rss_start, device_base_mb))
+    except Exception as e:  # noqa: BLE001 - _ending re-raises all but the run's outcomes
+        fitted.status, fitted.message = _ending(e, backend)
+    return fitted
 
-                record["weights_file"] = save(save_weights, spec,
-                                              backend.get_weights(model)).name
-            if spec.family == "seq2seq":
-                record.update(_translation(backend, trainer, data, splits, spec))
-            else:
-                record.update(_infer_throughput(backend, trainer, x_test, len(data.y_test),
-                                                spec))
-    except Diverged as e:
-        status, message = "diverged", str(e)
-    except MemoryLimit as e:
-        status, message = "oom", str(e)
-    except Exception as e:  # noqa: BLE001 - only out-of-memory is an outcome; the rest re-raise
-        if not backend.is_oom(e):
-            raise
-        status, message = "oom", f"out of memory: {str(e).splitlines()[0][:300]}"
-    record.update(timer.rates("train_samples"))
-    if record.get("timed_seconds"):
-        record["train_flops_per_s"] = (
-            record["train_flops_per_sample"] * (record["train_samples_per_s"] or 0)
-        )
+
+def _test(spec: RunSpec, data: Data, prep: _Prepared, backend, fitted: _Fitted,
+          save_weights) -> tuple[str, str, dict]:
+    """Test at the weights validation chose, not at wherever training stopped; score a
+    training subset; keep the weights if asked; time inference (a classifier) or evaluate
+    translation. Returns (status, message, the Test part with Inference or Translation)."""
+    part: dict = {}
+    model, trainer = fitted.model, fitted.trainer
+    try:
+        snap, part["val_loss"], part["val_acc"] = fitted.best
+        backend.restore(model, snap)
+        part["eval_weights"] = f"best validation epoch ({fitted.part['best_epoch']})"
+        part["test_loss"], part["test_acc"] = trainer.evaluate(*prep.splits["test"],
+                                                               EVAL_BATCH)
+        x_tr, y_tr = prep.splits["train"]
+        x_sub, y_sub = _train_subset(backend, x_tr, y_tr, len(data.y_test))
+        part["train_loss"], part["train_acc"] = trainer.evaluate(x_sub, y_sub, EVAL_BATCH)
+        part["train_eval_samples"] = len(y_sub)
+        if save_weights:
+            from .weights_file import save
+
+            part["weights_file"] = save(save_weights, spec, backend.get_weights(model)).name
+        if spec.family == "seq2seq":
+            part.update(_translation(backend, trainer, data, prep.splits, spec))
+        else:
+            part.update(_infer_throughput(backend, trainer, prep.splits["test"][0],
+                                          len(data.y_test), spec))
+    except Exception as e:  # noqa: BLE001 - _ending re-raises all but the run's outcomes
+        return (*_ending(e, backend), part)
+    return "ok", fitted.message, part
+
+
+def _speed(spec: RunSpec, data: Data, timer: BlockTimer, prep: _Prepared) -> Speed:
+    part = timer.rates("train_samples")
+    if part.get("timed_seconds"):
+        rate = part["train_samples_per_s"] or 0
+        part["train_flops_per_s"] = 3 * prep.flops_per_sample * rate
         if spec.family == "seq2seq":  # target tokens the loss is taken over, EOS included
             per = float((np.asarray(data.y_train)[:, 1:] != 0).sum(1).mean())
-            record["train_tokens_per_s"] = per * (record["train_samples_per_s"] or 0)
-    record.update(
-        status=status,
-        message=message,
-        curve=curve,
-        peak_rss_mb=peak_rss_mb(),
-        peak_device_mem_mb=record.get("peak_device_mem_mb", _device_mb(backend)),
-        wall_s=wall(),
-    )
-    if status != "ok":
-        _log(spec, f"{status}: {message}")
-    return record
+            part["train_tokens_per_s"] = per * rate
+    return part
 
 
 def _translation(backend, trainer, data: Data, splits: dict, spec: RunSpec) -> dict:

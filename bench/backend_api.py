@@ -10,25 +10,9 @@ equal sizes.param_count). Inputs: images (N,H,W,C) float32, series (N,L,C) float
 (N,L) int64, labels int64 (N,). One output logit means binary (sigmoid cross-entropy),
 otherwise softmax cross-entropy over spec.info.n_outputs logits.
 
-- cnn: tokens are embedded first (L, embed). conv (3x3 Conv2D on images, k=3 Conv1D
-  otherwise; padding from sizes.cnn_geometry) -> [BatchNorm] -> ReLU -> MaxPool(2), twice;
-  flatten channels-last (H,W,C) -> [Dropout] -> Dense(dense, relu) -> [Dropout] -> head.
-- lstm / gru: tokens embedded; images read row by row (H steps of W*C features). `layers`
-  recurrent layers of `hidden` units, Dropout between them on the sequence, the last one's
-  final state -> [BatchNorm] -> [Dropout] -> head. Canonical LSTM weights: kernel (in,4h),
-  recurrent_kernel (h,4h), bias (4h), gates i,f,c,o; torch's second bias stays zero and
-  frozen. GRU: Keras's reset_after variant (torch's own), bias (2,3h), gates z,r,h. No
-  recurrent dropout (Keras would leave its fused kernel).
-- transformer: tokens embedded or series/image rows projected to d_model, sinusoidal
-  positions added (pe[pos,2i] = sin(pos/10000^(2i/d)), pe[pos,2i+1] = cos), `layers` pre-LN
-  blocks x + Drop(Attn(LN1 x)), x + Drop(FF(LN2 x)) with FF = Dense(ff, relu) -> Dense(d)
-  and attention over `heads` heads from four d->d projections q,k,v,o (torch computes it
-  with F.scaled_dot_product_attention, TensorFlow with matmuls and softmax: the same
-  function); final LayerNorm "ln", mean over positions, [BatchNorm], [Dropout], head.
-- seq2seq: pre-LN encoder-decoder, one embedding tied across source, target and output;
-  source padding masked, decoder self-attention causal (bench.sizes.weight_shapes). The
-  same networks, post-LN with SiLU and Marian's position table, hold a pretrained Marian
-  checkpoint (bench.marian; sizes.Seq2SeqArch says which).
+- What each family computes (layer order, weight names and layout) is stated once, in its
+  folder's spec.py (bench/models/<family>/spec.py); both frameworks' models beside it
+  follow it.
 - BatchNorm: eps registry.BATCHNORM_EPS, running averages with momentum
   registry.BATCHNORM_MOMENTUM in Keras's sense (torch: 1 - that); LayerNorm eps
   registry.LAYERNORM_EPS. Dropout only in the training step.
@@ -173,8 +157,8 @@ class Backend(Protocol):
         """Whether `exc` means the device or host ran out of memory."""
 
     def seq2seq_model(self, arch: Any, weights: list[np.ndarray], precision: str = "fp32") -> Any:
-        """An encoder-decoder of a sizes.Seq2SeqArch holding canonical `weights`
-        (sizes.seq2seq_shapes), a pretrained checkpoint's (bench.marian), that decodes in
+        """An encoder-decoder of a Seq2SeqArch (bench.models.seq2seq.spec) holding canonical
+        `weights` (seq2seq_shapes), a pretrained checkpoint's (bench.marian), that decodes in
         `precision` (fp32 weights; products in bf16 / fp16 as in training)."""
 
     def Decoder(self, model: Any) -> Any:  # noqa: N802 - a class there

@@ -297,7 +297,7 @@ def write_random_checkpoint(directory: Path) -> Path:
     scale; LayerNorms at 1 and 0), in Hugging Face's layout, so that all three read the
     same numbers."""
     from . import marian
-    from .sizes import seq2seq_shapes
+    from .models.seq2seq.spec import seq2seq_shapes
 
     arch = marian.opus_mt_en_fr()
     rng = np.random.default_rng(0)
@@ -316,7 +316,8 @@ def build_doc(a, results: dict[str, dict], extra: dict) -> dict:
     """What `--out` holds: the setting and one row per cell, tokens/s per peer and cache
     (None where not measured)."""
     from . import marian
-    from .sizes import param_count_of, seq2seq_shapes
+    from .models.seq2seq.spec import seq2seq_shapes
+    from .sizes import param_count_of
 
     peers = list(results)
     rows = []

@@ -1,6 +1,6 @@
 """A pretrained Hugging Face Marian checkpoint (e.g. Helsinki-NLP/opus-mt-en-fr), read from
 a local directory without `transformers`: its config, its weights in the canonical layout
-both backends build from (bench.sizes.seq2seq_shapes), its generation settings and a
+both backends build from (bench.models.seq2seq.spec.seq2seq_shapes), its generation settings and a
 tokenizer that gives MarianTokenizer's ids.
 
 The directory holds what `save_pretrained` / `snapshot_download` leave: config.json,
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .models.seq2seq.spec import Seq2SeqArch, seq2seq_shapes
 from .registry import SpecError
-from .sizes import Seq2SeqArch, seq2seq_shapes
 
 
 class MarianError(SpecError):

@@ -35,8 +35,11 @@ import time
 
 import numpy as np
 
+from .models.cnn.spec import cnn_geometry
+from .models.common import sinusoid
+from .models.transformer.spec import transformer_tokens
 from .registry import DATASETS
-from .sizes import SIZES, cnn_geometry, sinusoid, transformer_tokens
+from .sizes import SIZES
 
 BATCH = 64
 LR = 1e-3

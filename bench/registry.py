@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .models import FOLDERS, TRANSLATORS
+
 # Classifiers read one input and predict one label; seq2seq reads a sentence and writes one.
-CLASSIFIERS = ("cnn", "lstm", "gru", "transformer")
-FAMILIES = (*CLASSIFIERS, "seq2seq")
+FAMILIES = tuple(FOLDERS)  # bench/models: one folder per family
+CLASSIFIERS = tuple(f for f in FAMILIES if f not in TRANSLATORS)
 FRAMEWORKS = ("torch", "tf")
 DEVICES = ("auto", "cpu", "cuda")
 # fp32, or mixed precision: fp32 weights and optimizer state, matrix products and

@@ -1,8 +1,9 @@
 """TensorFlow 2 / Keras 3 backend: the contract of `bench.backend_api`.
 
-Models are Keras functional models built from stock layers (plus a small pre-LN encoder
-block); seq2seq is a subclassed Keras model, as its output layer reuses the embedding and
-decoding calls its encoder and decoder apart. Training is a hand-written
+The models live in their families' folders (bench/models/<family>/tf.py, shared pieces in
+bench/models/tf_layers.py): Keras functional models built from stock layers (plus a small
+pre-LN encoder block); seq2seq is a subclassed Keras model, as its output layer reuses the
+embedding and decoding calls its encoder and decoder apart. Training is a hand-written
 `tf.GradientTape` step inside one `tf.function` (XLA only when `spec.compile`), so the L2
 penalty, the decoupled weight decay and the learning rate given per step all mean exactly
 what they mean in the torch backend.
@@ -17,8 +18,6 @@ folds lr into v, which differs as soon as the lr changes, i.e. under a schedule)
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 
 # Hide TF's INFO banner (oneDNN, CPU features); warnings and errors still show.
@@ -27,30 +26,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from keras import layers  # noqa: E402
 
+from . import models  # noqa: E402
 from .generate import DecodesThrough  # noqa: E402
 from .init import init_weights  # noqa: E402
 from .measure import cpu_name  # noqa: E402
+from .models.seq2seq.spec import Seq2SeqArch, seq2seq_shapes  # noqa: E402
+from .models.seq2seq.tf import Seq2SeqNet  # noqa: E402
+from .models.tf_layers import input_dtype  # noqa: E402
 from .registry import (  # noqa: E402
     ADAM_BETAS,
-    BATCHNORM_EPS,
-    BATCHNORM_MOMENTUM,
     DEVICES,
     EPSILON,
-    LAYERNORM_EPS,
+    OPTIMIZERS,
     RMSPROP_RHO,
     SpecError,
 )
-from .sizes import (  # noqa: E402
-    Seq2SeqArch,
-    cnn_geometry,
-    seq2seq_arch,
-    seq2seq_shapes,
-    sinusoid,
-    transformer_tokens,
-    weight_shapes,
-)
+from .sizes import weight_shapes  # noqa: E402
 from .spec import RunSpec  # noqa: E402
 from .text_pairs import PAD  # noqa: E402
 
@@ -116,385 +108,6 @@ def setup(threads: int, device: str = "auto", seed: int = 0, tf32: bool = False,
 # ---------------------------------------------------------------------------- models
 
 
-class PositionalEncoding(layers.Layer):
-    """Adds the fixed sinusoidal encoding pe[pos, 2i] = sin(.), pe[pos, 2i+1] = cos(.)."""
-
-    def __init__(self, length: int, d: int, **kw):
-        super().__init__(**kw)
-        angle = np.arange(length)[:, None] / 10000.0 ** (np.arange(0, d, 2) / d)
-        pe = np.zeros((length, d), np.float32)
-        pe[:, 0::2] = np.sin(angle)
-        pe[:, 1::2] = np.cos(angle[:, : d // 2])
-        self.pe = tf.constant(pe)
-
-    def call(self, x):
-        return x + tf.cast(self.pe, x.dtype)
-
-
-class EncoderBlock(layers.Layer):
-    """Pre-LN encoder block: x + Drop(Attn(LN1(x))), then x + Drop(FF(LN2(x)))."""
-
-    def __init__(self, d: int, heads: int, ff: int, dropout: float, seed: int, **kw):
-        super().__init__(**kw)
-        self.d, self.heads = d, heads
-        self.ln1 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln1")
-        self.q, self.k, self.v, self.o = (layers.Dense(d, name=n) for n in "qkvo")
-        self.ln2 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln2")
-        self.ff1 = layers.Dense(ff, activation="relu", name="ff1")
-        self.ff2 = layers.Dense(d, name="ff2")
-        self.drop = _dropout(dropout, seed) if dropout > 0 else None
-
-    def build(self, input_shape):
-        for ln in (self.ln1, self.ln2):
-            ln.build(input_shape)
-        for lin in (self.q, self.k, self.v, self.o, self.ff1):
-            lin.build(input_shape)
-        self.ff2.build((*input_shape[:-1], self.ff1.units))
-        self.length = input_shape[1]
-
-    def _split(self, t):
-        # (B, L, d) -> (B, heads, L, d/heads)
-        t = tf.reshape(t, (-1, self.length, self.heads, self.d // self.heads))
-        return tf.transpose(t, (0, 2, 1, 3))
-
-    def _attend(self, h):
-        q, k, v = self._split(self.q(h)), self._split(self.k(h)), self._split(self.v(h))
-        scores = tf.matmul(q, k, transpose_b=True) * (1.0 / float(np.sqrt(self.d // self.heads)))
-        a = tf.matmul(_softmax(scores), v)
-        a = tf.reshape(tf.transpose(a, (0, 2, 1, 3)), (-1, self.length, self.d))
-        return self.o(a)
-
-    def _dropped(self, t, training):
-        return self.drop(t, training=training) if self.drop is not None else t
-
-    def call(self, x, training=None):
-        x = x + self._dropped(self._attend(self.ln1(x)), training)
-        return x + self._dropped(self.ff2(self.ff1(self.ln2(x))), training)
-
-
-def _dropout(rate: float, seed: int) -> layers.Dropout:
-    """A Dropout layer whose seed variable lives on the host: the GPU kernel that turns it
-    into a mask reads it in host memory, so a seed on the GPU would make the host wait for
-    the device at every step."""
-    with tf.device("/CPU:0"):
-        return layers.Dropout(rate, seed=seed)
-
-
-def _softmax(scores, bias=None):
-    """Softmax over keys in fp32 whatever the compute dtype, as torch autocast does."""
-    p = tf.cast(scores, tf.float32)
-    p = tf.nn.softmax(p if bias is None else p + bias, axis=-1)
-    return tf.cast(p, scores.dtype)
-
-
-def _batchnorm(name: str):
-    return layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPS, name=name)
-
-
-def _dropper(spec: RunSpec):
-    """x -> Dropout(spec.dropout)(x), each layer seeded from the spec (identity at rate 0).
-
-    Own seeds make a model's dropout masks a function of the spec alone, whatever else
-    drew from Keras's global generator before.
-    """
-    seeds = itertools.count(spec.seed * 1000 + 1)
-
-    def drop(x):
-        return _dropout(spec.dropout, next(seeds))(x) if spec.dropout > 0 else x
-
-    return drop
-
-
-def _as_sequence(spec: RunSpec, x):
-    """Images are read row by row: (H, W, C) -> H steps of W*C features."""
-    if spec.info.kind == "image":
-        h, w, c = spec.info.shape
-        return layers.Reshape((h, w * c))(x)
-    return x
-
-
-def _cnn(spec: RunSpec, x, drop):
-    a, info = spec.arch, spec.info
-    shape = info.shape
-    if info.kind == "tokens":
-        x = layers.Embedding(info.vocab, a.embed, name="embed")(x)
-        shape = (shape[0], a.embed)
-    pad = cnn_geometry(shape)[0]
-    if len(shape) == 3:
-        conv, pool = layers.Conv2D, layers.MaxPooling2D
-    else:
-        conv, pool = layers.Conv1D, layers.MaxPooling1D
-    for i, filters in ((1, a.c1), (2, a.c2)):
-        if spec.batchnorm:
-            x = conv(filters, 3, padding=pad, name=f"conv{i}")(x)
-            x = layers.ReLU()(_batchnorm(f"bn{i}")(x))
-        else:
-            x = conv(filters, 3, padding=pad, activation="relu", name=f"conv{i}")(x)
-        x = pool(2)(x)
-    x = drop(layers.Flatten()(x))
-    return drop(layers.Dense(a.dense, activation="relu", name="dense")(x))
-
-
-def _rnn(spec: RunSpec, x, drop):
-    a, info = spec.arch, spec.info
-    if info.kind == "tokens":
-        x = layers.Embedding(info.vocab, a.embed, name="embed")(x)
-    x = _as_sequence(spec, x)
-    for i in range(a.layers):
-        last = i == a.layers - 1
-        # bf16 keeps recurrent layers in fp32, as in torch (whose CUDA autocast would run
-        # cuDNN's RNN in fp16)
-        kw = {"dtype": "float32"} if spec.precision == "bf16" else {}
-        if spec.family == "lstm":
-            rnn = layers.LSTM(a.hidden, return_sequences=not last, name=f"rnn{i}", **kw)
-        else:
-            rnn = layers.GRU(a.hidden, reset_after=True, return_sequences=not last,
-                             name=f"rnn{i}", **kw)
-        x = rnn(x)
-        if not last:
-            x = drop(x)
-    if spec.batchnorm:
-        x = _batchnorm("bn")(x)
-    return drop(x)
-
-
-def _transformer(spec: RunSpec, x, drop):
-    a, info = spec.arch, spec.info
-    if info.kind == "tokens":
-        x = layers.Embedding(info.vocab, a.d_model, name="embed")(x)
-    else:
-        x = layers.Dense(a.d_model, name="proj")(layers.Reshape(transformer_tokens(info))(x))
-    x = PositionalEncoding(x.shape[1], a.d_model)(x)
-    for i in range(a.layers):
-        seed = spec.seed * 1000 + 500 + i
-        x = EncoderBlock(a.d_model, a.heads, a.ff, spec.dropout, seed, name=f"block{i}")(x)
-    x = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln")(x)
-    x = layers.GlobalAveragePooling1D()(x)
-    if spec.batchnorm:
-        x = _batchnorm("bn")(x)
-    return drop(x)
-
-
-# ---------------------------------------------------------------------------- seq2seq
-
-
-# Masked keys get -inf as in torch's SDPA with a boolean mask: softmax gives them exactly 0
-# and their gradient is 0 (a fully masked row would be NaN in both; no sentence is empty).
-def _key_bias(src, pad: int = PAD):
-    """Additive score bias (n, 1, 1, L): -inf at PAD source keys, 0 at real ones."""
-    return tf.where(tf.equal(src, pad), -np.inf, 0.0)[:, None, None, :]
-
-
-def _causal_bias(length):
-    """(L, L): query t sees keys <= t."""
-    keep = tf.linalg.band_part(tf.ones((length, length)), -1, 0)
-    return tf.where(keep > 0, 0.0, -np.inf)
-
-
-class Seq2SeqBlock(layers.Layer):
-    """Encoder layer, or with `cross` a decoder layer (causal self-attention, then
-    cross-attention over the encoder output as xq/xk/xv/xo under ln2, then FF under ln3);
-    pre-LN, or post-LN (Marian) with the norm after each residual sum.
-
-    Works on flat (n * L, d) activations so that every projection is one 2-D matmul
-    (Keras's Dense on 3-D input goes through tensordot's reshapes); only attention sees
-    (n, heads, L, d/heads).
-    """
-
-    def __init__(self, d, heads, ff, dropout, seed, cross=False, post_ln=False,
-                 activation="relu", **kw):
-        super().__init__(**kw)
-        self.d, self.heads, self.cross, self.post_ln = d, heads, cross, post_ln
-        self.scale = 1.0 / math.sqrt(d // heads)
-        self.ln1 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln1")
-        self.q, self.k, self.v, self.o = (layers.Dense(d, name=n) for n in "qkvo")
-        self.ln2 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln2")
-        norms, linears = [self.ln1, self.ln2], [self.q, self.k, self.v, self.o]
-        if cross:
-            self.xq, self.xk, self.xv, self.xo = (layers.Dense(d, name="x" + n) for n in "qkvo")
-            self.ln3 = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="ln3")
-            norms.append(self.ln3)
-            linears += [self.xq, self.xk, self.xv, self.xo]
-        self.ff1 = layers.Dense(ff, activation=activation, name="ff1")
-        self.ff2 = layers.Dense(d, name="ff2")
-        self.drop = _dropout(dropout, seed) if dropout > 0 else None
-        for layer in norms + linears + [self.ff1]:
-            layer.build((None, d))
-        self.ff2.build((None, ff))
-        self.built = True
-
-    def _split(self, t, n, length):
-        """(n * length, d) -> (n, heads, length, d / heads)."""
-        dh = self.d // self.heads
-        return tf.transpose(tf.reshape(t, (n, length, self.heads, dh)), (0, 2, 1, 3))
-
-    def _kv(self, prefix, kv, n, length):
-        """Keys and values, split into heads, of flat rows kv (n * length, d)."""
-        k, v = getattr(self, prefix + "k"), getattr(self, prefix + "v")
-        return self._split(k(kv), n, length), self._split(v(kv), n, length)
-
-    def cross_kv(self, memory, n, length):
-        return self._kv("x", memory, n, length)
-
-    def _attend(self, prefix, y, k, v, n, lq, bias):
-        """Heads of queries y (n*lq, d) over split keys and values k, v."""
-        q, o = getattr(self, prefix + "q"), getattr(self, prefix + "o")
-        scores = tf.matmul(self._split(q(y) * self.scale, n, lq), k, transpose_b=True)
-        a = tf.matmul(_softmax(scores, bias), v)
-        return o(tf.reshape(tf.transpose(a, (0, 2, 1, 3)), (n * lq, self.d)))
-
-    def _residual(self, x, branch, norm, training):
-        if self.post_ln:
-            return norm(x + self._dropped(branch(x), training))
-        return x + self._dropped(branch(norm(x)), training)
-
-    def _dropped(self, t, training):
-        return self.drop(t, training=training) if self.drop is not None else t
-
-    def _ff(self, x):
-        return self.ff2(self.ff1(x))
-
-    def forward(self, x, n, length, bias, memory=None, mem_len=None, mem_bias=None,
-                training=False, cache=None):
-        """x (n*length, d); decoder layers also take the flat memory (n*mem_len, d), or
-        with `cache` = (past keys, past values, cross keys, cross values) one position
-        per row (length 1), and then return (x, (keys, values)) with this position's
-        keys and values added."""
-        new = []
-
-        def self_attention(h):
-            k, v = self._kv("", h, n, length)
-            if cache is not None:
-                k, v = tf.concat([cache[0], k], 2), tf.concat([cache[1], v], 2)
-                new.extend((k, v))
-            return self._attend("", h, k, v, n, length, bias)
-
-        def cross_attention(h):
-            k, v = cache[2:] if cache is not None else self.cross_kv(memory, n, mem_len)
-            return self._attend("x", h, k, v, n, length, mem_bias)
-
-        x = self._residual(x, self_attention, self.ln1, training)
-        if self.cross:
-            x = self._residual(x, cross_attention, self.ln2, training)
-        x = self._residual(x, self._ff, self.ln3 if self.cross else self.ln2, training)
-        return x if cache is None else (x, tuple(new))
-
-
-class TiedOutput(layers.Layer):
-    """Logits h @ E^T + bias, E the embedding shared with the inputs (its only weight is
-    the bias: E stays the Embedding layer's)."""
-
-    def __init__(self, vocab: int, **kw):
-        super().__init__(**kw)
-        self.bias = self.add_weight(shape=(vocab,), initializer="zeros", name="bias")
-        self.built = True
-
-    def call(self, h, table, table_t=None):
-        """`table_t`, E^T laid out (d, vocab), where a caller keeps one: oneDNN's matmul
-        with transpose_b copies E on every call, 12x the product's own time at
-        opus-mt's 59,514 x 512 (measured here: 386 ms against 31 ms for 4 rows)."""
-        if table_t is not None:
-            return tf.matmul(h, tf.cast(table_t, h.dtype)) + self.bias
-        return tf.matmul(h, tf.cast(table, h.dtype), transpose_b=True) + self.bias
-
-
-class Seq2SeqNet(keras.Model):
-    """Encoder-decoder Transformer of a Seq2SeqArch, the torch backend's Seq2Seq: one
-    embedding for source, target and output, scaled by sqrt(d) before the sinusoidal
-    positions; source padding masked in the encoder and in cross-attention; causal
-    decoder self-attention; pre-LN with final norms, or post-LN (Marian) without."""
-
-    def __init__(self, arch: Seq2SeqArch, dropout: float = 0.0, seed: int = 0,
-                 name: str = "seq2seq"):
-        super().__init__(name=name)
-        d, base = arch.d_model, seed * 1000
-        self.arch, self.d, self.vocab = arch, d, arch.vocab
-        self.embed_scale = math.sqrt(d)
-        self.embed = layers.Embedding(arch.vocab, d, name="embed")
-        self.embed.build((None,))
-        # torch extends its table on demand; a graph cannot, so the table is long enough
-        # for any sentence this benchmark decodes (and a checkpoint's own limit).
-        self.pe = tf.constant(sinusoid(max(512, arch.max_positions), d, arch.positions))
-        kw = {"post_ln": arch.post_ln, "activation": arch.activation}
-        self.enc = [Seq2SeqBlock(d, arch.heads, arch.ff, dropout, base + 500 + i,
-                                 name=f"enc{i}", **kw) for i in range(arch.enc_layers)]
-        self.dec = [Seq2SeqBlock(d, arch.heads, arch.ff, dropout, base + 700 + i, cross=True,
-                                 name=f"dec{i}", **kw) for i in range(arch.dec_layers)]
-        self.enc_ln = self.dec_ln = None
-        if arch.final_ln:
-            self.enc_ln = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="enc_ln")
-            self.dec_ln = layers.LayerNormalization(epsilon=LAYERNORM_EPS, name="dec_ln")
-            for ln in (self.enc_ln, self.dec_ln):
-                ln.build((None, d))
-        self.head = TiedOutput(arch.vocab, name="head")
-        self.drops = [_dropout(dropout, base + k) if dropout > 0 else None
-                      for k in (1, 2)]  # source, target embeddings
-        self.built = True
-
-    def _embed(self, ids, which, training, start=0):
-        n, length = tf.shape(ids)[0], tf.shape(ids)[1]
-        pe = self.pe[start : start + length]
-        x = tf.gather(self.embed.embeddings, ids) * self.embed_scale + pe
-        x = tf.cast(tf.reshape(x, (n * length, self.d)), self.compute_dtype)
-        drop = self.drops[which]
-        return (drop(x, training=training) if drop is not None else x), n, length
-
-    @staticmethod
-    def _norm(ln, x):
-        return x if ln is None else ln(x)
-
-    def encode(self, src, training=False):
-        """(encoder output (n, L, d), key bias (n, 1, 1, L))."""
-        bias = _key_bias(src, self.arch.pad)
-        x, n, length = self._embed(src, 0, training)
-        for block in self.enc:
-            x = block.forward(x, n, length, bias, training=training)
-        return tf.reshape(self._norm(self.enc_ln, x), (n, length, self.d)), bias
-
-    def _logits(self, x, table_t=None):
-        return self.head(self._norm(self.dec_ln, x), self.embed.embeddings, table_t)
-
-    def decode(self, tgt_in, memory, mem_bias, training=False, last_only=False,
-               table_t=None):
-        """Flat logits (n * T, vocab) of every target position, teacher-forced on tgt_in;
-        with `last_only`, (n, vocab) of the last position (decoding needs no other)."""
-        x, n, length = self._embed(tgt_in, 1, training)
-        mem_len = tf.shape(memory)[1]
-        flat = tf.reshape(memory, (-1, self.d))
-        causal = _causal_bias(length)
-        for block in self.dec:
-            x = block.forward(x, n, length, causal, flat, mem_len, mem_bias, training=training)
-        if last_only:
-            x = tf.reshape(x, (n, length, self.d))[:, -1]
-        return self._logits(x, table_t)
-
-    def cross_kv(self, memory):
-        """Every decoder layer's cross-attention keys and values over `memory`."""
-        n, length = tf.shape(memory)[0], tf.shape(memory)[1]
-        flat = tf.reshape(memory, (-1, self.d))
-        return [block.cross_kv(flat, n, length) for block in self.dec]
-
-    def decode_step(self, last, mem_bias, caches, table_t=None):
-        """Logits (n, vocab) after one more token `last` (n, 1), and each layer's keys
-        and values with it; `caches` holds per layer (keys, values, cross keys, cross
-        values), the self-attention ones of the earlier positions."""
-        x, n, _ = self._embed(last, 1, False, start=tf.shape(caches[0][0])[2])
-        grown = []
-        for block, cache in zip(self.dec, caches, strict=True):
-            x, kv = block.forward(x, n, 1, None, mem_bias=mem_bias, cache=cache)
-            grown.append(kv)
-        return self._logits(x, table_t), grown
-
-    def logits(self, src, tgt_in, training=False):
-        return self.decode(tgt_in, *self.encode(src, training), training=training)
-
-    def call(self, inputs, training=False):
-        src, tgt_in = inputs
-        out = self.logits(src, tgt_in, training)
-        return tf.reshape(out, (tf.shape(tgt_in)[0], tf.shape(tgt_in)[1], self.vocab))
-
-
-_BODIES = {"cnn": _cnn, "lstm": _rnn, "gru": _rnn, "transformer": _transformer}
 _LEAVES = {"embed": "embeddings"}  # canonical leaf name -> Keras attribute
 
 
@@ -520,10 +133,6 @@ class Model:
         return getattr(obj, _LEAVES.get(parts[-1], parts[-1]))
 
 
-def _input_dtype(spec: RunSpec):
-    return tf.int64 if spec.info.kind in ("tokens", "text") else tf.float32
-
-
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -532,18 +141,10 @@ def build(spec: RunSpec) -> Model:
 
     Mixed precision is Keras's mixed dtype policy for the model's layers (fp32 variables,
     bf16/fp16 compute); the policy is global in Keras, so it is set only while building."""
-    info = spec.info
     keras.config.set_dtype_policy(_POLICIES[spec.precision])
     try:
         with tf.device(_STATE["tf_device"]):
-            if spec.family == "seq2seq":
-                net = Seq2SeqNet(seq2seq_arch(spec.size, spec.dataset), spec.dropout,
-                                 spec.seed, name=f"seq2seq_{spec.size}")
-            else:
-                inputs = keras.Input(shape=info.shape, dtype=_input_dtype(spec).name)
-                x = _BODIES[spec.family](spec, inputs, _dropper(spec))
-                logits = layers.Dense(info.n_outputs, name="head")(x)
-                net = keras.Model(inputs, logits, name=f"{spec.family}_{spec.size}")
+            net = models.framework_module(spec.family, "tf").model(spec)
     finally:
         keras.config.set_dtype_policy("float32")
     names = weight_shapes(spec.family, spec.size, spec.dataset, spec.batchnorm)
@@ -711,8 +312,8 @@ def _optimizer(spec: RunSpec) -> keras.optimizers.Optimizer:
         return Adam(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=EPSILON)
     if spec.optimizer == "rmsprop":
         return RMSprop(learning_rate=lr, rho=RMSPROP_RHO, epsilon=EPSILON)
-    momentum = 0.9 if spec.optimizer in ("momentum", "nesterov") else 0.0
-    return SGD(learning_rate=lr, momentum=momentum, nesterov=spec.optimizer == "nesterov")
+    return SGD(learning_rate=lr, momentum=OPTIMIZERS[spec.optimizer].momentum,
+               nesterov=spec.optimizer == "nesterov")
 
 
 # ---------------------------------------------------------------------------- training
@@ -735,7 +336,7 @@ class Trainer(DecodesThrough):
             self.optimizer = (keras.optimizers.LossScaleOptimizer(self._inner)
                               if spec.precision == "fp16" else self._inner)
             self.optimizer.build(self._vars)
-        x_sig = tf.TensorSpec((None, *spec.info.shape), _input_dtype(spec))
+        x_sig = tf.TensorSpec((None, *spec.info.shape), input_dtype(spec))
         y_shape = (None, spec.info.target_len) if self._seq2seq else (None,)
         y_sig = tf.TensorSpec(y_shape, tf.int64)
         if spec.compile not in (False, True):  # bench.train resolves 'best' first
@@ -1031,7 +632,7 @@ def _top(logits, mask, k):
 
 def seq2seq_model(arch: Seq2SeqArch, weights: list[np.ndarray],
                   precision: str = "fp32") -> Model:
-    """A Seq2SeqNet of `arch` holding `weights` (canonical, bench.sizes.seq2seq_shapes):
+    """A Seq2SeqNet of `arch` holding `weights` (canonical: seq2seq_shapes):
     a pretrained model to decode with, under the precision's Keras policy (see build)."""
     keras.config.set_dtype_policy(_POLICIES[precision])
     try:

@@ -1,7 +1,7 @@
 """A numpy forward pass of the seq2seq family, from the canonical weights alone.
 
 numpy only, in float64: either backend's tests can import it. Written from the spec
-(bench.sizes._seq2seq_shapes and the backends' docstrings), not from either backend.
+(bench.models.seq2seq.spec.seq2seq_shapes and the backends' docstrings), not from either backend.
 """
 
 from __future__ import annotations

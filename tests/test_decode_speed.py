@@ -8,8 +8,8 @@ import pytest
 
 from bench import marian
 from bench.decode_speed import build_doc, cells, decode_calls, print_table, sources, uncached
+from bench.models.seq2seq.spec import Seq2SeqArch, seq2seq_shapes
 from bench.registry import SpecError
-from bench.sizes import Seq2SeqArch, seq2seq_shapes
 
 SMALL = Seq2SeqArch(50, 16, 2, 1, 2, 32, post_ln=True, activation="silu",
                     positions="halves", start=49, eos=0, pad=49, max_positions=32)

@@ -29,7 +29,8 @@ import marian_checks  # noqa: E402
 
 from bench import marian  # noqa: E402
 from bench import torch_backend as backend  # noqa: E402
-from bench.sizes import param_count_of, seq2seq_shapes  # noqa: E402
+from bench.models.seq2seq.spec import seq2seq_shapes  # noqa: E402
+from bench.sizes import param_count_of  # noqa: E402
 
 SENTENCES_CLI = ["The cat sat on the mat.", "Where is the train station?"]
 

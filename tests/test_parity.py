@@ -49,8 +49,9 @@ import numpy as np
 import pytest
 from parity_worker import BASE, L2, VARIANTS, shared_weights
 
+from bench.models.cnn.spec import cnn_geometry
 from bench.registry import CLASSIFIERS, DATASETS, OPTIMIZERS
-from bench.sizes import cnn_geometry, weight_shapes
+from bench.sizes import weight_shapes
 from bench.text_pairs import EOS
 
 WORKER = Path(__file__).with_name("parity_worker.py")

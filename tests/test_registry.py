@@ -12,12 +12,20 @@ import bench.sizes
 from bench.registry import SpecError
 from bench.spec import RunSpec
 
-# Every module but the two backends, found on disk so that a new module is checked too.
+# Every module but the two backends and the families' models in each framework, found on
+# disk so that a new module is checked too.
 _BENCH = Path(__file__).resolve().parents[1] / "bench"
-NEUTRAL_MODULES = sorted(
-    "bench." + ".".join(p.relative_to(_BENCH).with_suffix("").parts)
-    for p in _BENCH.rglob("*.py")
-    if p.stem not in ("torch_backend", "tf_backend", "__init__", "__main__"))
+_OF_FRAMEWORK = {"torch": ("torch_backend", "torch", "torch_layers"),
+                 "tensorflow": ("tf_backend", "tf", "tf_layers")}
+
+
+def _modules(keep) -> list[str]:
+    return sorted("bench." + ".".join(p.relative_to(_BENCH).with_suffix("").parts)
+                  for p in _BENCH.rglob("*.py") if keep(p.stem))
+
+
+NEUTRAL_MODULES = _modules(lambda stem: stem not in ("__init__", "__main__") and not any(
+    stem in stems for stems in _OF_FRAMEWORK.values()))
 
 
 # ---------------------------------------------------------------------------- imports
@@ -35,6 +43,18 @@ def test_neutral_modules_import_no_framework(repo_root):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "FRAMEWORKS: []" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("framework,other", [("torch", "tensorflow"), ("tensorflow", "torch")])
+def test_a_frameworks_modules_import_that_framework_only(repo_root, framework, other):
+    mods = _modules(lambda stem: stem in _OF_FRAMEWORK[framework])
+    assert len(mods) >= 6  # the backend, the shared layers, one per family folder
+    code = (f"import sys\nfor m in {mods!r}:\n    __import__(m)\n"
+            f"print('OTHER:', {other!r} in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "OTHER: False" in out.stdout, out.stdout
 
 
 # ---------------------------------------------------------------------------- registries

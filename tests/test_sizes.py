@@ -7,6 +7,7 @@ from spec_cases import NON_TOKEN, PAIRS, ladder
 
 import bench.registry
 import bench.sizes
+from bench.models.cnn.spec import cnn_geometry
 from bench.registry import SpecError
 
 # ---------------------------------------------------------------------------- counts
@@ -73,17 +74,17 @@ def test_size_of_rejects_unknown():
 
 
 def test_cnn_geometry_same_for_digits_valid_for_mnist():
-    pad, dims = bench.sizes.cnn_geometry(bench.registry.DATASETS["digits"].shape)
+    pad, dims = cnn_geometry(bench.registry.DATASETS["digits"].shape)
     assert pad == "same"
     assert dims == [[8, 4, 4, 2], [8, 4, 4, 2]]
-    pad, dims = bench.sizes.cnn_geometry(bench.registry.DATASETS["mnist"].shape)
+    pad, dims = cnn_geometry(bench.registry.DATASETS["mnist"].shape)
     assert pad == "valid"
     assert dims == [[26, 13, 11, 5], [26, 13, 11, 5]]
 
 
 @pytest.mark.parametrize("dataset", sorted({d for f, d in NON_TOKEN if f == "cnn"}))
 def test_cnn_geometry_never_collapses(dataset):
-    _, dims = bench.sizes.cnn_geometry(bench.registry.DATASETS[dataset].shape)
+    _, dims = cnn_geometry(bench.registry.DATASETS[dataset].shape)
     assert all(d[3] >= 1 for d in dims)
 
 

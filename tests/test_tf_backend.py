@@ -26,6 +26,7 @@ from bench import tf_backend as backend  # noqa: E402
 from bench.data import load  # noqa: E402
 from bench.generate import beam_search, greedy  # noqa: E402
 from bench.init import init_weights  # noqa: E402
+from bench.models import tf_layers  # noqa: E402
 from bench.registry import CLASSIFIERS, OPTIMIZERS, SpecError  # noqa: E402
 from bench.sizes import param_count, weight_shapes  # noqa: E402
 from bench.spec import RunSpec  # noqa: E402
@@ -77,7 +78,7 @@ def test_set_weights_rejects_bad_shapes():
 
 
 def test_positional_encoding_formula():
-    pe = backend.PositionalEncoding(5, 6).pe.numpy()
+    pe = tf_layers.PositionalEncoding(5, 6).pe.numpy()
     pos, i = 3, 2  # dims 2i and 2i+1 = 4, 5
     angle = pos / 10000 ** (2 * i / 6)
     np.testing.assert_allclose(pe[pos, 4:6], [np.sin(angle), np.cos(angle)], rtol=1e-6)

@@ -20,7 +20,8 @@ import marian_checks  # noqa: E402
 
 from bench import marian  # noqa: E402
 from bench import tf_backend as backend  # noqa: E402
-from bench.sizes import param_count_of, seq2seq_shapes  # noqa: E402
+from bench.models.seq2seq.spec import seq2seq_shapes  # noqa: E402
+from bench.sizes import param_count_of  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -27,6 +27,9 @@ from backend_reference import (  # noqa: E402
 
 from bench import torch_backend as backend  # noqa: E402
 from bench.init import init_weights  # noqa: E402
+from bench.models import torch_layers  # noqa: E402
+from bench.models.cnn.spec import cnn_geometry  # noqa: E402
+from bench.models.transformer.spec import transformer_tokens  # noqa: E402
 from bench.registry import (  # noqa: E402
     BATCHNORM_EPS,
     BATCHNORM_MOMENTUM,
@@ -35,7 +38,7 @@ from bench.registry import (  # noqa: E402
     OPTIMIZERS,
     SpecError,
 )
-from bench.sizes import cnn_geometry, param_count, transformer_tokens, weight_shapes  # noqa: E402
+from bench.sizes import param_count, weight_shapes  # noqa: E402
 from bench.spec import RunSpec  # noqa: E402
 
 # Every family on every input kind at the smallest size, plus the article's seed models.
@@ -241,7 +244,7 @@ def test_lstm_second_bias_stays_zero_and_frozen():
 
 
 def test_positional_encoding_formula():
-    pe = backend._positions(5, 6).numpy()
+    pe = torch_layers.positions(5, 6).numpy()
     pos, i = 3, 2  # dims 2i and 2i+1 = 4, 5
     angle = pos / 10000 ** (2 * i / 6)
     np.testing.assert_allclose(pe[pos, 4:6], [np.sin(angle), np.cos(angle)], rtol=1e-6)
@@ -252,7 +255,7 @@ def test_positional_encoding_formula():
 
 def test_batchnorm_keeps_keras_statistics():
     """Biased batch variance in the normalisation and in the running average."""
-    bn = backend.BatchNorm(3)
+    bn = torch_layers.BatchNorm(3)
     x = torch.randn(8, 3, 4, 4) * 3 + 1
     y = bn(x)
     xs = x.double().numpy()

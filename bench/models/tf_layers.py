@@ -5,14 +5,17 @@ benchmark's constants, an fp32 softmax, sinusoid positions, and the classifier f
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
 from keras import layers
 
 from ..registry import BATCHNORM_EPS, BATCHNORM_MOMENTUM
-from ..spec import RunSpec
 from .common import sinusoid
+
+if TYPE_CHECKING:
+    from ..spec import RunSpec
 
 
 class PositionalEncoding(layers.Layer):

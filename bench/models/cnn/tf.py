@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 from keras import layers
 
-from ...spec import RunSpec
 from ..tf_layers import batchnorm, classifier
 from .spec import cnn_geometry
+
+if TYPE_CHECKING:
+    from ...spec import RunSpec
 
 
 def body(spec: RunSpec, x, drop):

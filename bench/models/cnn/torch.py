@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...spec import RunSpec
 from ..torch_layers import BatchNorm, Model, conv_slots, linear_slots, maybe_bn, norm_slots, plain
 from .spec import cnn_geometry
+
+if TYPE_CHECKING:
+    from ...spec import RunSpec
 
 # 2-D convolutions in channels-last layout (see CNN); False gives torch's default NCHW.
 CHANNELS_LAST = True

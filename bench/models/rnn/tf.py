@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 from keras import layers
 
-from ...spec import RunSpec
 from ..tf_layers import batchnorm, classifier
+
+if TYPE_CHECKING:
+    from ...spec import RunSpec
 
 
 def _as_sequence(spec: RunSpec, x):

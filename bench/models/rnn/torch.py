@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from ...spec import RunSpec
 from ..torch_layers import (
     BatchNorm,
     Model,
@@ -19,6 +19,9 @@ from ..torch_layers import (
     plain,
     to_tensor,
 )
+
+if TYPE_CHECKING:
+    from ...spec import RunSpec
 
 
 class RNN(Model):

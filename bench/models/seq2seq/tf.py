@@ -5,6 +5,7 @@ decodes through."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -12,11 +13,13 @@ import tensorflow as tf
 from keras import layers
 
 from ...registry import LAYERNORM_EPS
-from ...spec import RunSpec
 from ...text_pairs import PAD
 from ..common import sinusoid
 from ..tf_layers import seeded_dropout, softmax_fp32
 from .spec import Seq2SeqArch, seq2seq_arch
+
+if TYPE_CHECKING:
+    from ...spec import RunSpec
 
 
 # Masked keys get -inf as in torch's SDPA with a boolean mask: softmax gives them exactly 0

@@ -5,13 +5,13 @@ generate() decodes through."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...registry import LAYERNORM_EPS
-from ...spec import RunSpec
 from ..torch_layers import (
     Block,
     Model,
@@ -25,6 +25,9 @@ from ..torch_layers import (
     split_heads,
 )
 from .spec import Seq2SeqArch, seq2seq_arch
+
+if TYPE_CHECKING:
+    from ...spec import RunSpec
 
 
 def _grow(cache: dict, name: str, new: torch.Tensor) -> torch.Tensor:
@@ -189,10 +192,6 @@ class Seq2Seq(Model):
             out += block.slots(f"dec{i}.")
         out += norm_slots("dec_ln", self.dec_ln) if self.arch.final_ln else []
         return out + [plain("head.bias", self.head_bias)]
-
-
-def _seq2seq(spec: RunSpec) -> Seq2Seq:
-    return Seq2Seq(seq2seq_arch(spec.size, spec.dataset), spec.dropout)
 
 
 def model(spec: RunSpec) -> Seq2Seq:

@@ -3,15 +3,19 @@ computes)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers
 
 from ...registry import LAYERNORM_EPS
-from ...spec import RunSpec
 from ..tf_layers import PositionalEncoding, batchnorm, classifier, seeded_dropout, softmax_fp32
 from .spec import transformer_tokens
+
+if TYPE_CHECKING:
+    from ...spec import RunSpec
 
 
 class EncoderBlock(layers.Layer):

@@ -3,10 +3,11 @@ computes)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from ...registry import LAYERNORM_EPS
-from ...spec import RunSpec
 from ..torch_layers import (
     BatchNorm,
     Block,
@@ -18,6 +19,9 @@ from ..torch_layers import (
     positions,
 )
 from .spec import transformer_tokens
+
+if TYPE_CHECKING:
+    from ...spec import RunSpec
 
 
 class Transformer(Model):

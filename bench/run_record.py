@@ -366,14 +366,14 @@ def markdown() -> str:
     """The README's field table: part (and when present), field, type, meaning."""
     lines = ["| part (present) | field | type | meaning |", "| --- | --- | --- | --- |"]
     when = {p.name: p.when for p in PARTS}
-    nested: list[tuple[str, type]] = [("curve[]", CurvePoint), ("examples[]", Example)]
+    nested = [("fit", "curve[]", CurvePoint), ("translation", "examples[]", Example)]
     for f in all_fields():
         mark = "" if f.required else " (optional)"
         lines.append(f"| {f.part} ({when[f.part]}) | `{f.name}`{mark} | {_type_name(f.type)} "
                      f"| {f.doc} |")
-    for prefix, cls in nested:
+    for part, prefix, cls in nested:
         for f in fields_of(cls):
-            lines.append(f"| fit / translation | `{prefix}.{f.name}` | {_type_name(f.type)} "
+            lines.append(f"| {part} ({when[part]}) | `{prefix}.{f.name}` | {_type_name(f.type)} "
                          f"| {f.doc} |")
     return "\n".join(lines) + "\n"
 

@@ -239,7 +239,7 @@ class _Prepared:
     batch: int
     per_epoch: int
     total: int
-    flops_per_sample: int
+    train_flops_per_sample: int  # forward and backward
     splits: dict  # train / val / test: (x, y) on the device
 
 
@@ -309,7 +309,7 @@ def _prepare(spec: RunSpec, data: Data, backend, compile_cache) -> tuple[_Prepar
         k: tuple(backend.to_device(getattr(data, f"{v}_{k}")) for v in "xy")
         for k in ("train", "val", "test")
     }
-    return _Prepared(model_spec, batch, per_epoch, total, flops, splits), part
+    return _Prepared(model_spec, batch, per_epoch, total, 3 * flops, splits), part
 
 
 def _fit(spec: RunSpec, prep: _Prepared, backend, timer: BlockTimer, wall: Stopwatch,
@@ -382,7 +382,7 @@ def _fit(spec: RunSpec, prep: _Prepared, backend, timer: BlockTimer, wall: Stopw
             best_epoch=stop.best_epoch, converged=stop.converged,
             stop_reason="pruned" if fitted.status == "pruned" else
             ("plateau" if stop.converged else "cap"),
-            samples_seen=step * batch, flops_spent=3 * prep.flops_per_sample * step * batch)
+            samples_seen=step * batch, flops_spent=prep.train_flops_per_sample * step * batch)
         # The training phase's peak: testing, inference timing and test_long's upload follow.
         peak = (_device_mb(backend) if len(curve) > 1 else
                 fitted.memory.get("first_epoch_peak_device_mem_mb", _device_mb(backend)))
@@ -428,7 +428,7 @@ def _speed(spec: RunSpec, data: Data, timer: BlockTimer, prep: _Prepared) -> Spe
     part = timer.rates("train_samples")
     if part.get("timed_seconds"):
         rate = part["train_samples_per_s"] or 0
-        part["train_flops_per_s"] = 3 * prep.flops_per_sample * rate
+        part["train_flops_per_s"] = prep.train_flops_per_sample * rate
         if spec.family == "seq2seq":  # target tokens the loss is taken over, EOS included
             per = float((np.asarray(data.y_train)[:, 1:] != 0).sum(1).mean())
             part["train_tokens_per_s"] = per * rate

@@ -38,7 +38,7 @@ def test_a_winner_that_flips_with_compilation_is_reported_as_flipping(tmp_path):
     assert "Both uncompiled (a compiled side's rate times its probe's" in fw
     at = fw.index("The winner flips in")
     flipped = fw[at:fw.index("Model memory", at)]
-    assert flipped.startswith("The winner flips in 3 cell(s), so there no framework wins: ")
+    assert flipped.startswith("The winner flips in 3 cell(s), so no framework wins overall: ")
     assert re.search(r"gru xs \(as run TensorFlow is 1\.[45]\d*x faster than PyTorch, both "
                      r"uncompiled PyTorch is 1\.[5-7]\d*x faster than TensorFlow\)", flipped)
     assert "cnn" not in flipped  # graph mode ran: the two comparisons agree

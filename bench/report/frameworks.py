@@ -226,7 +226,7 @@ def throughput_sentences(cells: pd.DataFrame) -> list[str]:
                    f"uncompiled/compiled ratio): {_counts(unc, 'uncompiled_ratio')}.")
     flip = flips(thr)
     if len(flip):
-        out.append(f"The winner flips in {len(flip)} cell(s), so there no framework wins: "
+        out.append(f"The winner flips in {len(flip)} cell(s), so no framework wins overall: "
                    + "; ".join(f"{r['family']} {r['size']} (as run "
                                f"{speed_phrase(r['throughput_ratio'])}, both uncompiled "
                                f"{speed_phrase(r['uncompiled_ratio'])})"

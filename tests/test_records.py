@@ -168,7 +168,7 @@ def test_read_record_missing_and_directory(tmp_path):
 def test_every_status_is_read_back_and_has_its_own_report_column(tmp_path):
     """The report keeps its own list of statuses: a status records can hold but the report
     lacks would be counted apart from the others, after them."""
-    from bench.report.tables import status_counts
+    from bench.report.overview import status_counts
 
     rows = []
     for status in records.STATUSES:

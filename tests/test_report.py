@@ -21,7 +21,20 @@ import pandas as pd
 import pytest
 
 from bench import aggregate, report, stats
-from bench.report import figures, pages, tables, tuning
+from bench.report import (
+    curve_data,
+    generation,
+    overview,
+    page_kit,
+    scale,
+    scale_budget,
+    settings,
+    sweep,
+    tables,
+    tuning,
+    tuning_optuna,
+    tuning_studies,
+)
 from bench.sizes import param_count
 from bench.spec import RunSpec
 
@@ -42,7 +55,7 @@ STEPS_PER_EPOCH, BATCH = 56, 64
 def strict():
     """A panel that fails to build raises here, instead of showing its error on the page."""
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(pages, "STRICT", True)
+        m.setattr(page_kit, "STRICT", True)
         yield
 
 
@@ -330,7 +343,7 @@ def _assert_same(csv: list, plotted: list, what: str) -> None:
 
 def test_csv_rows_are_exactly_the_plotted_points(tmp_path):
     df = tables.load_summary(write_summary(smoke_records(), tmp_path / "s.parquet"))
-    studies = [tuning.load_study(write_tuning_study(tmp_path / "tune"))]
+    studies = [tuning_studies.load_study(write_tuning_study(tmp_path / "tune"))]
     n_checked = 0
     for page in report.build_pages(df, studies):
         for panel in _figures(page):
@@ -361,7 +374,7 @@ def test_csv_rows_are_exactly_the_plotted_points(tmp_path):
 def test_written_csvs_match_the_panels(full):
     out = full
     df = tables.load_summary(out.parent / "results" / "summary.parquet")
-    studies = tuning.find_studies(out.parent / "results" / "tune")
+    studies = tuning_studies.find_studies(out.parent / "results" / "tune")
     for page in report.build_pages(df, studies):
         for panel in page.panels:
             if panel.data is None:
@@ -374,6 +387,24 @@ def test_written_csvs_match_the_panels(full):
 
 
 # ---------------------------------------------------------------------------- robustness
+
+
+def test_each_page_is_built_by_the_module_its_registry_entry_names(tmp_path):
+    """PAGES is the one list: every entry's module builds a page with that entry's file and
+    title (the navigation bar reads the same entry), in the registry's order."""
+    import importlib
+
+    from bench.report.html import render_page
+
+    df = frame(smoke_records(), tmp_path)
+    built = report.build_pages(df, [])
+    assert [p.file for p in built] == list(report.PAGE_FILES)
+    for info, page in zip(report.PAGES, built, strict=True):
+        module = importlib.import_module(f"bench.report.{info.module}")
+        assert module.page(report.Inputs(df)).file == info.file
+        current = (f'<a href="{info.file}" class="here" aria-current="page">'
+                   f"{html.escape(info.title)}</a>")
+        assert current in render_page(page, "") and page.blocks
 
 
 def test_empty_table_renders_messages(tmp_path):
@@ -503,14 +534,14 @@ def test_time_to_target_from_the_curve():
                                 {"epoch": 2, "elapsed_s": 4.0, "val_acc": 0.8},
                                 {"epoch": 3, "elapsed_s": 6.0, "val_acc": 0.9}]),
            "best_val_acc": 0.9}
-    assert tables.time_to(row, 0.75) == 4.0
-    assert tables.time_to(row, 0.5) == 2.0
-    assert math.isinf(tables.time_to(row, 0.95))
-    assert math.isinf(tables.time_to({"curve": "", "best_val_acc": math.nan}, 0.1))
+    assert curve_data.time_to(row, 0.75) == 4.0
+    assert curve_data.time_to(row, 0.5) == 2.0
+    assert math.isinf(curve_data.time_to(row, 0.95))
+    assert math.isinf(curve_data.time_to({"curve": "", "best_val_acc": math.nan}, 0.1))
 
 
 def test_tuning_study_parts(tmp_path):
-    st = tuning.load_study(write_tuning_study(tmp_path))
+    st = tuning_studies.load_study(write_tuning_study(tmp_path))
     assert not st.problem and st.source.startswith("the trials table")
     assert st.objectives == ["values_val_acc", "values_train_samples_per_s"]
     assert st.directions == ["maximize", "maximize"]
@@ -521,7 +552,7 @@ def test_tuning_study_parts(tmp_path):
     assert s["saved_s"] == pytest.approx(4 * (np.median(done) - 3.0))
     # ... and 1 epoch of a budget of 4
     assert s["epochs_saved"] == 4 * 3 and s["epochs_budget"] == 4
-    single = tuning.load_study(write_tuning_study(tmp_path, "single", multi=False))
+    single = tuning_studies.load_study(write_tuning_study(tmp_path, "single", multi=False))
     assert single.objectives == ["value"] and single.directions == ["maximize"]
     assert tuning.pruning_savings(single)["saved_s"] == pytest.approx(s["saved_s"])
     # the in-memory Study rebuilt from the table: void trial left out, states kept
@@ -529,14 +560,14 @@ def test_tuning_study_parts(tmp_path):
     # directions are the study's own, never guessed from a name
     d = write_tuning_study(tmp_path, "silent", multi=False)
     (d / "best.json").write_text(json.dumps({"params": {"lr": 0.003}}))
-    assert "states the objectives" in tuning.load_study(d).problem
+    assert "states the objectives" in tuning_studies.load_study(d).problem
 
 
 def test_tuning_study_without_table_is_explained(tmp_path):
     (tmp_path / "tune" / "half").mkdir(parents=True)
     write_tuning_study(tmp_path / "tune", "stale")
     df = tables.load_summary(write_summary(smoke_records()[:4], tmp_path / "s.parquet"))
-    page = pages.tuning_page(df, tuning.find_studies(tmp_path / "tune", ["half", "gone"]))
+    page = tuning.tuning_page(df, tuning_studies.find_studies(tmp_path / "tune", ["half", "gone"]))
     text = "".join(map(str, page.blocks))
     assert "no trials table" in text and "gone cannot be shown: its folder does not exist" in text
     assert "stale" not in text  # a study the workflow no longer names is not shown
@@ -580,7 +611,7 @@ def two_sizes(tmp_path_factory):
 
 def test_every_tuned_cell_is_judged_against_its_baseline(two_sizes):
     df = tables.load_summary(two_sizes / "results" / "summary.parquet")
-    studies = tuning.find_studies(two_sizes / "results" / "tune")
+    studies = tuning_studies.find_studies(two_sizes / "results" / "tune")
     by = {st.name: tuning.judge(df, st) for st in studies}
     assert [r["framework"] for r in by["cnn_xs"]] == ["torch", "tf", tables.POOLED]
     for r in by["cnn_xs"]:  # the same seeds 0.1 lower: worse in each framework and pooled
@@ -647,13 +678,13 @@ def test_a_journal_study_is_drawn_by_optuna_and_costed_against_the_grid(tmp_path
     best = {"cell": CNN_XS, "metrics": ["val_acc"], "directions": ["maximize"],
             "states": {"COMPLETE": 9, "PRUNED": 3}, "best_params": study.best_params}
     (d / "best.json").write_text(json.dumps(dict(best, flops_spent=1.2e10, trials_pruned=3)))
-    st = tuning.load_study(d)
+    st = tuning_studies.load_study(d)
     assert not st.problem and "journal" in st.source and len(st.optuna.trials) == 12
-    hist = tuning.history_panel(st, "h")
+    hist = tuning_optuna.history_panel(st, "h")
     assert hist.fig is not None and len(hist.data) >= 9  # completed trials and best line
-    imp = tuning.importance_panel(st, "i")  # 9 completed trials: too few, and why
+    imp = tuning_optuna.importance_panel(st, "i")  # 9 completed trials: too few, and why
     assert imp.fig is None and "at least 10 completed trials" in imp.message
-    assert tuning.parallel_panel(st, "p").fig is not None
+    assert tuning_optuna.parallel_panel(st, "p").fig is not None
     df = frame(smoke_records(), tmp_path)
     grid, k = tuning.grid_flops(df, CNN_XS, "adam")
     assert k == len(LR_GRID) and grid > 0
@@ -661,7 +692,7 @@ def test_a_journal_study_is_drawn_by_optuna_and_costed_against_the_grid(tmp_path
     assert row[2:5] == [12, "25%", "0.012"] and row[6] == f"{1.2e10 / grid:.3g}x"
     # an older folder: no flops_spent anywhere, said so instead of a number
     (d / "best.json").write_text(json.dumps(best))
-    old = tuning.load_study(d)
+    old = tuning_studies.load_study(d)
     old.trials = old.trials.drop(columns="user_attrs_flops_spent")
     assert tuning.cost_row(df, old)[4] == "not recorded"
 
@@ -693,7 +724,7 @@ def test_failed_runs_count_at_chance_accuracy_and_are_named(tmp_path):
     assert at["mean"] == pytest.approx((sum(others) + 0.1) / 3)
     thr = tables.scale_points(rows, "train_samples_per_s")
     assert thr[(thr["framework"] == "torch") & (thr["size"] == "s")].iloc[0]["n_seeds"] == 2
-    panel = figures.scale_panel(df, "cnn", "mnist1d", "k")
+    panel = scale.scale_panel(df, "cnn", "mnist1d", "k")
     trace = next(t for t in panel.fig.data if t.meta == "torch accuracy")
     hover = [c[1] for c in trace.customdata]
     assert hover[list(trace.x).index(at["params"])].endswith(
@@ -716,15 +747,15 @@ def test_accuracy_is_pooled_only_where_the_seeds_are_disjoint(tmp_path):
     assert pooled.iloc[-1]["mean"] == pytest.approx(np.mean(m))
     assert tables.POOLED not in set(tables.scale_points(rows, "train_samples_per_s")["framework"])
     assert "pooled over the frameworks (the black line), whose seeds are disjoint" in (
-        figures.scale_panel(df, "cnn", "mnist1d", "k").caption)
+        scale.scale_panel(df, "cnn", "mnist1d", "k").caption)
     # TensorFlow on PyTorch's seeds: the runs are not independent, nothing is pooled
     same = [dict(r, seed=r["seed"] - 1000) if r["framework"] == "tf" else r for r in recs]
     df2 = frame(same, tmp_path, "same.parquet")
     _, rows2 = tables.scale_selection(df2, "cnn", "mnist1d")
     assert tables.POOLED not in set(tables.scale_points(rows2, "test_acc")["framework"])
     assert "Accuracy is not pooled over the frameworks: they share seeds" in (
-        figures.scale_panel(df2, "cnn", "mnist1d", "k").caption)
-    cells = figures.sweep_cells(tables.sweep_selection(df2, "cnn", "mnist1d")[1], math.nan)
+        scale.scale_panel(df2, "cnn", "mnist1d", "k").caption)
+    cells = sweep.sweep_cells(tables.sweep_selection(df2, "cnn", "mnist1d")[1], math.nan)
     assert tables.POOLED not in set(cells["framework"])
     # overlap at one size only: pooled at the other two
     part = [dict(r, seed=r["seed"] - 1000) if r["framework"] == "tf" and r["size"] == "m"
@@ -733,7 +764,7 @@ def test_accuracy_is_pooled_only_where_the_seeds_are_disjoint(tmp_path):
     _, rows3 = tables.scale_selection(df3, "cnn", "mnist1d")
     pts3 = tables.scale_points(rows3, "test_acc")
     assert list(pts3.loc[pts3["framework"] == tables.POOLED, "size"]) == ["xs", "s"]
-    assert "at 2 of 3 sizes (xs, s)" in figures.scale_panel(df3, "cnn", "mnist1d", "k").caption
+    assert "at 2 of 3 sizes (xs, s)" in scale.scale_panel(df3, "cnn", "mnist1d", "k").caption
 
 
 def _flat(recs: list[dict]) -> list[dict]:
@@ -751,7 +782,7 @@ def _flat(recs: list[dict]) -> list[dict]:
 
 
 def test_headline_findings_name_a_winner_only_where_the_interval_excludes_zero(tmp_path):
-    flat = pages.findings(frame(_flat(smoke_records()), tmp_path))
+    flat = overview.findings(frame(_flat(smoke_records()), tmp_path))
     assert "cnn on mnist1d (pooled, 12 runs): no clear winner: m (18.7k params) and xs " \
            "(1.33k params) overlap (difference +0.000, 95% CI [" in flat[0]
     assert "beats" not in flat[0]
@@ -764,12 +795,12 @@ def test_headline_findings_name_a_winner_only_where_the_interval_excludes_zero(t
     for r in recs:
         if r["optimizer"] == "adam" and r["regulariser"] == "dropout":
             r["test_acc"] += 0.1
-    won = pages.findings(frame(recs, tmp_path, "won.parquet"))
+    won = overview.findings(frame(recs, tmp_path, "won.parquet"))
     assert re.search(r"cnn \(size xs, pooled\): best adam \+ dropout \(0\.900\), runner-up "
                      r"adam \+ none \(0\.800\): adam \+ dropout beats adam \+ none by \+0\.100 "
                      r"\(95% CI \[\+0\.0\d+, \+0\.1\d+\]\)", won[2])
     # the default synthetic study: accuracy grows with size, TensorFlow is 1.5x faster
-    found = pages.findings(frame(smoke_records(), tmp_path, "default.parquet"))
+    found = overview.findings(frame(smoke_records(), tmp_path, "default.parquet"))
     assert "m (38.5k params) beats xs (1.08k params)" in found[0]
     assert re.search(r"TensorFlow is 1\.5\dx faster than PyTorch \(95% CI", found[1])
     assert "TensorFlow in 6, neither in 0" in found[1]
@@ -780,7 +811,7 @@ def test_vs_published_table_verdicts(tmp_path):
     for r in _study(recs, size="m", optimizer="adam", regulariser="none"):
         k = int(r["seed"]) % 1000
         r["test_acc"] = 0.95 + 0.005 * (k - 1) if r["family"] == "cnn" else 0.88 + 0.02 * (k - 1)
-    t = tables.published_table(frame(recs, tmp_path)).set_index(["family", "framework"])
+    t = overview.published_table(frame(recs, tmp_path)).set_index(["family", "framework"])
     assert set(t.loc["cnn", "verdict"]) == {"reaches"}
     assert (t.loc["cnn", "size"] == "m").all() and (t.loc["cnn", "published"] == 0.94).all()
     # n = 3 per framework: 0.88 +- 0.049 reaches 0.91; pooled n = 6: 0.88 +- 0.019 does not
@@ -789,11 +820,11 @@ def test_vs_published_table_verdicts(tmp_path):
     assert t.loc[("gru", "pooled"), "verdict"] == "below"
     assert t.loc[("gru", "pooled"), "n_seeds"] == 6
     assert t.loc[("gru", "pooled"), "mean"] == pytest.approx(0.88)
-    assert tables.verdict(0.93, math.nan, 0.94) == "below, no interval"
-    page = pages.overview_page(frame(recs, tmp_path, "o.parquet"), "s", [])
+    assert overview.verdict(0.93, math.nan, 0.94) == "below, no interval"
+    page = overview.overview_page(frame(recs, tmp_path, "o.parquet"), "s", [])
     text = "".join(str(b) for b in page.blocks) + "".join(p.caption for p in page.panels)
     assert "Greydanus 2020" in text and "within interval" in text
-    published = tables.published_table(frame(_study(recs, family="cnn"), tmp_path, "c.parquet"))
+    published = overview.published_table(frame(_study(recs, family="cnn"), tmp_path, "c.parquet"))
     assert published.set_index("family").loc["gru", "verdict"] == "not run"
 
 
@@ -811,7 +842,7 @@ def test_converged_share_is_counted_on_the_overview_and_in_captions(full):
 def test_memory_is_the_models_own_beside_its_estimate(tmp_path):
     recs = smoke_records()
     df = frame(recs, tmp_path)
-    panel = figures.scale_panel(df, "cnn", "mnist1d", "k")
+    panel = scale.scale_panel(df, "cnn", "mnist1d", "k")
     data = panel.data
     mem = data[data["trace"] == "tf memory"]
     want = [np.mean([r["model_mem_mb"] for r in _study(recs, family="cnn", framework="tf",
@@ -824,7 +855,7 @@ def test_memory_is_the_models_own_beside_its_estimate(tmp_path):
     assert "TensorFlow: measured ∝ N^0.9" in panel.caption
     assert "growing slower than the estimate" in panel.caption
     assert "Estimate ∝ N^1.00" in panel.caption
-    base = figures.baseline_panel(df, "b")
+    base = scale.baseline_panel(df, "b")
     assert "framework runtime, not the model" in base.title + str(base.body)
     med = base.data.set_index("framework")["median_rss_start_mb"]
     assert med["torch"] == pytest.approx(350, abs=5) and med["tf"] == pytest.approx(600, abs=5)
@@ -843,14 +874,14 @@ def test_frontier_picks_the_best_size_per_budget():
         # a second s run dips at 12e9: the frontier uses the best so far, 0.7 there
         + run("b2", "s", [4e9, 8e9, 12e9, 16e9], [0.40, 0.70, 0.60, 0.72])
         + run("c1", "m", [2e10, 4e10, 6e10, 8e10], [0.30, 0.60, 0.75, 0.80]))
-    front, segs = tables.frontier(pts)
+    front, segs = curve_data.frontier(pts)
     assert [s for s, _, _ in segs] == ["xs", "s", "m"]
     assert segs[0][1:] == (1e9, 4e9) and segs[1][1:] == (8e9, 4e10) and segs[2][1:] == (6e10, 8e10)
     at = front.set_index("flops")
     assert at.loc[4e9, "size"] == "xs" and at.loc[4e9, "val_acc"] == pytest.approx(0.63)
     assert at.loc[12e9, "val_acc"] == pytest.approx(0.70)  # mean of best-so-far 0.70, 0.70
     assert at.loc[4e10, "size"] == "s" and at.loc[6e10, "size"] == "m"
-    assert figures.frontier_sentence(segs) == (
+    assert scale_budget.frontier_sentence(segs) == (
         "Best size by budget (leads held over less than 2x of compute left out): xs up to 4e9 "
         "FLOPs, s from 8e9 to 4e10, m from 6e10.")
 
@@ -860,15 +891,15 @@ def test_frontier_sentence_leaves_out_lead_changes_that_are_noise():
     # together); m takes over for good at 6.8e9 and l holds the last budgets
     segs = [("xs", 1e8, 1.5e9), ("s", 1.5e9, 1.5e9), ("xs", 1.6e9, 1.8e9), ("s", 1.9e9, 4.6e9),
             ("m", 4.8e9, 4.8e9), ("s", 5.1e9, 6.6e9), ("m", 6.8e9, 3.6e10), ("l", 4.2e10, 5e10)]
-    stable = figures.stable_segments(segs)
+    stable = scale_budget.stable_segments(segs)
     assert [s for s, _, _ in stable] == ["xs", "s", "m", "l"]
     assert stable[1][1:] == (1.9e9, 6.6e9) and stable[3] == ("l", 4.2e10, 5e10)
-    assert figures.stable_segments(stable) == stable  # nothing left to merge
+    assert scale_budget.stable_segments(stable) == stable  # nothing left to merge
 
 
 def test_compute_panel_plots_every_chosen_run_against_flops(full):
     df = tables.load_summary(full.parent / "results" / "summary.parquet")
-    panel = figures.compute_panel(df, "gru", "mnist1d", "k")
+    panel = scale_budget.compute_panel(df, "gru", "mnist1d", "k")
     runs = [t for t in panel.fig.data if t.meta != "frontier"]
     assert len(runs) == 18  # 3 sizes x 2 frameworks x 3 seeds at the chosen lr
     r = next(r for r in df.itertuples() if r.run_id == runs[0].meta)
@@ -907,10 +938,10 @@ def test_lr_panel_marks_the_chosen_rate_and_counts_the_race(tmp_path):
                                0.1: [0.5, 0.55, 0.6, 0.6]},
                          {0.001: 0.5, 0.01: 0.9, 0.1: 0.6}, fps=300.0, stop={0.1: 2}))
     df = frame(recs, tmp_path)
-    units = tables.lr_units(df, "cnn", "mnist1d")
+    units = curve_data.lr_units(df, "cnn", "mnist1d")
     assert [(u["size"], u["chosen"], u["k"], len(u["members"])) for u in units] == [
         ("xs", 0.001, 3, 3), ("s", 0.01, 3, 3)]
-    panel = figures.lr_panel(df, "cnn", "mnist1d", "k")
+    panel = scale_budget.lr_panel(df, "cnn", "mnist1d", "k")
     xs_val = next(t for t in panel.fig.data if t.meta == "xs val")
     assert list(xs_val.x) == [0.001, 0.01, 0.1] and list(xs_val.y) == [0.8, 0.7, 0.5]
     assert list(xs_val.marker.symbol) == ["star", "circle", "circle"]
@@ -932,7 +963,7 @@ def test_lr_panel_marks_the_chosen_rate_and_counts_the_race(tmp_path):
             "29% of the grid's compute.") in cap
     assert ("A race stopped at 50% of the epochs would pick the same rate in 1 of 2 cases, at "
             "57% of the grid's compute.") in cap
-    assert figures.lr_panel(df[df["lr_role"] != "grid"], "cnn", "mnist1d", "k") is None
+    assert scale_budget.lr_panel(df[df["lr_role"] != "grid"], "cnn", "mnist1d", "k") is None
 
 
 def test_lr_grid_run_from_the_summary_names_the_grid_members(tmp_path):
@@ -944,7 +975,7 @@ def test_lr_grid_run_from_the_summary_names_the_grid_members(tmp_path):
             for r in recs[:2]]  # the two rates at seed 0
     own = [dict(r, lr_grid_run=False) for r in recs if r["lr_role"] == "chosen"]
     df = frame(race + own, tmp_path)
-    (unit,) = tables.lr_units(df, "cnn", "mnist1d")
+    (unit,) = curve_data.lr_units(df, "cnn", "mnist1d")
     assert sorted(unit["members"]["run_id"]) == sorted(r["run_id"] for r in race)
 
 
@@ -1131,7 +1162,7 @@ def test_generation_quality_means_and_failures_at_zero(gen_report):
 
 
 def test_generation_captions_follow_the_data(tmp_path):
-    page = pages.generation_page(frame(seq2seq_records(), tmp_path))
+    page = generation.generation_page(frame(seq2seq_records(), tmp_path))
     for panel in _figures(page):  # the CSV rows are the plotted points
         assert len(panel.fig.data) >= 4, panel.key
         for trace in panel.fig.data:
@@ -1165,8 +1196,8 @@ def test_generation_captions_follow_the_data(tmp_path):
     assert "exact match on test_long at xs +0.000" in unclear and "BLEU on test_long" in unclear
     assert "hurts" not in beam.caption
     # every size alike: no claim, and the caption says so
-    flat = pages.generation_page(frame(seq2seq_records(None, {s: 0.5 for s in SIZES}), tmp_path,
-                                   "flat.parquet"))
+    flat = generation.generation_page(frame(seq2seq_records(None, {s: 0.5 for s in SIZES}),
+                                            tmp_path, "flat.parquet"))
     quality = _gen_panel(flat, "quality").caption
     assert ("pooled, 12 runs: no clear difference in exact match between m (172k params) and "
             "xs (6.69k params) (difference +0.000, 95% Welch CI [") in quality
@@ -1181,7 +1212,7 @@ def test_generation_examples_table_escapes_the_sentences(tmp_path):
             r["examples"][0]["greedy"] = bad
     from bench.report.html import render_page
 
-    page = pages.generation_page(frame(recs, tmp_path))
+    page = generation.generation_page(frame(recs, tmp_path))
     text = render_page(page, "")
     sec = re.search(r'<section class="panel" id="generation-examples-.*?</section>', text,
                     flags=re.S).group(0)
@@ -1198,12 +1229,12 @@ def test_generation_examples_table_escapes_the_sentences(tmp_path):
 
 
 def test_generation_page_without_seq2seq_runs_says_so(tmp_path):
-    page = pages.generation_page(frame([r for r in smoke_records() if r["family"] == "cnn"],
+    page = generation.generation_page(frame([r for r in smoke_records() if r["family"] == "cnn"],
                                    tmp_path))
     text = "".join(map(str, page.blocks))
     assert "holds no seq2seq runs" in text and not page.panels
     failed = [seq2seq_record("torch", "xs", 0, "oom"), seq2seq_record("tf", "xs", 1000, "error")]
-    page = pages.generation_page(frame(failed, tmp_path, "failed.parquet"))
+    page = generation.generation_page(frame(failed, tmp_path, "failed.parquet"))
     assert "None of the 2 seq2seq runs finished with status ok" in "".join(map(str, page.blocks))
     assert not page.panels
 
@@ -1213,7 +1244,7 @@ def test_generation_page_copes_with_seq2seq_records_without_the_new_fields(tmp_p
     each panel says what is missing; a failed run alone is no exact-match point at 0."""
     new = tables.NUMBER_COLUMNS[tables.NUMBER_COLUMNS.index("exact_match"):] + ["examples"]
     recs = [{k: v for k, v in r.items() if k not in new} for r in seq2seq_records()]
-    page = pages.generation_page(frame(recs, tmp_path))
+    page = generation.generation_page(frame(recs, tmp_path))
     assert [p.fig for p in page.panels] == [None] * 4
     text = " ".join(p.message for p in page.panels)
     for what in ("translation quality", "decoding speed", "both greedy and beam-search scores",
@@ -1222,7 +1253,7 @@ def test_generation_page_copes_with_seq2seq_records_without_the_new_fields(tmp_p
     # one framework at one size, one seed: no interval, no ratio, no size trend
     one = [r for r in seq2seq_records() if r["framework"] == "tf" and r["size"] == "s"
            and r["seed"] == 1000]
-    page = pages.generation_page(frame(one, tmp_path, "one.parquet"))
+    page = generation.generation_page(frame(one, tmp_path, "one.parquet"))
     assert "only one size has successful runs" in _gen_panel(page, "quality").caption
     assert "no framework ratio" in _gen_panel(page, "speed").caption
     assert "Beam search helps nowhere" in _gen_panel(page, "beam").caption
@@ -1249,7 +1280,7 @@ def test_runs_of_another_precision_or_device_get_their_own_report(tmp_path):
     # the runs of its setting
     error = dict(recs[0], run_id="crashed", status="error", device="auto", device_name=None,
                  message="RuntimeError: boom")
-    parts = tables.split_by_setting(tables.normalise(pd.DataFrame(recs + [error])))
+    parts = settings.split_by_setting(tables.normalise(pd.DataFrame(recs + [error])))
     assert len(parts) == 1 and "crashed" in set(parts[0][1]["run_id"])
     # a rebuild with one setting again leaves no stale sub-report behind
     report.build_report(tmp_path / "one" / "results" / "summary.parquet", out)

@@ -13,7 +13,7 @@ from test_report import build, pages_text, smoke_records, visible_text
 from bench import report
 from bench.decode_speed import build_doc, cells, uncached
 from bench.records import write_json_atomic
-from bench.report import generation
+from bench.report import generation_decode
 
 
 def decode_doc() -> dict:
@@ -82,9 +82,9 @@ def test_no_file_no_section(tmp_path, cnn_only):
 def test_a_goal_missed_is_named_and_a_bad_file_is_one_line(tmp_path):
     doc = decode_doc()
     doc["cells"][1]["torch_cache"] = 0.5 * doc["cells"][1]["hf_cache"]
-    panel = generation.decode_speed_panel(doc, "k")
+    panel = generation_decode.decode_speed_panel(doc, "k")
     assert "below 0.8x in batch 1 greedy 64" in panel.caption
     bad = tmp_path / "decode.json"
     bad.write_text(json.dumps({"what": "something else"}))
-    with pytest.raises(generation.DecodeSpeedError, match="not a decode-speed table"):
-        generation.load_decode_speed(bad)
+    with pytest.raises(generation_decode.DecodeSpeedError, match="not a decode-speed table"):
+        generation_decode.load_decode_speed(bad)

@@ -5,7 +5,7 @@ import re
 
 from test_report import build, smoke_records, visible_text
 
-from bench.report import tables
+from bench.report import settings, tables
 
 # TensorFlow's probe: XLA 2.5x its graph mode on the GRU, slower than graph mode on the CNN
 PROBES = {"gru": (400.0, 1000.0, True), "cnn": (1000.0, 600.0, False)}
@@ -59,14 +59,15 @@ def test_one_framework_in_two_modes_keeps_them_apart():
              for r in recs if r["framework"] == "tf"]
     df = tables.normalise(__import__("pandas").DataFrame(
         [__import__("bench.aggregate", fromlist=["flatten"]).flatten(r) for r in recs + extra]))
-    parts = tables.split_by_setting(df)
+    parts = settings.split_by_setting(df)
     assert len(parts) == 3  # PyTorch uncompiled, TF best, TF compiled: nothing shared
-    words = sorted(tables.describe_setting(k) for k, _ in parts)
+    words = sorted(settings.describe_setting(k) for k, _ in parts)
     assert any(w.endswith(", compiled") for w in words)
     assert any(w.endswith(", compile best") for w in words)
 
 
 def test_a_per_framework_policy_is_described_by_framework():
-    assert tables.compile_phrase("torch=False,tf=best") == (", PyTorch uncompiled, "
+    assert settings.compile_phrase("torch=False,tf=best") == (", PyTorch uncompiled, "
                                                             "TensorFlow compile best")
-    assert tables.compile_phrase("False") == "" and tables.compile_phrase("True") == ", compiled"
+    assert settings.compile_phrase("False") == ""
+    assert settings.compile_phrase("True") == ", compiled"

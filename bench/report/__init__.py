@@ -9,6 +9,7 @@ the verb runs.
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import sys
 import time
@@ -20,24 +21,40 @@ SETTINGS_DIR = "settings"
 
 @dataclass(frozen=True)
 class PageInfo:
-    """One page of the report: its file, its title in the navigation bar, and the name of
-    its caption for `snakemake --report` (workflow/report/<caption>.rst)."""
+    """One page of the report: its file, its title in the navigation bar, the name of its
+    caption for `snakemake --report` (workflow/report/<caption>.rst), and the module of
+    bench.report whose `page(inputs)` builds it (each page's rows, statistics, captions and
+    figures live in that module)."""
 
     file: str
     title: str
     caption: str
+    module: str
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a page is built from: the normalised summary table, the loaded tuning studies,
+    where the table came from, the measurement settings (description, runs, link or None
+    for these pages) and the decode-speed table, each page taking what it needs."""
+
+    df: object
+    studies: list = ()
+    source: str = "the summary table"
+    settings: list | None = None
+    decode: dict | None = None
 
 
 # The one list of pages: the navigation bar, the verb, the workflow's outputs and the
 # tests all read it.
 PAGES = (
-    PageInfo("index.html", "Overview", "overview"),
-    PageInfo("scale.html", "Scale vs performance", "scale"),
-    PageInfo("frameworks.html", "Frameworks", "frameworks"),
-    PageInfo("sweep.html", "Optimizers & regularisers", "sweep"),
-    PageInfo("curves.html", "Learning curves", "curves"),
-    PageInfo("generation.html", "Generation", "generation"),
-    PageInfo("tuning.html", "Tuning", "tuning"),
+    PageInfo("index.html", "Overview", "overview", "overview"),
+    PageInfo("scale.html", "Scale vs performance", "scale", "scale"),
+    PageInfo("frameworks.html", "Frameworks", "frameworks", "frameworks"),
+    PageInfo("sweep.html", "Optimizers & regularisers", "sweep", "sweep"),
+    PageInfo("curves.html", "Learning curves", "curves", "curves"),
+    PageInfo("generation.html", "Generation", "generation", "generation"),
+    PageInfo("tuning.html", "Tuning", "tuning", "tuning"),
 )
 PAGE_FILES = tuple(p.file for p in PAGES)
 
@@ -66,7 +83,7 @@ def _cmd(a) -> int:
         print(f"python -m bench report: error: summary table {a.summary!r} not found",
               file=sys.stderr)
         return 2
-    from .generation import DecodeSpeedError
+    from .generation_decode import DecodeSpeedError
 
     try:
         sizes = build_report(a.summary, a.out, a.tune_dir, a.study, a.decode_speed)
@@ -83,17 +100,8 @@ def build_pages(df, studies, source: str = "the summary table", settings=None, d
     """All pages for a normalised summary table and loaded tuning studies. `settings` lists
     (description, runs, link or None for these pages) of every measurement setting;
     `decode`, a decode-speed table for the Generation page."""
-    from . import pages
-
-    return [
-        pages.overview_page(df, source, studies, settings),
-        pages.scale_page(df, studies),
-        pages.frameworks_page(df),
-        pages.sweep_page(df),
-        pages.curves_page(df),
-        pages.generation_page(df, decode),
-        pages.tuning_page(df, studies),
-    ]
+    inputs = Inputs(df, list(studies), source, settings, decode)
+    return [importlib.import_module(f".{p.module}", __name__).page(inputs) for p in PAGES]
 
 
 def build_report(summary: str | Path, out: str | Path, tune_dir: str | Path | None = None,
@@ -104,13 +112,13 @@ def build_report(summary: str | Path, out: str | Path, tune_dir: str | Path | No
     import plotly
     from plotly.offline import get_plotlyjs
 
-    from . import generation, tables, tuning
+    from . import generation_decode, settings, tables, tuning_studies
     from .html import write_page
 
     t0 = time.perf_counter()
     df = tables.load_summary(summary)
-    studies = tuning.find_studies(tune_dir, studies)
-    decode = generation.load_decode_speed(decode_speed) if decode_speed else None
+    studies = tuning_studies.find_studies(tune_dir, studies)
+    decode = generation_decode.load_decode_speed(decode_speed) if decode_speed else None
     if decode is not None:
         print(f"report: decode-speed table {decode_speed} on the Generation page",
               file=sys.stderr)
@@ -127,7 +135,7 @@ def build_report(summary: str | Path, out: str | Path, tune_dir: str | Path | No
               f"tuning studies: {len(studies)}.")
     # Runs on other hardware or settings are never drawn beside these: the most common
     # setting gets the pages here, every other one its own under settings/<n>/.
-    parts = tables.split_by_setting(df)
+    parts = settings.split_by_setting(df)
     settings_dir = out / SETTINGS_DIR
     if settings_dir.is_dir():
         shutil.rmtree(settings_dir)
@@ -136,7 +144,7 @@ def build_report(summary: str | Path, out: str | Path, tune_dir: str | Path | No
     for i, (setting, part) in enumerate(parts):
         here = out if i == 0 else settings_dir / str(i)
         up = "" if i == 0 else "../../"
-        listing = [(tables.describe_setting(st), len(p), None if j == i else
+        listing = [(settings.describe_setting(st), len(p), None if j == i else
                     up + ("index.html" if j == 0 else links[j - 1]))
                    for j, (st, p) in enumerate(parts)] if setting else None
         for page in build_pages(part, studies if i == 0 else [], str(summary), listing,

@@ -18,9 +18,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .. import stats
-from . import tables
-from .figures import PALETTE, RATIO_TICKS, html_unescape, ratio_claim, speed_phrase
-from .html import Panel, esc
+from . import page_kit, plots, prose, tables
+from .html import Page, Panel, esc
 
 PROBE = "compile_probe.{}_samples_per_s"
 
@@ -126,7 +125,7 @@ def frameworks_panel(df: pd.DataFrame, dataset: str, key: str) -> Panel:
                 x=xs, y=part[metric].tolist(),
                 name=esc(f"{family}, both uncompiled" if unc else family), mode="markers",
                 meta=meta, legendgroup=esc(family), showlegend=col == 1 and not unc,
-                marker={"color": PALETTE[i % len(PALETTE)], "size": 11,
+                marker={"color": plots.PALETTE[i % len(plots.PALETTE)], "size": 11,
                         "symbol": "circle-open" if unc else "circle"},
                 error_y={"type": "data", "symmetric": False, "thickness": 1.5,
                          "array": (hi - part[metric]).fillna(0).tolist(),
@@ -136,7 +135,7 @@ def frameworks_panel(df: pd.DataFrame, dataset: str, key: str) -> Panel:
             for r, x in zip(part.itertuples(), xs, strict=True):
                 data.append({"trace": meta, "metric": metric, "family": family,
                              "size": r.size, "recipe": r.recipe, "params": r.params,
-                             "x": html_unescape(x), "y": getattr(r, metric),
+                             "x": plots.html_unescape(x), "y": getattr(r, metric),
                              "ci_lo": getattr(r, f"{metric}_lo"),
                              "ci_hi": getattr(r, f"{metric}_hi"),
                              "n_torch": r.n_torch, "n_tf": r.n_tf})
@@ -144,7 +143,7 @@ def frameworks_panel(df: pd.DataFrame, dataset: str, key: str) -> Panel:
         fig.update_xaxes(type="category", categoryarray=[esc(c) for c in cats],
                          range=[-0.6, len(cats) - 0.4], row=1, col=col)
         if ref == 1.0:  # ratios: a log axis shows 2x and 1/2x at equal distance from parity
-            fig.update_yaxes(type="log", **RATIO_TICKS, row=1, col=col)
+            fig.update_yaxes(type="log", **plots.RATIO_TICKS, row=1, col=col)
     fig.update_layout(legend={"orientation": "h", "y": -0.2})
     if compiled:
         # two lines: on one, the title ran over its neighbour's
@@ -217,7 +216,7 @@ def throughput_sentences(cells: pd.DataFrame) -> list[str]:
            f"(geometric means over seeds, 95% Welch interval on logs) "
            f"{_counts(thr, 'throughput_ratio')}; "
            f"largest gap {far['family']} at size {far['size']}: "
-           f"{ratio_claim(_row_iv(far, 'throughput_ratio'))}."]
+           f"{prose.ratio_claim(_row_iv(far, 'throughput_ratio'))}."]
     if not ((thr["mode_torch"] != "uncompiled") | (thr["mode_tf"] != "uncompiled")).any():
         return out
     unc = thr.dropna(subset=["uncompiled_ratio"])
@@ -228,8 +227,8 @@ def throughput_sentences(cells: pd.DataFrame) -> list[str]:
     if len(flip):
         out.append(f"The winner flips in {len(flip)} cell(s), so no framework wins overall: "
                    + "; ".join(f"{r['family']} {r['size']} (as run "
-                               f"{speed_phrase(r['throughput_ratio'])}, both uncompiled "
-                               f"{speed_phrase(r['uncompiled_ratio'])})"
+                               f"{prose.speed_phrase(r['throughput_ratio'])}, both uncompiled "
+                               f"{prose.speed_phrase(r['uncompiled_ratio'])})"
                                for _, r in flip.iterrows()) + ".")
     else:
         out.append("No cell's clear winner flips between the two comparisons.")
@@ -288,7 +287,7 @@ def frameworks_spread_panel(df: pd.DataFrame, dataset: str, key: str) -> Panel:
         meta = f"{family} all"
         fig.add_trace(go.Box(
             y=part["throughput_ratio"].tolist(), name=esc(family), meta=meta, boxpoints="all",
-            jitter=0.4, pointpos=0, marker={"color": PALETTE[i % len(PALETTE)]},
+            jitter=0.4, pointpos=0, marker={"color": plots.PALETTE[i % len(plots.PALETTE)]},
             text=[esc(f"{s} {r}") for s, r in zip(part["size"], part["recipe"], strict=True)],
             hovertemplate="%{text}: %{y:.3g}<extra></extra>",
         ))
@@ -300,15 +299,40 @@ def frameworks_spread_panel(df: pd.DataFrame, dataset: str, key: str) -> Panel:
                          "n_torch": r.n_torch, "n_tf": r.n_tf})
     fig.add_hline(y=1.0, line={"color": "#555", "dash": "dash", "width": 1})
     fig.update_yaxes(type="log", title_text="throughput PyTorch / TensorFlow (log)",
-                     **RATIO_TICKS)
+                     **plots.RATIO_TICKS)
     fig.update_layout(showlegend=False)
     parts = []
     for f, part in cells.dropna(subset=["throughput_ratio"]).groupby("family", sort=False):
         med = part["throughput_ratio"].median()
         pt, tf, tie = ratio_counts(part, "throughput_ratio")
-        parts.append(f"{f}: {speed_phrase(med)} at the median of {len(part)} configs (clearly "
+        parts.append(f"{f}: {prose.speed_phrase(med)} at the median of {len(part)} configs "
+                     "(clearly "
                      f"PyTorch in {pt}, TensorFlow in {tf}, neither in {tie})")
     caption = ("Each point is one configuration (size, optimizer, regulariser) run in both "
                f"frameworks, as run ({as_run_label(cells)}); above 1 PyTorch is faster. "
                + "; ".join(parts) + ".")
     return Panel(key, title, caption, fig, pd.DataFrame(data), height=380)
+
+
+def frameworks_page(df: pd.DataFrame) -> Page:
+    page = Page("frameworks.html", "Frameworks: PyTorch vs TensorFlow",
+                "PyTorch / TensorFlow ratios of geometric means over seeds of throughput and "
+                "model memory (ok runs), for the same family, size, optimizer and regulariser, "
+                "with the 95% Welch t-interval on log values; the accuracy difference is the "
+                "mean over seeds of PyTorch minus TensorFlow (failed runs at chance), with its "
+                "95% Welch t-interval.")
+    if page_kit._no_runs(page, df):
+        return page
+    keys = page_kit.Keys()
+    for ds in sorted(set(df["dataset"]) - {""}):
+        page.h2(f"Dataset {ds}")
+        k = keys("frameworks", ds)
+        page.add(page_kit.safe(k, ds, lambda d=ds, k=k: frameworks_panel(df, d, k)))
+        k2 = keys("frameworks-all", ds)
+        page.add(page_kit.safe(k2, ds, lambda d=ds, k=k2: frameworks_spread_panel(df, d, k)))
+    return page
+
+
+def page(inputs) -> Page:
+    """The page, as `bench.report.PAGES` builds it."""
+    return frameworks_page(inputs.df)

@@ -25,470 +25,21 @@ smallest tuned size's parameters at the largest), compared with the largest size
 
 from __future__ import annotations
 
-import json
 import math
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .. import stats
-from . import tables
-from .html import Panel
-
-# fANOVA fits a random forest to (parameters -> objective): with fewer completed trials the
-# forest splits on single trials, and whichever parameter separates the one best trial from
-# the rest gets all the importance.
-MIN_TRIALS_IMPORTANCE = 10
-TOP_FRACTION = 0.25  # the parallel-coordinate caption describes the best quarter of trials
-STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-
-
-@dataclass
-class Study:
-    name: str
-    path: Path
-    trials: pd.DataFrame = field(default_factory=pd.DataFrame)
-    metrics: list[str] = field(default_factory=list)  # objective names, in the study's order
-    directions: list[str] = field(default_factory=list)  # 'maximize' / 'minimize'
-    best: dict = field(default_factory=dict)
-    definition: dict = field(default_factory=dict)
-    optuna: object | None = None  # the optuna Study
-    source: str = ""  # where the Study came from, for the page
-    notes: list[str] = field(default_factory=list)  # what an older folder lacks
-    problem: str = ""  # why the study cannot be shown ('' when it can)
-
-    @property
-    def params(self) -> list[str]:
-        return [c for c in self.trials.columns if c.startswith("params_")]
-
-    @property
-    def objectives(self) -> list[str]:
-        """The trials table's column of each metric."""
-        cols = set(self.trials.columns)
-        if len(self.metrics) == 1 and "value" in cols:
-            return ["value"]
-        return [f"values_{m}" for m in self.metrics]
-
-    @property
-    def cell(self) -> dict:
-        c = self.best.get("cell") or self.definition.get("cell")
-        return c if isinstance(c, dict) else {}
-
-    @property
-    def multi(self) -> bool:
-        return len(self.metrics) > 1
-
-
-def find_studies(tune_dir: str | Path | None, names: list[str] | None = None) -> list[Study]:
-    """Every study folder under `tune_dir` (or only `names`; a missing one is reported)."""
-    if not tune_dir or not Path(tune_dir).is_dir():
-        return [Study(n, Path(), problem="its folder does not exist") for n in names or []]
-    if names is not None:
-        dirs = [Path(tune_dir) / n for n in names]
-    else:
-        dirs = sorted(p for p in Path(tune_dir).iterdir()
-                      if p.is_dir() and not p.name.startswith("."))
-    out = []
-    for d in dirs:
-        out.append(load_study(d) if d.is_dir() else
-                   Study(d.name, d, problem="its folder does not exist"))
-    return out
-
-
-def _pick(d: Path, exts: tuple[str, ...], hint: str) -> Path | None:
-    files = sorted(p for p in d.iterdir() if p.is_file() and p.suffix in exts
-                   and not p.name.startswith("."))
-    preferred = [p for p in files if hint in p.name.lower()]
-    return (preferred or files or [None])[0]
-
-
-def _read_json(path: Path | None) -> dict:
-    if path is None or not path.is_file():
-        return {}
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
-def load_study(d: Path) -> Study:
-    from ..tune import DEFINITION_FILE
-
-    st = Study(d.name, d)
-    st.definition = _read_json(d / DEFINITION_FILE)
-    st.best = _read_json(_pick(d, (".json",), "best"))
-    st.metrics, st.directions = _objectives(st)
-    table = _pick(d, (".parquet", ".csv"), "trial")
-    if table is not None:
-        try:
-            df = pd.read_parquet(table) if table.suffix == ".parquet" else pd.read_csv(table)
-            st.trials = _normalise_trials(df)
-        except Exception as e:  # noqa: BLE001 - a broken file is reported on the page
-            st.notes.append(f"cannot read {table.name}: {type(e).__name__}: {e}")
-    if table is None and not st.definition:
-        st.problem = "no trials table (CSV or parquet) and no study.json in this study's folder yet"
-        return st
-    if not st.directions:
-        st.problem = ("neither best.json nor study.json states the objectives and their "
-                      "directions (maximize or minimize)")
-        return st
-    st.optuna, st.source = _open_optuna(st)
-    if st.optuna is None and table is None:
-        st.problem = ("no trials table (CSV or parquet) in this study's folder yet, and "
-                      f"{st.source}")
-    elif st.optuna is None:
-        st.problem = st.source
-    elif st.trials.empty:
-        st.trials = _normalise_trials(st.optuna.trials_dataframe(multi_index=False))
-    return st
-
-
-def _objectives(st: Study) -> tuple[list[str], list[str]]:
-    """(metric names, directions) as the study states them; ([], []) where it does not."""
-    for src in (st.best, st.definition):
-        m, d = src.get("metrics"), src.get("directions")
-        if isinstance(m, list) and isinstance(d, list) and m and len(m) == len(d):
-            return [str(x) for x in m], [_direction(x) for x in d]
-    d = st.best.get("direction")  # an Optuna single-objective export
-    if isinstance(d, str):
-        return ["objective"], [_direction(d)]
-    return [], []
-
-
-def _direction(d) -> str:
-    return str(d).lower().replace("studydirection.", "")
-
-
-def _open_optuna(st: Study) -> tuple[object | None, str]:
-    """(the optuna Study, where it came from) or (None, why not)."""
-    from ..tune import JOURNAL_FILE, load
-
-    why = "no study.json in the folder"
-    defn = st.definition
-    if defn:
-        kind = (defn.get("storage") or {}).get("kind")
-        if kind == "journal" and not (st.path / JOURNAL_FILE).is_file():
-            why = f"study.json names a journal storage, but {JOURNAL_FILE} is missing"
-        else:
-            try:
-                return load(defn, st.path), f"the study's {kind} storage"
-            except Exception as e:  # noqa: BLE001 - an unreachable RDB, a broken journal
-                why = f"its storage could not be opened ({type(e).__name__}: {e})"
-    if st.trials.empty:
-        return None, why
-    try:
-        return _from_table(st), f"the trials table ({why})"
-    except Exception as e:  # noqa: BLE001 - a table this reader does not understand
-        return None, f"{why}; the trials table could not be read as a study: {e}"
-
-
-def _distribution(values: pd.Series, given: dict | None):
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-
-    if given is not None:
-        from ..tune import distributions
-
-        return distributions({"p": given})["p"]
-    v = values.dropna()
-    num = pd.to_numeric(v, errors="coerce")
-    if len(v) and num.notna().all():
-        lo, hi = float(num.min()), float(num.max())
-        return FloatDistribution(lo, hi if hi > lo else lo + 1.0,
-                                 log=lo > 0 and hi / lo >= 100)
-    return CategoricalDistribution(sorted({str(x) for x in v}))
-
-
-def _param_value(value, dist):
-    """A table cell as the distribution's value (mixed-type choices were stored as text)."""
-    from optuna.distributions import CategoricalDistribution
-
-    if isinstance(dist, CategoricalDistribution):
-        return next(c for c in dist.choices if str(c) == str(value))
-    return float(value)
-
-
-def _from_table(st: Study):
-    """The trials table as an in-memory optuna Study (void trials left out)."""
-    import optuna
-
-    from ..tune.common import import_optuna
-
-    import_optuna()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = st.definition.get("space") if isinstance(st.definition.get("space"), dict) else {}
-    t = st.trials
-    dists = {c[len("params_"):]: _distribution(t[c], space.get(c[len("params_"):]))
-             for c in st.params}
-    study = optuna.create_study(directions=st.directions, study_name=st.name)
-    study.set_metric_names(st.metrics)
-    frozen = []
-    for _, r in t.iterrows():
-        state = r["state"] if r["state"] in STATES[:3] else None
-        values = [float(r[c]) for c in st.objectives] if state == "COMPLETE" else None
-        if state is None or (values is not None and not all(map(math.isfinite, values))):
-            continue
-        params = {k: _param_value(r[f"params_{k}"], dists[k]) for k in dists
-                  if pd.notna(r[f"params_{k}"])}
-        frozen.append(optuna.trial.create_trial(
-            state=optuna.trial.TrialState[state], values=values, params=params,
-            distributions={k: dists[k] for k in params}))
-    study.add_trials(frozen)
-    return study
-
-
-def _normalise_trials(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
-    if "number" not in df.columns:
-        df["number"] = range(len(df))
-    df["number"] = pd.to_numeric(df["number"], errors="coerce")
-    if "state" not in df.columns:
-        df["state"] = "COMPLETE"
-    df["state"] = df["state"].astype(str).str.upper().str.replace("TRIALSTATE.", "", regex=False)
-    if "void" in df.columns:  # bookkeeping trials of the tuning stage (lost / duplicate)
-        void = df["void"].fillna("").astype(str).str.strip()
-        df = df[void.isin(["", "nan", "False", "false", "0"])]
-    if "duration" in df.columns:
-        dur = df["duration"]
-        if pd.api.types.is_numeric_dtype(dur):
-            secs = pd.to_numeric(dur, errors="coerce")
-        else:
-            secs = pd.to_timedelta(dur, errors="coerce").dt.total_seconds()
-    elif {"datetime_start", "datetime_complete"} <= set(df.columns):
-        secs = (pd.to_datetime(df["datetime_complete"], errors="coerce")
-                - pd.to_datetime(df["datetime_start"], errors="coerce")).dt.total_seconds()
-    else:
-        secs = pd.Series(np.nan, index=df.index)
-    df["duration_s"] = pd.to_numeric(secs, errors="coerce").astype(float)
-    for c in df.columns:
-        if re.fullmatch(r"values?(_.+)?", c):
-            df[c] = pd.to_numeric(df[c], errors="coerce")
-    return df.sort_values("number").reset_index(drop=True)
-
-
-def complete(st: Study) -> pd.DataFrame:
-    t = st.trials[st.trials["state"] == "COMPLETE"]
-    cols = [c for c in st.objectives if c in t.columns]
-    return t.dropna(subset=cols) if cols else t
-
-
-def _state_counts(st: Study) -> str:
-    c = st.trials["state"].value_counts()
-    return f"{len(st.trials)} trials: " + ", ".join(f"{k.lower()} {v}" for k, v in c.items())
-
+from . import curve_data, page_kit, plots, tables, tuning_optuna, tuning_studies
+from .html import Page, Panel, Raw, esc, table
 
 # ---------------------------------------------------------------------------- optuna figures
-
-
-def _completed(st: Study) -> list:
-    from optuna.trial import TrialState
-
-    return st.optuna.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-
-
-def _target(st: Study, i: int = 0) -> dict:
-    """plot_* keywords for objective i: a multi-objective study needs an explicit target."""
-    if not st.multi:
-        return {"target_name": st.metrics[0]}
-    return {"target": lambda t, i=i: t.values[i], "target_name": st.metrics[i]}
-
-
-def figure_data(fig) -> pd.DataFrame:
-    """A tidy table of what an optuna figure plots; each trace gets a `meta` naming its rows.
-
-    Scatter and bar traces: a row per point (x, y, and z in 3-D); parallel coordinates: a
-    row per line, a column per axis (the values plotted, categories as their codes).
-    Traces without a point (Optuna's "Infeasible Trial" of a study without constraints) are
-    dropped: a legend entry for nothing.
-    """
-    def size(tr) -> int:
-        if tr.type == "parcoords":
-            return len(tr.dimensions[0].values) if tr.dimensions else 0
-        return max((len(getattr(tr, a)) for a in ("x", "y", "z")
-                    if a in tr and getattr(tr, a) is not None), default=0)
-
-    fig.data = [tr for tr in fig.data if size(tr)]
-    rows = []
-    for i, tr in enumerate(fig.data):
-        meta = f"{i}: {tr.name or tr.type}"
-        tr.meta = meta
-        if tr.type == "parcoords":
-            dims = tr.dimensions or ()
-            for j in range(len(dims[0].values) if dims else 0):
-                rows.append({"trace": meta, **{d.label: d.values[j] for d in dims}})
-            continue
-        axes = {a: list(getattr(tr, a)) for a in ("x", "y", "z")
-                if a in tr and getattr(tr, a) is not None}
-        for j in range(max((len(v) for v in axes.values()), default=0)):
-            rows.append({"trace": meta, **{a: v[j] if j < len(v) else None
-                                           for a, v in axes.items()}})
-    return pd.DataFrame(rows)
-
-
-def _optuna_panel(key: str, title: str, caption: str, fig, height: int = 420) -> Panel:
-    fig.update_layout(title=None)  # the panel's own title says it
-    return Panel(key, title, caption, fig, figure_data(fig), height=height)
-
-
-def history_panel(st: Study, key: str) -> Panel:
-    import optuna.visualization as vis
-
-    title = f"Study {st.name}: optimization history"
-    done = _completed(st)
-    if not done:
-        return Panel(key, title, message=f"Study {st.name} has no completed trial yet "
-                     f"({_state_counts(st)}).")
-    maximize = st.directions[0] == "maximize"
-    vals = [t.values[0] for t in done]
-    best_i = int(np.argmax(vals) if maximize else np.argmin(vals))
-    fig = vis.plot_optimization_history(st.optuna, **_target(st))
-    caption = (f"{_state_counts(st)}. {st.metrics[0]} ({st.directions[0]}): best "
-               f"{vals[best_i]:.4g} at trial {done[best_i].number}, from {vals[0]:.4g} after "
-               f"the first completed trial. Optuna draws completed trials only; pruned ones "
-               f"are in the counts.")
-    if st.multi:
-        caption += " The other objectives are in the Pareto front below."
-    return _optuna_panel(key, title, caption, fig, 400)
-
-
-def _evaluator():
-    """Optuna's default evaluator, fANOVA, seeded so the page is reproducible (its random
-    forest comes from scikit-learn, a dependency of the embedded datasets)."""
-    from optuna.importance import FanovaImportanceEvaluator
-
-    return FanovaImportanceEvaluator(seed=0)
-
-
-def _varying(st: Study) -> list[str]:
-    done = _completed(st)
-    names = {k for t in done for k in t.params}
-    return sorted(k for k in names if len({repr(t.params.get(k)) for t in done}) > 1)
-
-
-def importance_panel(st: Study, key: str) -> Panel:
-    import optuna
-    import optuna.visualization as vis
-
-    title = f"Study {st.name}: parameter importances"
-    n, varying = len(_completed(st)), _varying(st)
-    if n < MIN_TRIALS_IMPORTANCE or not varying:
-        return Panel(key, title, message=(
-            f"Parameter importances need at least {MIN_TRIALS_IMPORTANCE} completed trials "
-            f"with a varying parameter: fANOVA fits a random forest to the trials, and with "
-            f"fewer it splits on single trials, so whichever parameter sets the best one apart "
-            f"takes all the importance. Study {st.name} has {n} completed trial(s) and "
-            f"{len(varying)} varying parameter(s)."))
-    texts = []
-    for i, m in enumerate(st.metrics):
-        target = _target(st, i).get("target")
-        imp = optuna.importance.get_param_importances(st.optuna, evaluator=_evaluator(),
-                                                      target=target)
-        if imp:
-            top, share = next(iter(imp.items()))
-            texts.append(f"for {m}, {top} carries {share:.0%}")
-    fig = vis.plot_param_importances(st.optuna, evaluator=_evaluator(),
-                                     **({} if st.multi else _target(st)))
-    caption = (f"fANOVA importances (Optuna's default evaluator, seed 0: the share of the "
-               f"objective's variance a parameter explains, from a random forest over {n} "
-               f"completed trials): " + "; ".join(texts) + ". A few dozen trials make these "
-               "rough; a parameter the sampler hardly varied cannot show importance.")
-    return _optuna_panel(key, title, caption, fig, max(280, 120 + 40 * len(varying)))
-
-
-def _top(st: Study) -> list:
-    """The best TOP_FRACTION of completed trials (at least one) by the first objective."""
-    done = _completed(st)
-    rev = st.directions[0] == "maximize"
-    ranked = sorted(done, key=lambda t: t.values[0], reverse=rev)
-    return ranked[:max(1, math.ceil(TOP_FRACTION * len(ranked)))]
-
-
-def _describe_values(vals: list) -> str:
-    nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if len(nums) == len(vals):
-        lo, hi = min(nums), max(nums)
-        return f"{lo:.3g}" if lo == hi else f"{lo:.3g} to {hi:.3g}"
-    counts = pd.Series([str(v) for v in vals]).value_counts()
-    return ", ".join(f"{k} {c}/{len(vals)}" for k, c in counts.items())
-
-
-def parallel_panel(st: Study, key: str) -> Panel | None:
-    import optuna.visualization as vis
-
-    title = f"Study {st.name}: parallel coordinates"
-    varying = _varying(st)
-    if len(_completed(st)) < 2 or not varying:
-        return None
-    top = _top(st)
-    ranges = "; ".join(f"{p} {_describe_values([t.params[p] for t in top if p in t.params])}"
-                       for p in varying)
-    fig = vis.plot_parallel_coordinate(st.optuna, **_target(st))
-    caption = (f"One line per completed trial, coloured by {st.metrics[0]}. The best "
-               f"{len(top)} of {len(_completed(st))} ({TOP_FRACTION:.0%}) used: {ranges}.")
-    return _optuna_panel(key, title, caption, fig, 420)
-
-
-def slice_panel(st: Study, key: str) -> Panel | None:
-    import optuna.visualization as vis
-    from scipy.stats import spearmanr
-
-    title = f"Study {st.name}: {st.metrics[0]} against each parameter"
-    done, varying = _completed(st), _varying(st)
-    if len(done) < 2 or not varying:
-        return None
-    texts = []
-    for p in varying:
-        pts = [(t.params[p], t.values[0]) for t in done if p in t.params]
-        xs = [x for x, _ in pts]
-        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs) \
-                and len(set(xs)) > 2:
-            rho = spearmanr(xs, [y for _, y in pts]).statistic
-            texts.append(f"{p} rank correlation {rho:+.2f}")
-        else:
-            means = pd.Series([y for _, y in pts]).groupby([str(x) for x in xs]).mean()
-            texts.append(f"{p} mean " + ", ".join(f"{k} {v:.3g}" for k, v in means.items()))
-    fig = vis.plot_slice(st.optuna, params=varying, **_target(st))
-    caption = (f"{st.metrics[0]} of each completed trial against each varying parameter "
-               f"(colour: trial number): " + "; ".join(texts) + ".")
-    return _optuna_panel(key, title, caption, fig, 380)
-
-
-def pareto_panel(st: Study, key: str) -> Panel | None:
-    import optuna.visualization as vis
-
-    if not st.multi:
-        return None
-    title = f"Study {st.name}: Pareto front"
-    done = _completed(st)
-    if len(done) < 2:
-        return Panel(key, title, message=f"A Pareto front needs at least 2 completed trials; "
-                     f"study {st.name} has {len(done)}.")
-    front = sorted(st.optuna.best_trials, key=lambda t: t.values[0])
-    shown = st.metrics[:3]
-    fig = vis.plot_pareto_front(
-        st.optuna, target_names=shown,
-        targets=None if len(st.metrics) <= 3 else (lambda t: tuple(t.values[:3])))
-    ends = " to ".join(" / ".join(f"{m} {t.values[i]:.4g}" for i, m in enumerate(st.metrics))
-                       for t in (front[0], front[-1]))
-    caption = (f"{len(front)} of {len(done)} completed trials are Pareto-optimal over "
-               f"{', '.join(f'{m} ({d})' for m, d in zip(st.metrics, st.directions, strict=True))}"
-               f"; the front runs from {ends}. The final runs use its most accurate point "
-               f"(trial {max(front, key=lambda t: (t.values[0], -t.number)).number}).")
-    if len(st.metrics) > 3:
-        caption += " Only the first three objectives are drawn; the front uses all of them."
-    return _optuna_panel(key, title, caption, fig, 460)
-
-
-PANELS = (history_panel, importance_panel, parallel_panel, slice_panel, pareto_panel)
 
 
 # ---------------------------------------------------------------------------- cost
 
 
-def pruning_savings(st: Study) -> dict:
+def pruning_savings(st: tuning_studies.Study) -> dict:
     """Compute spent, and saved by pruning.
 
     A pruned trial would have run as long as a completed one. In epochs (when the trials
@@ -523,7 +74,7 @@ def pruning_savings(st: Study) -> dict:
     return out
 
 
-def pruning_text(st: Study) -> str:
+def pruning_text(st: tuning_studies.Study) -> str:
     s = pruning_savings(st)
     if not s["pruned"]:
         return (f"No trial was pruned ({s['completed']} completed, {s['failed']} failed); "
@@ -545,7 +96,7 @@ def pruning_text(st: Study) -> str:
     return text
 
 
-def trial_counts(st: Study) -> tuple[int, int]:
+def trial_counts(st: tuning_studies.Study) -> tuple[int, int]:
     """(trials, pruned): best.json's counts where it has them, else the trials table's."""
     states = st.best.get("states")
     if isinstance(states, dict) and states:
@@ -556,7 +107,7 @@ def trial_counts(st: Study) -> tuple[int, int]:
     return len(t), int((t["state"] == "PRUNED").sum()) if len(t) else 0
 
 
-def study_flops(st: Study) -> float:
+def study_flops(st: tuning_studies.Study) -> float:
     """Training FLOPs all trials spent: best.json's `flops_spent`, else the sum of the
     trials' `user_attrs_flops_spent`; NaN where neither was recorded (older studies)."""
     v = st.best.get("flops_spent")
@@ -572,15 +123,15 @@ def study_flops(st: Study) -> float:
 def grid_flops(df: pd.DataFrame, cell: dict, optimizer: str) -> tuple[float, int]:
     """(training FLOPs, rates) of the lr grid of the cell's unit (family, dataset, size,
     `optimizer`), as the learning-rate figure finds it; (NaN, 0) without a grid."""
-    for u in tables.lr_units(df, cell.get("family", ""), cell.get("dataset", "")):
+    for u in curve_data.lr_units(df, cell.get("family", ""), cell.get("dataset", "")):
         if u["size"] == cell.get("size") and u["optimizer"] == optimizer:
-            f = [tables.run_flops(r) for r in u["members"].to_dict("records")]
+            f = [curve_data.run_flops(r) for r in u["members"].to_dict("records")]
             f = [x for x in f if math.isfinite(x)]
             return (float(sum(f)) if f else math.nan), len(u["members"])
     return math.nan, 0
 
 
-def cost_row(df: pd.DataFrame, st: Study) -> list:
+def cost_row(df: pd.DataFrame, st: tuning_studies.Study) -> list:
     """[study, cell, trials, pruned share, FLOPs of the trials, grid FLOPs, ratio]."""
     n, pruned = trial_counts(st)
     flops = study_flops(st)
@@ -659,7 +210,7 @@ def baseline_runs(df: pd.DataFrame, cell: dict) -> pd.DataFrame:
     return rows[rows["size"] == cell.get("size")]
 
 
-def judge(df: pd.DataFrame, st: Study) -> list[dict]:
+def judge(df: pd.DataFrame, st: tuning_studies.Study) -> list[dict]:
     """The study's final runs against its cell's baseline (`compare`)."""
     cell = st.cell
     if not cell or df.empty:
@@ -677,7 +228,7 @@ def judgement_rows(results: list[dict]) -> list[list]:
              r["verdict"][1]] for r in results]
 
 
-def tuned_cells(df: pd.DataFrame, studies: list[Study]) -> pd.DataFrame:
+def tuned_cells(df: pd.DataFrame, studies: list[tuning_studies.Study]) -> pd.DataFrame:
     """study, family, dataset, size of every study with final runs in `df`: its cell from
     best.json or study.json, else (no folder) the smallest size among its runs, which is
     its own (transfer runs only ever go to a larger size)."""
@@ -695,7 +246,7 @@ def tuned_cells(df: pd.DataFrame, studies: list[Study]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["study", "family", "dataset", "size"])
 
 
-def transfers(df: pd.DataFrame, studies: list[Study]) -> list[dict]:
+def transfers(df: pd.DataFrame, studies: list[tuning_studies.Study]) -> list[dict]:
     """Per family/dataset with a transfer run: the smallest tuned size's parameters at the
     largest size (runs of the small study at the large size) against the large size's own
     study there. Entries: family, dataset, small/large study and size, results (`compare`:
@@ -779,13 +330,12 @@ def slope_text(tuned: pd.DataFrame, base: pd.DataFrame, label: str) -> str:
                    f"{iv.hi:+.3f}]: {what}.")
 
 
-def scale_panel(df: pd.DataFrame, studies: list[Study], family: str, dataset: str,
+def scale_panel(df: pd.DataFrame, studies: list[tuning_studies.Study], family: str, dataset: str,
                 key: str) -> Panel | None:
     """Tuned test accuracy (each size's own study's final runs) against parameter count,
     beside the untuned scale line; None where the family/dataset has no tuned size."""
     from plotly.subplots import make_subplots
 
-    from . import figures
 
     cells = tuned_cells(df, studies)
     cells = cells[(cells["family"] == family) & (cells["dataset"] == dataset)]
@@ -803,7 +353,7 @@ def scale_panel(df: pd.DataFrame, studies: list[Study], family: str, dataset: st
     data: list[dict] = []
     labels = _labels(pd.concat([tuned, base[base["size"].isin(set(tuned["size"]))]]))
     for i, label in enumerate(labels):
-        style = figures._style(label, i)
+        style = plots._style(label, i)
         name = tables.framework_name(label)
         for what, rows, dash, symbol in (("untuned", base, "dot", "circle"),
                                          ("tuned", tuned, "solid", "star")):
@@ -813,7 +363,7 @@ def scale_panel(df: pd.DataFrame, studies: list[Study], family: str, dataset: st
                 continue
             st = {"line": {**style["line"], "dash": dash},
                   "marker": {**style["marker"], "symbol": symbol}}
-            figures._points_trace(fig, pts, f"{label} {what}", f"{name}, {what}", st, 1,
+            plots._points_trace(fig, pts, f"{label} {what}", f"{name}, {what}", st, 1,
                                   True, True, data, "test_acc")
     fig.update_xaxes(type="log", title_text="parameters")
     fig.update_yaxes(title_text="test accuracy")
@@ -825,3 +375,91 @@ def scale_panel(df: pd.DataFrame, studies: list[Study], family: str, dataset: st
                f"question is whether the gain differs between the smallest and largest tuned "
                f"size.\n" + "\n".join(slope_text(tuned, base, lb) for lb in labels))
     return Panel(key, title, caption, fig, pd.DataFrame(data), height=420)
+
+
+def tuning_page(df: pd.DataFrame, studies: list[tuning_studies.Study]) -> Page:
+    page = Page("tuning.html", "Tuning studies",
+                "Each tuning study judged against its baseline (the untuned runs the scale "
+                "page draws at that size: learning rate chosen on validation), per framework "
+                "and pooled; what each study cost against the learning-rate grid it competes "
+                "with; whether a small size's parameters transfer to the largest; then "
+                "Optuna's own figures of every study.")
+    if not studies:
+        page.message("No tuning studies in this study: nothing under the tuning folder.")
+        return page
+    keys = page_kit.Keys()
+    judged = [(st, judge(df, st)) for st in studies]
+    page.h2("Did tuning pay?")
+    _verdicts(page, judged)
+    page.h2("What each study cost")
+    page.add(table([cost_row(df, st) for st in studies if st.cell],
+                   ["study", "cell", "trials", "pruned", "trials' training TFLOP",
+                    "lr grid's TFLOP (rates, optimizer)", "study / grid"]))
+    page.p("A study's FLOPs are what all its trials trained (best.json's flops_spent); the "
+           "grid's are the runs of the learning-rate grid of the same family, dataset, size "
+           "and the scale recipe's optimizer, the selection tuning replaces. Studies "
+           "exported before flops_spent was recorded say 'not recorded'.", cls="caption")
+    moved = transfers(df, studies)
+    if moved:
+        page.h2("Do a small size's parameters transfer?")
+        for t in moved:
+            page.p(transfer_text(t))
+    for st, results in judged:
+        page.h2(f"Study {st.name}")
+        if st.problem:
+            page.message(f"Study {st.name} cannot be shown: {st.problem}.")
+            continue
+        page.p(f"{cell_label(st.cell)}. Trials read from {st.source}. "
+               + pruning_text(st), cls="caption")
+        for note in st.notes:
+            page.message(note)
+        items = st.best.get("best_params", st.best.get("params"))
+        if isinstance(items, dict) and items:
+            rows = [[k, page_kit._short(v)] for k, v in items.items()]
+            values = st.best.get("best_values")
+            if isinstance(values, dict):
+                rows += [[f"objective {k}", page_kit._short(v)] for k, v in values.items()]
+            page.add(table(rows, ["best trial", "value"]))
+        if results:
+            page.p("Final runs with the best parameters (records with tuned = "
+                   f"{st.name}) against the baseline, test accuracy:", cls="caption")
+            page.add(table(judgement_rows(results),
+                           ["framework", "tuned runs", "tuned, mean [95% CI]", "baseline runs",
+                            "baseline, mean [95% CI]", "tuned − baseline"]))
+        for build in tuning_optuna.PANELS:
+            k = keys("tune", st.name, build.__name__.replace("_panel", ""))
+            panel = page_kit.safe(k, f"Study {st.name}", lambda b=build, k=k, s=st: b(s, k))
+            if panel is not None:
+                page.add(panel)
+    return page
+
+
+def _verdicts(page: Page, judged: list) -> None:
+    """The headline: a tuner that recommends a worse model than the defaults is a defect,
+    stated first; then every study's verdicts."""
+    worse = [(st, r) for st, res in judged for r in res if r["verdict"][0] == "worse"]
+    if worse:
+        page.message(
+            "Tuning made the model worse in " + "; ".join(
+                f"{cell_label(st.cell)} ({tables.framework_name(r['framework'])}: "
+                f"{r['verdict'][1]})" for st, r in worse)
+            + ". The tuner recommends hyperparameters that lose to the untuned defaults: a "
+              "defect of the tuning setup (trial budget, space or objective), not a finding.")
+    lines = []
+    for st, res in judged:
+        if not res:
+            why = ("its cell is not recorded" if not st.cell else
+                   "no final runs with its parameters, or no baseline runs at that size")
+            lines.append(f"{st.name}: not judged ({why}).")
+            continue
+        lines.append(f"{cell_label(st.cell)}: " + "; ".join(
+            f"{tables.framework_name(r['framework'])} {r['verdict'][1]}" for r in res) + ".")
+    page.p("Tuned minus baseline test accuracy (mean over seeds, 95% Welch interval; a gain "
+           "is claimed only where the interval excludes zero; failed runs at chance; pooled "
+           "where the frameworks ran disjoint seeds):", cls="caption")
+    page.add(Raw("<ul>" + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul>"))
+
+
+def page(inputs) -> Page:
+    """The page, as `bench.report.PAGES` builds it."""
+    return tuning_page(inputs.df, inputs.studies)

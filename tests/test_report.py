@@ -1157,7 +1157,7 @@ def test_generation_quality_means_and_failures_at_zero(gen_report):
          and r["status"] == "ok"]))
     assert not ((pts["framework"] == tables.POOLED) & pts["metric"].str.contains("bleu|chrf")).any()
     df = tables.normalise(pd.DataFrame([{"family": "seq2seq", "status": "oom", "n_classes": 62},
-                                   {"family": "cnn", "status": "oom", "n_classes": 10}]))
+                                        {"family": "cnn", "status": "oom", "n_classes": 10}]))
     assert list(df["chance"]) == [0.0, 0.1] and list(df["acc_stat"]) == [0.0, 0.1]
 
 
@@ -1230,7 +1230,7 @@ def test_generation_examples_table_escapes_the_sentences(tmp_path):
 
 def test_generation_page_without_seq2seq_runs_says_so(tmp_path):
     page = generation.generation_page(frame([r for r in smoke_records() if r["family"] == "cnn"],
-                                   tmp_path))
+                                            tmp_path))
     text = "".join(map(str, page.blocks))
     assert "holds no seq2seq runs" in text and not page.panels
     failed = [seq2seq_record("torch", "xs", 0, "oom"), seq2seq_record("tf", "xs", 1000, "error")]

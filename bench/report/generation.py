@@ -215,7 +215,7 @@ def generation_page(df: pd.DataFrame, decode: dict | None = None) -> Page:
     if decode is not None:
         page.h2("The article's model: decode speed against Hugging Face")
         page.add(page_kit.safe("generation-decode-speed", "decode speed",
-                      lambda: generation_decode.decode_speed_panel(
+                               lambda: generation_decode.decode_speed_panel(
                           decode, "generation-decode-speed")))
     return page
 
@@ -248,7 +248,7 @@ def _generation_runs_page(df: pd.DataFrame) -> Page:
         for name, build in PANELS:
             k = keys("generation", name, family, dataset)
             page.add(page_kit.safe(k, f"{family} on {dataset}: {name}",
-                          lambda b=build, f=family, d=dataset, k=k: b(df, f, d, k)))
+                                   lambda b=build, f=family, d=dataset, k=k: b(df, f, d, k)))
     return page
 
 

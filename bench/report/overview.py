@@ -142,10 +142,10 @@ def overview_page(df: pd.DataFrame, source: str, studies: list,
     page.add(_ol(findings(df)))
     page.h2("Against published results")
     page.add(page_kit.safe("published", "Against published results",
-                  lambda: _published_panel(df, keys("published"))))
+                           lambda: _published_panel(df, keys("published"))))
     page.h2("Did the runs converge?")
     page.add(page_kit.safe("converged", "Runs that ended still improving",
-                  lambda: _converged_panel(df, keys("converged"))))
+                           lambda: _converged_panel(df, keys("converged"))))
     page.h2("Pages")
     page.add(links([("scale.html", "Scale vs performance: accuracy, throughput, model memory "
                      "against parameters; learning-rate choice; accuracy against compute"),
@@ -162,7 +162,7 @@ def overview_page(df: pd.DataFrame, source: str, studies: list,
     bad = df[df["status"] != "ok"]
     if len(bad):
         page.add(page_kit.safe("failures", "Runs that did not finish ok",
-                      lambda: _failures_panel(bad, keys("failures"))))
+                               lambda: _failures_panel(bad, keys("failures"))))
     page.h2("Hardware and software")
     page.add(table([list(r) for r in environment(df)], ["what", "recorded"]))
     page.h2("Compute spent")
@@ -414,7 +414,7 @@ def environment(df: pd.DataFrame) -> list[tuple[str, str]]:
     items.append(("threads per run", ", ".join(map(str, th)) or "not recorded"))
     for fw in sorted(set(df["framework"]) - {""}, key=tables.framework_rank):
         items.append((f"{tables.framework_name(fw)} version", uniq("framework_version",
-                                                            df[df["framework"] == fw])))
+                                                                   df[df["framework"] == fw])))
     items.append(("Python", uniq("python_version")))
     items.append(("platform", uniq("platform")))
     items.append(("bench", uniq("bench_version")))
@@ -473,7 +473,7 @@ def lr_selection_text(df: pd.DataFrame) -> str:
     k = grid["lr_grid_size"].dropna()
     k = f"{int(k.min())}" if len(k) and k.min() == k.max() else "several"
     fws = ", ".join(tables.framework_name(f) for f in sorted(set(grid["framework"]),
-                                                        key=tables.framework_rank))
+                                                             key=tables.framework_rank))
     return (f"{len(units)} units (family, dataset, size, optimizer), each a grid of {k} "
             f"rates at seed {tables.seed_text(tables.seeds_of(grid))} in {fws}, chosen by best "
             "validation "

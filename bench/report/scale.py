@@ -5,6 +5,7 @@ untuned per size; the runtime baseline.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -26,7 +27,7 @@ def scale_page(df: pd.DataFrame, studies: list[tuning_studies.Study] | tuple = (
     if page_kit._no_runs(page, df):
         return page
     page.h2("Accuracy, throughput and memory against size")
-    page_kit._panel_per_group(page, df, "scale", _scale_panel)
+    page_kit._panel_per_group(page, df, "scale", scale_panel)
     keys = page_kit.Keys()
     cells = tuning.tuned_cells(df, list(studies))
     tuned = sorted(set(zip(cells["family"], cells["dataset"], strict=True)),
@@ -36,13 +37,13 @@ def scale_page(df: pd.DataFrame, studies: list[tuning_studies.Study] | tuple = (
         for family, dataset in tuned:
             k = keys("tuned", family, dataset)
             page.add(page_kit.safe(k, f"{family} on {dataset}", lambda f=family, d=dataset, k=k:
-                          tuning.scale_panel(df, studies, f, d, k)))
+                                   tuning.scale_panel(df, studies, f, d, k)))
     page.h2("Learning rate chosen per size")
     shown = 0
     for family, dataset in tables.groups(df):
         k = keys("lr", family, dataset)
         panel = page_kit.safe(k, f"{family} on {dataset}",
-                     lambda f=family, d=dataset, k=k: scale_budget.lr_panel(df, f, d, k))
+                              lambda f=family, d=dataset, k=k: scale_budget.lr_panel(df, f, d, k))
         if panel is not None:
             page.add(panel)
             shown += 1
@@ -53,45 +54,37 @@ def scale_page(df: pd.DataFrame, studies: list[tuning_studies.Study] | tuple = (
     page_kit._panel_per_group(page, df, "compute", _scale_compute_panel)
     page.h2("Runtime baseline")
     page.add(page_kit.safe("baseline", "Runtime baseline",
-                  lambda: baseline_panel(df, keys("baseline"))))
+                           lambda: baseline_panel(df, keys("baseline"))))
     return page
 
 
-def _relabel(fig, old: str, new: str) -> None:
-    """A subplot title `old` (an annotation make_subplots wrote) reads `new`."""
-    for a in fig.layout.annotations:
-        if a.text == old:
-            a.text = new
+@dataclass(frozen=True)
+class Wording:
+    """How a family's accuracy reads on the scale page: a classifier's test accuracy, a
+    translation model's greedy exact match (its samples are sentences)."""
+
+    label: str = "Accuracy"  # starts a caption's sentence
+    name: str = "accuracy"  # in a panel's title
+    subplot: str = "test accuracy"
+    axis: str = "test accuracy"
+    throughput_axis: str = "training samples/s"
+    validation: str = "validation accuracy"
+    note: str = ""  # a last caption line
 
 
-GENERATION_NOTE = ("{family}: test accuracy is the greedy exact match on the test set (a "
+def wording(family: str) -> Wording:
+    if family not in tables.GENERATION_FAMILIES:
+        return Wording()
+    return Wording("Exact match", "exact match", "test exact match (greedy)", "test exact match",
+                   "training sentences/s", "validation exact match",
+                   f"{family}: test accuracy is the greedy exact match on the test set (a "
                    "failed run counts at 0, the chance of an exact match) and a sample is a "
                    "sentence; BLEU, chrF, beam search and decoding speed are on the Generation "
                    "page.")
 
 
-def _scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
-    """`scale_panel`, saying exact match where the family's accuracy is one."""
-    generation = family in tables.GENERATION_FAMILIES
-    panel = scale_panel(df, family, dataset, key,
-                                "Exact match" if generation else "Accuracy")
-    if generation:
-        panel.title = panel.title.replace(": accuracy,", ": exact match,", 1)
-        if panel.fig is not None:
-            _relabel(panel.fig, "test accuracy", "test exact match (greedy)")
-            panel.fig.update_yaxes(title_text="test exact match", row=1, col=1)
-            panel.fig.update_yaxes(title_text="training sentences/s", row=1, col=2)
-            panel.caption += "\n" + GENERATION_NOTE.format(family=family)
-    return panel
-
-
 def _scale_compute_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
-    """`scale_budget.compute_panel`, saying exact match where the family's accuracy is one."""
-    panel = scale_budget.compute_panel(df, family, dataset, key)
-    if family in tables.GENERATION_FAMILIES and panel.fig is not None:
-        panel.title = panel.title.replace("validation accuracy", "validation exact match", 1)
-        panel.fig.update_yaxes(title_text="validation exact match")
-    return panel
+    return scale_budget.compute_panel(df, family, dataset, key, wording(family).validation)
 
 
 SCALE_METRICS = [  # (column, axis title, short name, fit on 1 - value)
@@ -108,56 +101,89 @@ def _fit_rows(rows: pd.DataFrame, pts: pd.DataFrame, fw: str) -> pd.DataFrame:
     return rows[rows["framework"] == fw]
 
 
-def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str,
-                accuracy_label: str = "Accuracy") -> Panel:
-    """Accuracy, throughput and memory against parameter count; `accuracy_label` names
-    the accuracy in the caption (a translation model's is its exact match)."""
+@dataclass(frozen=True)
+class Line:
+    """One line of a scale figure: a framework's (or the pooled) mean per size and the power
+    law fitted to its runs (`fit_x`: the parameter counts the fit saw)."""
+
+    fw: str
+    pts: pd.DataFrame
+    fit: stats.PowerLawFit
+    fit_x: pd.Series
+
+
+def scale_lines(rows: pd.DataFrame, metric: str, fit_error: bool
+                ) -> tuple[pd.DataFrame, list[Line]]:
+    """(every point of `metric`, one `Line` per framework and pooled, in legend order); the
+    fit is on 1 - value where `fit_error` (an accuracy's error falls as a power law)."""
+    pts_all = tables.scale_points(rows, metric)
+    lines = []
+    for fw in sorted(set(pts_all["framework"]), key=tables.framework_rank):
+        pts = pts_all[pts_all["framework"] == fw]
+        fr = _fit_rows(rows, pts, fw)
+        vals = tables.metric_values(fr, metric)
+        keep = vals.notna()
+        yvals = 1.0 - vals[keep] if fit_error else vals[keep]
+        fit = stats.power_law_fit(fr.loc[keep, "params"], yvals,
+                                  clusters=tables.fit_clusters(fr[keep]))
+        lines.append(Line(fw, pts, fit, fr.loc[keep, "params"]))
+    return pts_all, lines
+
+
+def memory_estimate(ok: pd.DataFrame) -> pd.DataFrame | None:
+    """The analytic memory estimate per size (median over runs: params, y), or None."""
+    est = ok[ok["model_mem_est_mb"].notna()]
+    if est.empty:
+        return None
+    return (est.groupby("size").agg(params=("params", "median"), y=("model_mem_est_mb", "median"))
+            .reset_index().sort_values("params"))
+
+
+def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
+    """Accuracy, throughput and memory against parameter count, the accuracy worded as the
+    family's (`wording`)."""
+    words = wording(family)
     recipe, rows = tables.scale_selection(df, family, dataset)
-    title = f"{family} on {dataset}: accuracy, throughput and memory against parameter count"
+    title = (f"{family} on {dataset}: {words.name}, throughput and memory against parameter "
+             "count")
     ok = rows[rows["status"] == "ok"]
     if ok.empty:
         return Panel(key, title, message=f"No successful run of {family} on {dataset}: "
                      f"{prose._counts_text(rows)}. Nothing to plot.")
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08, subplot_titles=[
-        "test accuracy", "training throughput", "model memory"])
+        words.subplot, "training throughput", "model memory"])
     data: list[dict] = []
     sentences = []
     acc_pts = None
     for col, (metric, axis_title, short, fit_error) in enumerate(SCALE_METRICS, 1):
         accuracy = metric in tables.ACCURACY_METRICS
-        pts_all = tables.scale_points(rows, metric)
+        pts_all, lines = scale_lines(rows, metric, fit_error)
         if col == 1:
             acc_pts = pts_all
-        per_line = []
-        lines = sorted(set(pts_all["framework"]), key=tables.framework_rank)
-        for i, fw in enumerate(lines):
-            pts = pts_all[pts_all["framework"] == fw]
-            name = tables.framework_name(fw)
-            style = plots._style(fw, i)
-            plots._points_trace(fig, pts, f"{fw} {short}", name, style, col, col == 1, accuracy,
-                          data, metric)
-            fr = _fit_rows(rows, pts, fw)
-            vals = tables.metric_values(fr, metric)
-            keep = vals.notna()
-            yvals = 1.0 - vals[keep] if fit_error else vals[keep]
-            fit = stats.power_law_fit(fr.loc[keep, "params"], yvals,
-                                      clusters=tables.fit_clusters(fr[keep]))
-            per_line.append((fw, pts, fit))
-            if fit.holds:
-                plots._fit_trace(fig, fit, fr.loc[keep, "params"], f"{fw} {short} fit",
-                           f"{name} power law",
-                           {"color": style["line"]["color"], "dash": "dot", "width": 1.5},
-                           col, fit_error, data, metric, fw)
+        for i, line in enumerate(lines):
+            name = tables.framework_name(line.fw)
+            style = plots._style(line.fw, i)
+            plots._points_trace(fig, line.pts, f"{line.fw} {short}", name, style, col, col == 1,
+                                accuracy, data, metric)
+            if line.fit.holds:
+                plots._fit_trace(fig, line.fit, line.fit_x, f"{line.fw} {short} fit",
+                                 f"{name} power law",
+                                 {"color": style["line"]["color"], "dash": "dot", "width": 1.5},
+                                 col, fit_error, data, metric, line.fw)
         est = None
         if short == "memory":
-            est = _estimate_trace(fig, ok, col, data)
+            g = memory_estimate(ok)
+            if g is not None:
+                _estimate_trace(fig, g, col, data)
+                est = stats.power_law_fit(g["params"], g["y"])
             if not lines:
                 fig.add_annotation(text="model memory not recorded", showarrow=False,
                                    xref=f"x{col} domain", yref=f"y{col} domain", x=0.5, y=0.5)
         fig.update_xaxes(type="log", title_text="parameters", row=1, col=col)
+        axis_title = {1: words.axis, 2: words.throughput_axis}.get(col, axis_title)
         fig.update_yaxes(title_text=esc(axis_title), row=1, col=col)
-        sentences.append(_scale_sentence(short, per_line, fit_error, rows, est,
-                                         accuracy_label))
+        per_line = [(line.fw, line.pts, line.fit) for line in lines]
+        sentences.append(_scale_sentence(short, per_line, fit_error, rows, est, words.label))
     own = acc_pts[acc_pts["framework"] != tables.POOLED]
     one_seed = ""
     if own.empty or own["n_seeds"].max() < stats.MIN_INTERVAL_N:
@@ -175,18 +201,13 @@ def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str,
                f"slope's t-interval, named where used).\n" + pooling_sentence(rows) + "\n"
                + "\n".join(sentences)
                + f"\n{tables.cap_phrase(rows, capital=True)}."
-               + one_seed)
+               + one_seed + (f"\n{words.note}" if words.note else ""))
     fig.update_layout(legend={"orientation": "h", "y": -0.2})
     return Panel(key, title, caption, fig, pd.DataFrame(data), height=450)
 
 
-def _estimate_trace(fig, ok: pd.DataFrame, col: int, data: list):
-    """The analytic memory estimate per size (median over runs), dashed; its fit or None."""
-    est = ok[ok["model_mem_est_mb"].notna()]
-    if est.empty:
-        return None
-    g = (est.groupby("size").agg(params=("params", "median"), y=("model_mem_est_mb", "median"))
-         .reset_index().sort_values("params"))
+def _estimate_trace(fig, g: pd.DataFrame, col: int, data: list) -> None:
+    """`memory_estimate`'s points, dashed."""
     meta = "estimate memory"
     fig.add_trace(go.Scatter(
         x=g["params"].tolist(), y=g["y"].tolist(), mode="lines+markers", meta=meta,
@@ -198,7 +219,6 @@ def _estimate_trace(fig, ok: pd.DataFrame, col: int, data: list):
     for r in g.itertuples():
         data.append({"trace": meta, "metric": "model_mem_est_mb", "framework": "",
                      "size": r.size, "x": r.params, "y": r.y})
-    return stats.power_law_fit(g["params"], g["y"])
 
 
 def pooling_sentence(rows: pd.DataFrame,

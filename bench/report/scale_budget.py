@@ -113,10 +113,11 @@ def lr_caption(units: list[dict]) -> str:
     return text
 
 
-def compute_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
+def compute_panel(df: pd.DataFrame, family: str, dataset: str, key: str,
+                  validation: str = "validation accuracy") -> Panel:
     """Validation accuracy against training FLOPs per run, by size, and the frontier."""
     recipe, rows = tables.scale_selection(df, family, dataset)
-    title = f"{family} on {dataset}: validation accuracy against training compute"
+    title = f"{family} on {dataset}: {validation} against training compute"
     ok = rows[rows["status"] == "ok"]
     pts = curve_data.compute_points(ok)
     if pts.empty:
@@ -154,7 +155,7 @@ def compute_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pane
         for r in front.itertuples():
             data.append({"trace": "frontier", "size": r.size, "x": r.flops, "y": r.val_acc})
     fig.update_layout(xaxis={"type": "log", "title": {"text": "training FLOPs spent (log)"}},
-                      yaxis={"title": {"text": "validation accuracy"}},
+                      yaxis={"title": {"text": validation}},
                       legend={"orientation": "h", "y": -0.2})
     caption = (f"Recipe: {tables.recipe_label(recipe)}. Every ok run's validation accuracy after "
                f"each epoch against the training FLOPs it had spent (FLOPs per sample x "

@@ -32,8 +32,8 @@ def sweep_page(df: pd.DataFrame) -> Page:
         for what in ("acc", "ttt"):
             k = keys("sweep", family, dataset, what)
             page.add(page_kit.safe(k, f"{family} {dataset} {what}",
-                          lambda f=family, d=dataset, k=k, w=what:
-                          sweep_panel(df, f, d, k, w)))
+                                   lambda f=family, d=dataset, k=k, w=what:
+                                   sweep_panel(df, f, d, k, w)))
     if without:
         page.p(f"No optimizer x regulariser sweep ran for {', '.join(without)} (one cell "
                   "each; the study's `sweep_families` names the families that get one).")
@@ -142,7 +142,7 @@ def sweep_panel(df: pd.DataFrame, family: str, dataset: str, key: str, what: str
     lr = ("the learning rate chosen per optimizer on validation" if chosen.all()
           else "each optimizer's configured learning rate" if not chosen.any()
           else f"the learning rate chosen on validation for {int(chosen.sum())} of "
-               f"{len(rows)} runs, the configured one for the others")
+          f"{len(rows)} runs, the configured one for the others")
     caption = (f"Size {size} (the size with the most optimizer x regulariser cells), at {lr}. "
                + caption + f" {tables.cap_phrase(rows, capital=True)}.")
     height = 160 + 70 * len(opts)
@@ -208,7 +208,7 @@ def _sweep_acc_caption(rows: pd.DataFrame, cells: pd.DataFrame) -> str:
     failed = tables.failed_phrase(rows)
     return (f"Mean test accuracy over seeds with 95% t-interval ({prose._n_text(cells)}). "
             + scale.pooling_sentence(rows, "time-to-target stays per framework", " (its own panel)",
-                               ("optimizer", "regulariser"), "cells") + " "
+                                     ("optimizer", "regulariser"), "cells") + " "
             + ". ".join(parts) + "." + (f" {failed}." if failed else ""))
 
 

@@ -36,7 +36,6 @@ from . import (
     page_kit,
     plots,
     prose,
-    scale,
     tables,
 )
 from .html import Page, Panel, esc, table
@@ -113,8 +112,8 @@ def quality_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pane
     if len(at) and (at["mean"] < 0.05).all():
         long += (" Exact match on test_long stays near 0, as expected: no training sentence "
                  "is that long.")
-    pooling = scale.pooling_sentence(rows, "BLEU and chrF stay per framework").replace(
-        "Accuracy is", "Exact match is", 1)
+    pooling = prose.pooling_sentence(rows, "BLEU and chrF stay per framework",
+                                     label="Exact match")
     failed = generation_rows._failed_text(rows, "exact match counted at 0",
                                           "excluded from BLEU and chrF")
     caption = (f"Recipe: {tables.recipe_label(recipe)}; greedy decoding; mean over seeds with 95% "

@@ -77,3 +77,33 @@ def _counts_text(rows: pd.DataFrame) -> str:
     return f"{len(rows)} run(s): " + ", ".join(f"{k} {v}" for k, v in c.items())
 
 
+def pooling_sentence(rows: pd.DataFrame,
+                     apart: str = "throughput and memory stay per framework",
+                     shown: str = " (the black line)", by: tuple = ("size",),
+                     what: str = "sizes", label: str = "Accuracy") -> str:
+    """What was pooled over frameworks in a figure's accuracy (`label`: the family's name for
+    it), and why.
+
+    A cell (grouped `by`) is pooled where its frameworks ran disjoint seeds, as
+    `tables.scale_points` and `sweep_cells` do; `apart` names what is never pooled in the figure,
+    `shown` where the pooled values are drawn, `what` the cells in words.
+    """
+    cells = [(k, p) for k, p in rows.groupby(list(by), sort=False)
+             if p["framework"].nunique() > 1]
+    if not cells:
+        return "One framework: nothing to pool."
+    pooled = [" + ".join(k) if isinstance(k, tuple) else k for k, p in cells
+              if tables.seeds_disjoint(p)]
+    seeds = "; ".join(f"{tables.framework_name(fw)} {tables.seed_text(tables.seeds_of(part))}"
+                      for fw, part in sorted(rows.groupby("framework"),
+                                             key=lambda kv: tables.framework_rank(kv[0])))
+    if len(pooled) == len(cells):
+        return (f"{label} is also pooled over the frameworks{shown}, whose seeds are "
+                f"disjoint ({seeds}); {apart}.")
+    if pooled:
+        return (f"{label} is pooled over the frameworks{shown} at {len(pooled)} of "
+                f"{len(cells)} {what} ({', '.join(pooled)}), where their seeds are disjoint; "
+                f"elsewhere they share seeds ({seeds}), and one seed gives the same losses in "
+                f"both frameworks, so those runs are not independent and are not pooled.")
+    return (f"{label} is not pooled over the frameworks: they share seeds ({seeds}), and one "
+            f"seed gives the same losses in both, so their runs are not independent.")

@@ -198,7 +198,7 @@ def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
                f"(≥{stats.FIT_MIN_SIZES} sizes, R² ≥ {stats.FIT_MIN_R2:g} in log-log), the "
                f"exponent's 95% CI from a bootstrap over seeds (each seed's runs at every "
                f"size resampled together; with fewer than {stats.MIN_CLUSTERS} seeds the "
-               f"slope's t-interval, named where used).\n" + pooling_sentence(rows) + "\n"
+               f"slope's t-interval, named where used).\n" + prose.pooling_sentence(rows) + "\n"
                + "\n".join(sentences)
                + f"\n{tables.cap_phrase(rows, capital=True)}."
                + one_seed + (f"\n{words.note}" if words.note else ""))
@@ -219,37 +219,6 @@ def _estimate_trace(fig, g: pd.DataFrame, col: int, data: list) -> None:
     for r in g.itertuples():
         data.append({"trace": meta, "metric": "model_mem_est_mb", "framework": "",
                      "size": r.size, "x": r.params, "y": r.y})
-
-
-def pooling_sentence(rows: pd.DataFrame,
-                     apart: str = "throughput and memory stay per framework",
-                     shown: str = " (the black line)", by: tuple = ("size",),
-                     what: str = "sizes") -> str:
-    """What was pooled over frameworks in a figure's accuracy, and why.
-
-    A cell (grouped `by`) is pooled where its frameworks ran disjoint seeds, as
-    `tables.scale_points` and `sweep_cells` do; `apart` names what is never pooled in the figure,
-    `shown` where the pooled values are drawn, `what` the cells in words.
-    """
-    cells = [(k, p) for k, p in rows.groupby(list(by), sort=False)
-             if p["framework"].nunique() > 1]
-    if not cells:
-        return "One framework: nothing to pool."
-    pooled = [" + ".join(k) if isinstance(k, tuple) else k for k, p in cells
-              if tables.seeds_disjoint(p)]
-    seeds = "; ".join(f"{tables.framework_name(fw)} {tables.seed_text(tables.seeds_of(part))}"
-                      for fw, part in sorted(rows.groupby("framework"),
-                                             key=lambda kv: tables.framework_rank(kv[0])))
-    if len(pooled) == len(cells):
-        return (f"Accuracy is also pooled over the frameworks{shown}, whose seeds are "
-                f"disjoint ({seeds}); {apart}.")
-    if pooled:
-        return (f"Accuracy is pooled over the frameworks{shown} at {len(pooled)} of "
-                f"{len(cells)} {what} ({', '.join(pooled)}), where their seeds are disjoint; "
-                f"elsewhere they share seeds ({seeds}), and one seed gives the same losses in "
-                f"both frameworks, so those runs are not independent and are not pooled.")
-    return (f"Accuracy is not pooled over the frameworks: they share seeds ({seeds}), and one "
-            f"seed gives the same losses in both, so their runs are not independent.")
 
 
 def _growth(measured: stats.PowerLawFit, est: stats.PowerLawFit) -> str:

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import curve_data, page_kit, prose, scale, tables
+from . import curve_data, page_kit, prose, tables
 from .html import Page, Panel, esc
 
 
@@ -207,7 +207,7 @@ def _sweep_acc_caption(rows: pd.DataFrame, cells: pd.DataFrame) -> str:
         parts.append(text)
     failed = tables.failed_phrase(rows)
     return (f"Mean test accuracy over seeds with 95% t-interval ({prose._n_text(cells)}). "
-            + scale.pooling_sentence(rows, "time-to-target stays per framework", " (its own panel)",
+            + prose.pooling_sentence(rows, "time-to-target stays per framework", " (its own panel)",
                                      ("optimizer", "regulariser"), "cells") + " "
             + ". ".join(parts) + "." + (f" {failed}." if failed else ""))
 

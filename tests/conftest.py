@@ -112,3 +112,58 @@ def writes_denied(directory: Path):
         if immutable:
             subprocess.run(["chattr", "-i", str(directory)], capture_output=True)
         os.chmod(directory, mode)
+
+
+# The report tests' shared renders (module-scoped: built once per test module that asks);
+# tests/report_data.py holds the synthetic records they are built from. `strict` makes a
+# panel that fails to build raise instead of showing its error on the page.
+
+
+@pytest.fixture(scope="module")
+def strict():
+    """A panel that fails to build raises here, instead of showing its error on the page."""
+    from bench.report import page_kit
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(page_kit, "STRICT", True)
+        yield
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """The smoke study's runs, the final runs of a study and two tuning studies, rendered."""
+    from report_data import build, smoke_records, tuned_records
+
+    tmp = tmp_path_factory.mktemp("full")
+    recs = smoke_records()
+    return build(tmp, recs + tuned_records(recs), tune=True)
+
+
+@pytest.fixture(scope="module")
+def two_sizes(tmp_path_factory):
+    """cnn tuned at xs (its parameters lose 0.1 to the baseline) and at m (they gain 0.1),
+    and xs's parameters run at m as well as m's own (a transfer with no difference)."""
+    from report_data import CNN_XS, _finals, smoke_records, write_summary, write_tuning_study
+
+    from bench import report
+
+    tmp = tmp_path_factory.mktemp("two")
+    recs = smoke_records()
+    finals = (_finals(recs, "cnn_xs", "xs", -0.1) + _finals(recs, "cnn_m", "m", 0.1)
+              + _finals(recs, "cnn_xs", "m", 0.1))
+    summary = write_summary(recs + finals, tmp / "results" / "summary.parquet")
+    tune_dir = tmp / "results" / "tune"
+    write_tuning_study(tune_dir, "cnn_xs", cell=CNN_XS)
+    write_tuning_study(tune_dir, "cnn_m", cell=dict(CNN_XS, size="m"))
+    report.build_report(summary, tmp / "reports", tune_dir)
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def gen_report(tmp_path_factory):
+    """The seq2seq runs beside the cnn runs of the smoke study, rendered."""
+    from report_data import build, seq2seq_records, smoke_records
+
+    tmp = tmp_path_factory.mktemp("gen")
+    cnn = [r for r in smoke_records() if r["family"] == "cnn"]
+    return build(tmp, cnn + seq2seq_records())

@@ -8,7 +8,7 @@ import json
 
 import pandas as pd
 import pytest
-from test_report import build, pages_text, smoke_records, visible_text
+from report_data import build, pages_text, smoke_records, visible_text
 
 from bench import report
 from bench.decode_speed import build_doc, cells, uncached

@@ -3,7 +3,7 @@ trained and with both uncompiled, and a winner that flips between the two report
 
 import re
 
-from test_report import build, smoke_records, visible_text
+from report_data import build, smoke_records, visible_text
 
 from bench.report import settings, tables
 

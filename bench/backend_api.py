@@ -76,7 +76,7 @@ class Trainer(Protocol):
         """One eval-mode forward pass, left on the device (inference timing)."""
 
     def encode(self, src: Any, cache: bool = True) -> Any:
-        """seq2seq: the decoder's state for source rows (bench.generate drives it); with
+        """seq2seq: the decoder's state for source rows (bench.translation.generate drives it); with
         `cache`, it keeps each decoder layer's keys and values, so that a step reads only
         the new token."""
 
@@ -158,11 +158,11 @@ class Backend(Protocol):
 
     def seq2seq_model(self, arch: Any, weights: list[np.ndarray], precision: str = "fp32") -> Any:
         """An encoder-decoder of a Seq2SeqArch (bench.models.seq2seq.spec) holding canonical
-        `weights` (seq2seq_shapes), a pretrained checkpoint's (bench.marian), that decodes in
-        `precision` (fp32 weights; products in bf16 / fp16 as in training)."""
+        `weights` (seq2seq_shapes), a pretrained checkpoint's (bench.translation.marian), that
+        decodes in `precision` (fp32 weights; products in bf16 / fp16 as in training)."""
 
     def Decoder(self, model: Any) -> Any:  # noqa: N802 - a class there
-        """encode / tile / next_logprobs over a seq2seq model, for bench.generate; names
+        """encode / tile / next_logprobs over a seq2seq model, for bench.translation.generate; names
         the arch's `start`, `eos` and `pad` tokens."""
 
 

@@ -29,8 +29,8 @@ from .sizes import SIZE_NAMES, SIZES, param_count
 from .spec import RunSpec
 
 EXIT_BAD_INPUT = 2
-EXTENSIONS = [m for m in ("tune", "report", "speed", "decode_speed", "fetch", "translate",
-                            "run_record")
+EXTENSIONS = [m for m in ("tune", "report", "measure.speed", "measure.decode_speed", "fetch",
+                            "translation.translate", "run_record")
               if importlib.util.find_spec(f"bench.{m}")]
 
 
@@ -184,8 +184,8 @@ def cmd_list() -> int:
 
 
 def cmd_train(a) -> int:
-    from .records import write_json_atomic
-    from .runner import run_one
+    from .study.records import write_json_atomic
+    from .study.runner import run_one
 
     spec = _spec_from_args(a)
     if spec.dataset in ("mnist", "imdb"):  # fail before any framework import
@@ -212,11 +212,12 @@ def _drop(text: str | None) -> tuple[int, float] | None:
 
 
 def _progress(a, file):
-    """after_run for run_specs: the study's progress line (bench.progress), if it has a plan."""
+    """after_run for run_specs: the study's progress line (bench.study.progress), if it has a
+    plan."""
     def report(finished: list[str]) -> None:
         if not (a.study_plan and a.done):
             return
-        from .progress import line
+        from .study.progress import line
 
         job = Path(a.done).stem
         text = line(a.study_plan, Path(a.done).parent, a.out_dir,
@@ -227,8 +228,8 @@ def _progress(a, file):
 
 
 def cmd_run_batch(a) -> int:
-    from .records import write_json_atomic
-    from .runner import measuring_slots_for, run_specs
+    from .study.records import write_json_atomic
+    from .study.runner import measuring_slots_for, run_specs
 
     text = Path(a.specs[1:]).read_text() if a.specs.startswith("@") else a.specs
     try:
@@ -239,7 +240,7 @@ def cmd_run_batch(a) -> int:
         raise SpecError("--specs must be a non-empty JSON list of run specs")
     specs = [RunSpec.from_dict(d) for d in items]
     if a.lr_from:
-        from .lr_select import load_choices, resolve
+        from .study.lr_select import load_choices, resolve
 
         choices = load_choices(a.lr_from)
         specs = [resolve(s, choices, a.lr_from) for s in specs]
@@ -266,7 +267,7 @@ def cmd_run_batch(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .records import RecordWriteError
+    from .study.records import RecordWriteError
 
     a = build_parser().parse_args(argv)
     try:
@@ -277,11 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.verb == "run-batch":
             return cmd_run_batch(a)
         if a.verb == "aggregate":
-            from . import aggregate
+            from .study import aggregate
 
             return aggregate.main(a.batches, a.runs_dir, a.csv, a.parquet, a.lr_selections)
         if a.verb == "select-lr":
-            from .lr_select import select_main
+            from .study.lr_select import select_main
 
             return select_main(a.batches, a.runs_dir, a.out, a.race)
         if getattr(a, "func", None):

@@ -76,7 +76,7 @@ def choose(spec: RunSpec, data, backend, device_name: str,
         out[f"{name}_samples_per_s"], out[f"{name}_first_steps_s"] = rate, first
     _MEMO[k] = out
     if path is not None:
-        from .records import write_json_atomic
+        from .study.records import write_json_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, out)

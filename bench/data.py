@@ -178,7 +178,7 @@ def _imdb(data_dir: Path, allow_pickle: bool) -> tuple:
 
 
 def _text_pairs(name: str) -> Data:
-    from . import text_pairs
+    from .translation import text_pairs
 
     info = DATASETS[name]
     try:

@@ -86,7 +86,7 @@ DATASETS: dict[str, DatasetInfo] = {
         description="user-supplied imdb.npz (Keras layout, pickled arrays: needs --allow-pickle); "
         "first 50 tokens, vocabulary 10000; 22500/2500/25000",
     ),
-    # bench.text_pairs builds it; data.load checks these facts against what it built.
+    # bench.translation.text_pairs builds it; data.load checks these facts against what it built.
     "en_fr_numbers": DatasetInfo(
         "en_fr_numbers", "text", (16,), 62, vocab=62, target_len=21,
         description="English -> French number phrases (num2words), word tokens; split by "

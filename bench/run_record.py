@@ -1,7 +1,7 @@
 """What a run record holds: one typed part per phase of a run, one line per field.
 
 bench.train builds a record from these parts, one per phase (prepare, fit, test, finish);
-bench.runner writes the `error` record of a run that raised. The README's field table
+bench.study.runner writes the `error` record of a run that raised. The README's field table
 (`python -m bench record-fields`) and a JSON Schema for records
 (`python -m bench record-fields --schema`) are generated from here, and tests check the
 README, the schema and real records of both frameworks against each other. A field added to

@@ -28,7 +28,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from . import models  # noqa: E402
-from .generate import DecodesThrough  # noqa: E402
 from .init import init_weights  # noqa: E402
 from .measure import cpu_name  # noqa: E402
 from .models.seq2seq.spec import Seq2SeqArch, seq2seq_shapes  # noqa: E402
@@ -44,7 +43,8 @@ from .registry import (  # noqa: E402
 )
 from .sizes import weight_shapes  # noqa: E402
 from .spec import RunSpec  # noqa: E402
-from .text_pairs import PAD  # noqa: E402
+from .translation.generate import DecodesThrough  # noqa: E402
+from .translation.text_pairs import PAD  # noqa: E402
 
 NAME = "tf"
 
@@ -369,7 +369,7 @@ class Trainer(DecodesThrough):
     def _seq2seq_functions(self, x_sig, y_sig):
         self._logits = tf.function(self._teacher_forced, input_signature=[x_sig, y_sig])
         self._eval_s2s = tf.function(self._seq2seq_eval_batch, input_signature=[x_sig, y_sig])
-        self.decoder = Decoder(self.model)  # generation, for bench.generate
+        self.decoder = Decoder(self.model)  # generation, for bench.translation.generate
         return self._logits, self._eval_s2s
 
     def _data_loss(self, y, logits, reduce=tf.reduce_mean):
@@ -503,7 +503,7 @@ class Trainer(DecodesThrough):
 
 
 class Decoder:
-    """bench.generate's three calls over a Seq2SeqNet, a trained run's or a pretrained
+    """bench.translation.generate's three calls over a Seq2SeqNet, a trained run's or a pretrained
     Marian's, as graph functions (None batch and length dimensions: one trace each).
 
     A state is (encoder output, key bias, caches). With a cache, the encoder output is

@@ -58,7 +58,6 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from . import models  # noqa: E402
-from .generate import DecodesThrough  # noqa: E402
 from .init import init_weights  # noqa: E402
 from .measure import cpu_name  # noqa: E402
 from .models.cnn.torch import CHANNELS_LAST  # noqa: E402
@@ -75,7 +74,8 @@ from .registry import (  # noqa: E402
 )
 from .sizes import weight_shapes  # noqa: E402
 from .spec import RunSpec  # noqa: E402
-from .text_pairs import PAD  # noqa: E402
+from .translation.generate import DecodesThrough  # noqa: E402
+from .translation.text_pairs import PAD  # noqa: E402
 
 NAME = "torch"
 
@@ -413,15 +413,15 @@ class Trainer(DecodesThrough):
 
     @property
     def decoder(self) -> Decoder:
-        """Generation (encode, tile, next_logprobs; bench.generate drives them)."""
+        """Generation (encode, tile, next_logprobs; bench.translation.generate drives them)."""
         if self._decoder is None:
             self._decoder = Decoder(self.model)
         return self._decoder
 
 
 class Decoder:
-    """bench.generate's three calls over a Seq2Seq model, a trained run's or a pretrained
-    Marian's: eval mode, no gradients, the model's precision's autocast.
+    """bench.translation.generate's three calls over a Seq2Seq model, a trained run's or a
+    pretrained Marian's: eval mode, no gradients, the model's precision's autocast.
 
     A state is (encoder output, source mask, caches). With a cache, the encoder output is
     only needed once, for every decoder layer's cross-attention keys and values, and is
@@ -438,8 +438,8 @@ class Decoder:
         return torch.autocast(_device.type, dtype=self.amp)
 
     def held(self):
-        """The region of one generate call (bench.generate enters it): one autocast region
-        around every step's, so that autocast casts each weight to bf16 / fp16 once per
+        """The region of one generate call (bench.translation.generate enters it): one autocast
+        region around every step's, so that autocast casts each weight to bf16 / fp16 once per
         call rather than once per step (at opus-mt's shape the output layer's cast alone
         took 3x the step's bf16 product at batch 1)."""
         return self._autocast()
@@ -459,7 +459,7 @@ class Decoder:
     @staticmethod
     def tile(state, idx: np.ndarray):
         """Rows `idx` of a state; the state given is consumed (its caches' buffers are
-        reused), as bench.generate replaces it at every call."""
+        reused), as bench.translation.generate replaces it at every call."""
         memory, mask, caches = state
         rows = torch.as_tensor(idx, dtype=torch.long, device=mask.device)
 

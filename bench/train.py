@@ -203,7 +203,7 @@ def run(
     `on_epoch(epoch, metrics)` returning True, or a message, stops the run as `pruned`
     (Optuna uses it, and a learning-rate grid's rate that falls behind).
     With `save_weights`, a finished run writes the weights it was tested with there
-    (bench.weights_file) and names the file in the record as `weights_file`.
+    (bench.translation.weights_file) and names the file in the record as `weights_file`.
     `compile_cache`: the folder where `compile: best` keeps its choices (bench.compile_choice).
     Exceptions other than divergence and out-of-memory propagate to the caller.
 
@@ -411,7 +411,7 @@ def _test(spec: RunSpec, data: Data, prep: _Prepared, backend, fitted: _Fitted,
         part["train_loss"], part["train_acc"] = trainer.evaluate(x_sub, y_sub, EVAL_BATCH)
         part["train_eval_samples"] = len(y_sub)
         if save_weights:
-            from .weights_file import save
+            from .translation.weights_file import save
 
             part["weights_file"] = save(save_weights, spec, backend.get_weights(model)).name
         if spec.family == "seq2seq":
@@ -436,7 +436,7 @@ def _speed(spec: RunSpec, data: Data, timer: BlockTimer, prep: _Prepared) -> Spe
 
 
 def _translation(backend, trainer, data: Data, splits: dict, spec: RunSpec) -> dict:
-    from . import seq2seq_eval, text_pairs
+    from .translation import seq2seq_eval, text_pairs
 
     tests = {"": (splits["test"][0], data.x_test, data.y_test)}
     if data.y_test_long is not None:

@@ -58,7 +58,7 @@ def check_cache_changes_no_token(trainer, src, prefix) -> None:
     whole prefix gives, and a cache that missed a step is refused."""
     import pytest
 
-    from bench.generate import beam_search, greedy
+    from bench.translation.generate import beam_search, greedy
 
     for search in (lambda c: greedy(trainer, src, 20, 16, cache=c),
                    lambda c: greedy(trainer, src, 20, 16, compact=False, cache=c),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import marian
-from bench.generate import Rules, beam_search, greedy
+from bench.translation import marian
+from bench.translation.generate import Rules, beam_search, greedy
 
 REFERENCE = Path(__file__).with_name("marian_reference.py")
 LOGIT_TOL = 1e-4

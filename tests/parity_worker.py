@@ -34,11 +34,11 @@ from backend_reference import fake_data  # noqa: E402
 
 from bench.backend_api import load_backend  # noqa: E402
 from bench.data import load  # noqa: E402
-from bench.generate import beam_search, greedy  # noqa: E402
 from bench.registry import DATASETS  # noqa: E402
 from bench.sizes import weight_shapes  # noqa: E402
 from bench.spec import RunSpec  # noqa: E402
-from bench.text_pairs import PAD  # noqa: E402
+from bench.translation.generate import beam_search, greedy  # noqa: E402
+from bench.translation.text_pairs import PAD  # noqa: E402
 
 # name -> (optimizer, lr, other spec fields). The regularisers are strong enough that two
 # steps move the weights well past the comparison's tolerance: adamw's default decay of

@@ -2,16 +2,16 @@
 
 python tests/record_worker.py FRAMEWORK OUT_DIR: ok (a classifier and a translation model),
 diverged, pruned, oom (a memory limit) and error (a run that raises), each OUT_DIR/<name>.json,
-as the workflow writes them (bench.runner).
+as the workflow writes them (bench.study.runner).
 """
 
 import sys
 from pathlib import Path
 
 from bench import train
-from bench.records import write_json_atomic
-from bench.runner import run_one
 from bench.spec import RunSpec
+from bench.study.records import write_json_atomic
+from bench.study.runner import run_one
 
 framework, out = sys.argv[1], Path(sys.argv[2])
 common = dict(framework=framework, epochs=2, block_steps=5, block_seconds=0.0, warmup_steps=2)

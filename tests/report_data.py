@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import aggregate, report
-from bench.report import (
-    tables,
-)
+from bench import report
+from bench.report import tables
 from bench.sizes import param_count
 from bench.spec import RunSpec
+from bench.study import aggregate
 
 FAMILIES = ("cnn", "gru")
 

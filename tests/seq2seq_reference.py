@@ -11,7 +11,7 @@ import numpy as np
 from bench.registry import LAYERNORM_EPS
 from bench.sizes import weight_shapes
 from bench.spec import RunSpec
-from bench.text_pairs import PAD
+from bench.translation.text_pairs import PAD
 
 
 def positions(length: int, d: int) -> np.ndarray:

@@ -1,14 +1,15 @@
-"""bench.aggregate: run records -> one tidy table, one row per run."""
+"""bench.study.aggregate: run records -> one tidy table, one row per run."""
 
 import json
 
 import pandas as pd
 import pytest
 
-from bench import __version__, aggregate
-from bench.records import write_json_atomic
+from bench import __version__
 from bench.registry import SpecError
 from bench.spec import RunSpec
+from bench.study import aggregate
+from bench.study.records import write_json_atomic
 
 
 def test_flatten_nested_dict_and_list():

@@ -181,7 +181,7 @@ def test_every_regulariser_name_passes_the_schema(schema, smoke):
 def test_impossible_regulariser_rejected_before_jobs(schema, smoke, label):
     # The schema's pattern admits these; check_config or plan (both run when the workflow
     # is parsed) must still reject them with one line naming the value.
-    from bench.plan import plan
+    from bench.study.plan import plan
 
     cfg = _edit(smoke, ["study", "regularisers"], ["none", label])
     with pytest.raises(SpecError) as e:

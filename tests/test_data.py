@@ -64,7 +64,7 @@ def test_translation_pairs_need_num2words(monkeypatch):
             raise ImportError(name="num2words")
         return real(name, *a, **kw)
 
-    from bench import text_pairs
+    from bench.translation import text_pairs
 
     text_pairs.vocabulary.cache_clear()
     monkeypatch.setattr(builtins, "__import__", no_num2words)

@@ -1,15 +1,22 @@
-"""bench.decode_speed's grid, and the checkpoint it writes (read back by bench.marian here;
-by transformers in tests/test_marian.py)."""
+"""bench.measure.decode_speed's grid, and the checkpoint it writes (read back by
+bench.translation.marian here; by transformers in tests/test_marian.py)."""
 
 import argparse
 
 import numpy as np
 import pytest
 
-from bench import marian
-from bench.decode_speed import build_doc, cells, decode_calls, print_table, sources, uncached
+from bench.measure.decode_speed import (
+    build_doc,
+    cells,
+    decode_calls,
+    print_table,
+    sources,
+    uncached,
+)
 from bench.models.seq2seq.spec import Seq2SeqArch, seq2seq_shapes
 from bench.registry import SpecError
+from bench.translation import marian
 
 SMALL = Seq2SeqArch(50, 16, 2, 1, 2, 32, post_ln=True, activation="silu",
                     positions="halves", start=49, eos=0, pad=49, max_positions=32)
@@ -117,7 +124,7 @@ def test_table_json_and_printout(capsys, tmp_path):
 def test_the_gemm_rate_is_measured_in_the_precisions_asked_for_only():
     """A bf16 product runs at under 1 GFLOP/s on a CPU without bf16 instructions, so
     an fp32 table must not pay for measuring one; the text names what was measured."""
-    from bench.decode_speed import gemm_gflops, gemm_text
+    from bench.measure.decode_speed import gemm_gflops, gemm_text
 
     assert list(gemm_gflops(1)) == ["fp32"]
     assert gemm_text({"fp32": 61.4, "bf16": 0.27}) == "fp32 61, bf16 0.27"

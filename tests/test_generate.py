@@ -1,10 +1,11 @@
-"""bench.generate: greedy and beam search against a scripted decoder with known answers."""
+"""bench.translation.generate: greedy and beam search against a scripted decoder with known
+answers."""
 
 import numpy as np
 import pytest
 
-from bench.generate import beam_search, greedy
-from bench.text_pairs import BOS, EOS, PAD
+from bench.translation.generate import beam_search, greedy
+from bench.translation.text_pairs import BOS, EOS, PAD
 
 A, B, C = 3, 4, 5
 V = 6
@@ -109,7 +110,7 @@ def test_beam_without_an_ending_returns_the_best_live_beam():
 def test_beam_candidates_from_each_beams_best_tokens_equal_ranking_them_all():
     """The k best continuations taken from each beam's k most likely tokens are the k best
     of every beam x token, in the same order (ties to the lower index), -inf beams too."""
-    from bench.generate import _best_continuations, _top
+    from bench.translation.generate import _best_continuations, _top
 
     rng = np.random.default_rng(3)
     sources, width, vocab, k = 5, 3, 50, 6

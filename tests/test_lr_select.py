@@ -1,4 +1,4 @@
-"""bench.lr_select: the learning rate of every unit is chosen on validation, never on test."""
+"""bench.study.lr_select: the learning rate of every unit is chosen on validation, never on test."""
 
 import json
 import re
@@ -8,10 +8,10 @@ import sys
 import pytest
 
 from bench import __version__
-from bench.lr_select import choose, load_choices, resolve, select_main
-from bench.records import write_json_atomic
 from bench.registry import SpecError
 from bench.spec import RunSpec
+from bench.study.lr_select import choose, load_choices, resolve, select_main
+from bench.study.records import write_json_atomic
 
 
 def _rec(lr, val, test=0.5, status="ok", size="xs", optimizer="adam"):

@@ -11,7 +11,7 @@ convention matched is Hugging Face's default early_stopping=False: a finished hy
 scores sum log p / generated_length**length_penalty (its EOS counted, the start token
 not), a sentence is done when its `num_beams` finished hypotheses cannot be beaten by its
 best live beam at the current length, and at the length limit the best `num_beams`
-continuations all count as finished (bench.generate.beam_search).
+continuations all count as finished (bench.translation.generate.beam_search).
 """
 
 import json
@@ -27,10 +27,10 @@ pytest.importorskip("transformers")
 
 import marian_checks  # noqa: E402
 
-from bench import marian  # noqa: E402
 from bench import torch_backend as backend  # noqa: E402
 from bench.models.seq2seq.spec import seq2seq_shapes  # noqa: E402
 from bench.sizes import param_count_of  # noqa: E402
+from bench.translation import marian  # noqa: E402
 
 SENTENCES_CLI = ["The cat sat on the mat.", "Where is the train station?"]
 

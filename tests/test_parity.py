@@ -52,7 +52,7 @@ from parity_worker import BASE, L2, VARIANTS, shared_weights
 from bench.models.cnn.spec import cnn_geometry
 from bench.registry import CLASSIFIERS, DATASETS, OPTIMIZERS
 from bench.sizes import weight_shapes
-from bench.text_pairs import EOS
+from bench.translation.text_pairs import EOS
 
 WORKER = Path(__file__).with_name("parity_worker.py")
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""bench.plan: the shipped study configs expand into the runs and jobs the workflow runs."""
+"""bench.study.plan: the shipped study configs expand into the runs and jobs the workflow runs."""
 
 import copy
 import itertools
@@ -11,9 +11,9 @@ import yaml
 import bench.registry
 import bench.sizes
 from bench.config import ConfigError, check_config
-from bench.plan import batches, jobs, lr_grid_runs, plan, sizes_of, unit_of
 from bench.registry import SpecError
 from bench.spec import RunSpec
+from bench.study.plan import batches, jobs, lr_grid_runs, plan, sizes_of, unit_of
 
 
 @pytest.fixture(scope="module")

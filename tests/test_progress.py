@@ -1,14 +1,14 @@
-"""The study's progress line (bench.progress): runs done of the study's, and the time left
+"""The study's progress line (bench.study.progress): runs done of the study's, and the time left
 estimated from finished runs like the ones left."""
 
 import json
 import os
 import time
 
-from bench.plan import Batch
-from bench.progress import line, write_plan
-from bench.records import write_json_atomic
 from bench.spec import RunSpec
+from bench.study.plan import Batch
+from bench.study.progress import line, write_plan
+from bench.study.records import write_json_atomic
 
 
 def spec(family, size, seed=0, framework="torch"):

@@ -1,4 +1,4 @@
-"""bench.records: atomic record writes and reads that never return half a record."""
+"""bench.study.records: atomic record writes and reads that never return half a record."""
 
 import json
 import os
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from conftest import writes_denied
 
-from bench import records
-from bench.records import RecordWriteError, read_record, write_json_atomic
+from bench.study import records
+from bench.study.records import RecordWriteError, read_record, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ def test_disk_full_mid_write_keeps_the_old_record(tmp_path):
     big = json.dumps(_record(curve=[{"epoch": i, "val_acc": 0.5} for i in range(2000)]))
     code = (
         "import json, resource, sys\n"
-        "from bench.records import RecordWriteError, write_json_atomic\n"
+        "from bench.study.records import RecordWriteError, write_json_atomic\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
         "try:\n"
         f"    write_json_atomic({str(path)!r}, json.loads(sys.stdin.read()))\n"

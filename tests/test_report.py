@@ -33,13 +33,7 @@ from report_data import (
 )
 
 from bench import report
-from bench.report import (
-    scale,
-    settings,
-    sweep,
-    tables,
-    tuning_studies,
-)
+from bench.report import scale, settings, sweep, tables, tuning_studies
 
 pytestmark = pytest.mark.usefixtures("strict")
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ import pytest
 from report_data import build, pages_text, smoke_records, visible_text
 
 from bench import report
-from bench.decode_speed import build_doc, cells, uncached
-from bench.records import write_json_atomic
+from bench.measure.decode_speed import build_doc, cells, uncached
 from bench.report import generation_decode
+from bench.study.records import write_json_atomic
 
 
 def decode_doc() -> dict:

@@ -58,7 +58,8 @@ def test_one_framework_in_two_modes_keeps_them_apart():
     extra = [dict(r, compile=True, compile_used=True, run_id=r["run_id"] + "-xla")
              for r in recs if r["framework"] == "tf"]
     df = tables.normalise(__import__("pandas").DataFrame(
-        [__import__("bench.aggregate", fromlist=["flatten"]).flatten(r) for r in recs + extra]))
+        [__import__("bench.study.aggregate", fromlist=["flatten"]).flatten(r)
+         for r in recs + extra]))
     parts = settings.split_by_setting(df)
     assert len(parts) == 3  # PyTorch uncompiled, TF best, TF compiled: nothing shared
     words = sorted(settings.describe_setting(k) for k, _ in parts)

@@ -26,10 +26,7 @@ from report_data import (
 )
 
 from bench import report
-from bench.report import (
-    generation,
-    tables,
-)
+from bench.report import generation, tables
 
 pytestmark = pytest.mark.usefixtures("strict")
 

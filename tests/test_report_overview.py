@@ -9,9 +9,7 @@ import re
 import pytest
 from report_data import _flat, _study, frame, smoke_records, visible_text
 
-from bench.report import (
-    overview,
-)
+from bench.report import overview
 
 pytestmark = pytest.mark.usefixtures("strict")
 

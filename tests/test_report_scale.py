@@ -23,12 +23,7 @@ from report_data import (
     visible_text,
 )
 
-from bench.report import (
-    curve_data,
-    scale,
-    scale_budget,
-    tables,
-)
+from bench.report import curve_data, scale, scale_budget, tables
 
 pytestmark = pytest.mark.usefixtures("strict")
 

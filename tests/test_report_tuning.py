@@ -20,13 +20,8 @@ from report_data import (
     write_tuning_study,
 )
 
-from bench import stats
-from bench.report import (
-    tables,
-    tuning,
-    tuning_optuna,
-    tuning_studies,
-)
+from bench.report import tables, tuning, tuning_optuna, tuning_studies
+from bench.study import stats
 
 pytestmark = pytest.mark.usefixtures("strict")
 

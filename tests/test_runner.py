@@ -1,4 +1,4 @@
-"""bench.runner: which records a batch keeps, redoes or retries, and how it writes them.
+"""bench.study.runner: which records a batch keeps, redoes or retries, and how it writes them.
 
 Most tests replace `train.run` with a fake that returns a record at once, so they check the
 runner's rules, its stderr lines and its writes in milliseconds; one runs a real tiny
@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import __version__, backend_api, runner, train
+from bench import __version__, backend_api, train
 from bench import data as data_mod
-from bench.records import FINAL_STATUSES, write_json_atomic
 from bench.registry import SpecError
 from bench.spec import RunSpec
-from bench.weights_file import path_for
+from bench.study import runner
+from bench.study.records import FINAL_STATUSES, write_json_atomic
+from bench.translation.weights_file import path_for
 
 TINY = dict(family="cnn", framework="torch", dataset="digits", size="xs", epochs=1,
             max_steps=3, warmup_steps=0, block_steps=1, block_seconds=0.0)
@@ -137,7 +138,7 @@ def test_save_model_redoes_an_ok_record_whose_weights_are_missing(tmp_path, fake
 
 def test_an_unreadable_record_is_replaced_and_partial_writes_removed(tmp_path, fake, capsys,
                                                                      monkeypatch):
-    from bench import records
+    from bench.study import records
 
     [spec] = _specs(0)
     path = tmp_path / "runs" / f"{spec.run_id}.json"
@@ -196,7 +197,7 @@ def test_a_missing_framework_is_an_input_error_with_the_install_command(tmp_path
 
 
 def test_measuring_slots_for_holds_a_cpu_slot_of_the_batch_thread_count(tmp_path, monkeypatch):
-    from bench.slots import available_cores
+    from bench.measure.slots import available_cores
 
     monkeypatch.setenv("BENCH_SLOT_DIR", str(tmp_path))
     monkeypatch.setenv("BENCH_SLOTS", "1")

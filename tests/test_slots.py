@@ -1,4 +1,4 @@
-"""bench.slots: never more measuring processes than the cores they were promised."""
+"""bench.measure.slots: never more measuring processes than the cores they were promised."""
 
 import contextlib
 import os
@@ -7,11 +7,11 @@ import sys
 import textwrap
 import time
 
-from bench import slots
+from bench.measure import slots
 
 WAITER = textwrap.dedent("""
     import sys
-    from bench.slots import slot
+    from bench.measure.slots import slot
     with slot("cpu", 1, sys.argv[1], poll_s=0.05) as i:
         print("got", i, flush=True)
 """)
@@ -46,7 +46,7 @@ def test_second_holder_waits_until_release(tmp_path, repo_root):
 def test_killed_holder_frees_slot(tmp_path, repo_root):
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time\nfrom bench.slots import slot\n"
+         "import sys, time\nfrom bench.measure.slots import slot\n"
          "with slot('cpu', 1, sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)",
          str(tmp_path)],
         cwd=repo_root, stdout=subprocess.PIPE, text=True)

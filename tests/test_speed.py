@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench import speed
+from bench.measure import speed
 
 COLUMNS = ["torch eager", "torch compiled", "tf graph", "tf XLA"]
 # samples/s a fake worker reports per (framework, mode, impl)

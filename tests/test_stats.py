@@ -1,4 +1,4 @@
-"""bench.stats on data with a known answer."""
+"""bench.study.stats on data with a known answer."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from bench import stats
+from bench.study import stats
 
 
 def test_mean_t_ci_is_the_student_t_interval():

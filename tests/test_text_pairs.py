@@ -1,10 +1,10 @@
-"""bench.text_pairs: the offline translation task built from num2words."""
+"""bench.translation.text_pairs: the offline translation task built from num2words."""
 
 import numpy as np
 import pytest
 
-from bench import text_pairs
 from bench.registry import DATASETS
+from bench.translation import text_pairs
 
 PAIR = text_pairs.PAIRS["en_fr_numbers"]
 

@@ -24,13 +24,13 @@ from backend_reference import (  # noqa: E402
 
 from bench import tf_backend as backend  # noqa: E402
 from bench.data import load  # noqa: E402
-from bench.generate import beam_search, greedy  # noqa: E402
 from bench.init import init_weights  # noqa: E402
 from bench.models import tf_layers  # noqa: E402
 from bench.registry import CLASSIFIERS, OPTIMIZERS, SpecError  # noqa: E402
 from bench.sizes import param_count, weight_shapes  # noqa: E402
 from bench.spec import RunSpec  # noqa: E402
-from bench.text_pairs import BOS, EOS, PAD  # noqa: E402
+from bench.translation.generate import beam_search, greedy  # noqa: E402
+from bench.translation.text_pairs import BOS, EOS, PAD  # noqa: E402
 
 # Every classifier on every input kind at the smallest size, plus the article's seed models
 # (seq2seq has tests of its own below).

@@ -18,10 +18,10 @@ if importlib.util.find_spec("transformers") is None:  # never imported here: tor
 
 import marian_checks  # noqa: E402
 
-from bench import marian  # noqa: E402
 from bench import tf_backend as backend  # noqa: E402
 from bench.models.seq2seq.spec import seq2seq_shapes  # noqa: E402
 from bench.sizes import param_count_of  # noqa: E402
+from bench.translation import marian  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -64,7 +64,7 @@ def test_bf16_decodes_under_the_mixed_policy(tmp_path):
     import numpy as np
     from test_decode_speed import SMALL, _small_checkpoint
 
-    from bench.decode_speed import decode_calls, sources
+    from bench.measure.decode_speed import decode_calls, sources
 
     ckpt = _small_checkpoint(tmp_path)
     weights = marian.read_weights(ckpt, SMALL)

@@ -618,7 +618,7 @@ def test_seq2seq_loss_is_label_smoothed_cross_entropy_over_real_tokens(pairs):
 
 
 def test_seq2seq_teacher_forced_exact_match_is_greedy_exact_match(pairs):
-    from bench.generate import greedy
+    from bench.translation.generate import greedy
 
     spec = _seq2seq("s", lr=1e-2)
     trainer = backend.Trainer(backend.build(spec), spec)

@@ -68,8 +68,8 @@ def test_missing_or_foreign_weights_are_one_line_errors(torch_run, tmp_path):
     # weights of another size under this record's name
     other = RunSpec.create(family="seq2seq", framework="torch", dataset="en_fr_numbers",
                            size="s")
-    from bench import weights_file
     from bench.init import init_weights
+    from bench.translation import weights_file
 
     weights_file.save(tmp_path / "lonely.weights.npz", other, init_weights(other))
     p = bench("translate", "--run", str(lonely), "one")

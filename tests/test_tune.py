@@ -284,7 +284,7 @@ def test_a_trial_trains_as_the_study_runs_do_and_finals_use_the_study_seeds():
     shared the trials' seed. A trial now has the study's cap, patience, min_epochs and the
     family's settings; the finals run in every framework on the seeds the untuned runs of
     the cell have, and never on the trials' seed."""
-    from bench.plan import plan
+    from bench.study.plan import plan
 
     cfg = _smoke_config()
     for k in ("epochs", "max_steps", "final_seeds"):

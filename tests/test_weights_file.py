@@ -1,11 +1,11 @@
-"""bench.weights_file: the framework-neutral file a run's kept weights live in."""
+"""bench.translation.weights_file: the framework-neutral file a run's kept weights live in."""
 
 import numpy as np
 import pytest
 
-from bench import weights_file
 from bench.init import init_weights
 from bench.spec import RunSpec
+from bench.translation import weights_file
 
 
 def spec(**kw):

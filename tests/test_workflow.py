@@ -15,7 +15,7 @@ import yaml
 from conftest import copy_workflow, snakemake, snakemake_env, writes_denied
 
 from bench.config import check_config
-from bench.plan import lr_grid_runs, plan, unit_of
+from bench.study.plan import lr_grid_runs, plan, unit_of
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

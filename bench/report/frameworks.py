@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import stats
+from ..study import stats
 from . import page_kit, plots, prose, tables
 from .html import Page, Panel, esc
 

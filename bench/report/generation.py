@@ -29,15 +29,7 @@ import math
 import pandas as pd
 from plotly.subplots import make_subplots
 
-from . import (
-    generation_decode,
-    generation_rows,
-    generation_speed,
-    page_kit,
-    plots,
-    prose,
-    tables,
-)
+from . import generation_decode, generation_rows, generation_speed, page_kit, plots, prose, tables
 from .html import Page, Panel, esc, table
 
 # ---------------------------------------------------------------------------- quality

@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from ..decode_speed import gemm_text
+from ..measure.decode_speed import gemm_text
 from .html import Panel, table
 
 DECODE_PEERS = (("torch", "ours, PyTorch"), ("tf", "ours, TensorFlow"))

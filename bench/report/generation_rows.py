@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from .. import stats
+from ..study import stats
 from . import plots, tables
 
 TEST_SETS = (("", "test"), ("_long", "test_long"))
@@ -33,7 +33,7 @@ def groups(df: pd.DataFrame) -> list[tuple[str, str]]:
 def test_sets_text(dataset: str) -> str:
     """What the two test sets hold, in words (from the dataset's definition when known)."""
     try:
-        from ..text_pairs import PAIRS
+        from ..translation.text_pairs import PAIRS
         p = PAIRS.get(dataset)
     except Exception:  # noqa: BLE001 - a description only
         p = None

@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import stats
+from ..study import stats
 from . import generation_rows, plots, prose, tables
 from .html import Panel, esc
 

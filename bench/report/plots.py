@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .. import stats
+from ..study import stats
 from . import tables
 from .html import esc
 

@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from .. import stats
+from ..study import stats
 from . import tables
 
 

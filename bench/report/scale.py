@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import stats
+from ..study import stats
 from . import page_kit, plots, prose, scale_budget, tables, tuning, tuning_studies
 from .html import Page, Panel, esc
 

@@ -42,8 +42,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import stats
 from ..sizes import SIZE_NAMES
+from ..study import stats
 
 STATUSES = ("ok", "diverged", "oom", "pruned", "error")
 FAILED = ("diverged", "oom", "error")  # count against accuracy, at chance

@@ -29,7 +29,7 @@ import math
 
 import pandas as pd
 
-from .. import stats
+from ..study import stats
 from . import curve_data, page_kit, plots, tables, tuning_optuna, tuning_studies
 from .html import Page, Panel, Raw, esc, table
 

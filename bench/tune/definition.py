@@ -100,7 +100,7 @@ def _run_settings(t: dict, family: str, config: dict, where: str) -> dict:
     `tune.epochs` is required. `tune.epochs`, `patience`, `min_epochs` and `max_steps`
     override the study's where set.
     """
-    from ..plan import run_settings
+    from ..study.plan import run_settings
 
     if config.get("study"):
         run = run_settings(config, family)
@@ -125,7 +125,7 @@ def _run_settings(t: dict, family: str, config: dict, where: str) -> dict:
 def _base(t: dict, family: str, config: dict) -> dict:
     """The untuned settings a trial starts from: `tune.base`, else the study's centre
     optimizer at its configured rate and the centre regulariser."""
-    from ..plan import base_lr
+    from ..study.plan import base_lr
 
     given = {k: v for k, v in (t.get("base") or {}).items() if v is not None}
     st = config.get("study") or {}

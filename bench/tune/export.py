@@ -54,7 +54,7 @@ def trials_table(study, defn: dict):
 
 def export(study_dir: str | Path, best_path=None, csv_path=None, parquet_path=None) -> dict:
     """Write best.json (best parameters, directions, Pareto front) and the trials table."""
-    from ..records import write_json_atomic
+    from ..study.records import write_json_atomic
 
     study_dir = Path(study_dir)
     defn = read_definition(study_dir)
@@ -161,8 +161,8 @@ def run_final(study_dir: str | Path, framework: str, out_dir: str | Path,
               save_model: bool = False, transfer_from: str | Path | None = None) -> int:
     """Run the final specs of one framework (skipping those whose record exists); write the
     done list. With `save_model`, each run keeps its tested weights beside its record."""
-    from ..records import write_json_atomic
-    from ..runner import measuring_slots_for, run_specs
+    from ..study.records import write_json_atomic
+    from ..study.runner import measuring_slots_for, run_specs
 
     defn = read_definition(study_dir)
     specs = final_specs(study_dir, framework, seeds, transfer_from)

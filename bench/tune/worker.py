@@ -17,7 +17,7 @@ from .trial import Trainer, run_trial
 
 def create(defn: dict, out: str | Path) -> dict:
     """Create the study (once) with its N tickets; write its definition to `out`."""
-    from ..records import write_json_atomic
+    from ..study.records import write_json_atomic
 
     optuna = import_optuna()
     defn = check_definition(defn)
@@ -44,8 +44,8 @@ def run_worker(study_dir: str | Path, worker: int, train_fn=None, done: str | No
     `train_fn(spec, on_epoch) -> record` defaults to real training with the study's
     framework (tests pass a fake). Takes a measuring CPU slot for each trial.
     """
-    from ..records import write_json_atomic
-    from ..slots import measuring_slots, visible_gpus
+    from ..measure.slots import measuring_slots, visible_gpus
+    from ..study.records import write_json_atomic
 
     defn = read_definition(study_dir)
     storage = open_storage(defn, study_dir)

@@ -1,5 +1,5 @@
 # The study grid: config -> validated settings -> runs -> jobs (batches of runs).
-# The expansion lives in bench.plan so the tests check exactly what is scheduled here.
+# The expansion lives in bench.study.plan so the tests check exactly what is scheduled here.
 
 import json
 import shlex
@@ -10,7 +10,7 @@ sys.path.insert(0, workflow.basedir)
 
 from bench.config import check_config  # noqa: E402
 from bench import __version__ as BENCH_VERSION  # noqa: E402
-from bench.plan import jobs, race_epochs  # noqa: E402
+from bench.study.plan import jobs, race_epochs  # noqa: E402
 
 try:
     config = check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
@@ -19,12 +19,12 @@ except ValueError as e:  # one line naming the key/value; no traceback, no job s
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 BATCHES = {b.name: b for b in GRID_JOBS + STUDY_JOBS}
-# Every training job reads it to print the study's progress and time left (bench.progress).
+# Every training job reads it to print the study's progress and time left (bench.study.progress).
 STUDY_PLAN = "results/plan.json"
 
 
 onstart:
-    from bench.progress import write_plan
+    from bench.study.progress import write_plan
 
     write_plan(STUDY_PLAN, GRID_JOBS + STUDY_JOBS)
 

@@ -3,7 +3,7 @@ Its sizes, its architecture record (Seq2SeqArch) and the formulas on them.
 
 Pre-LN encoder-decoder, one embedding tied across source, target and output; source padding
 masked, decoder self-attention causal (seq2seq_shapes). The same networks, post-LN with
-SiLU and Marian's position table, hold a pretrained Marian checkpoint (bench.marian;
+SiLU and Marian's position table, hold a pretrained Marian checkpoint (bench.translation.marian;
 Seq2SeqArch says which).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...registry import DATASETS, DatasetInfo
-from ...text_pairs import BOS, EOS, PAD
+from ...translation.text_pairs import BOS, EOS, PAD
 from ..common import Shapes, attention_shapes, feed_forward_shapes, norm_shapes
 
 
@@ -42,8 +42,8 @@ SIZES = {
 class Seq2SeqArch:
     """Everything that fixes what an encoder-decoder computes, in both backends: the
     benchmark's own `seq2seq` (pre-LN, ReLU, interleaved positions, a final LayerNorm on
-    each stack) and a pretrained Marian checkpoint (bench.marian: post-LN, SiLU, positions
-    as sines then cosines, no final LayerNorm). Both share one canonical weight list."""
+    each stack) and a pretrained Marian checkpoint (bench.translation.marian: post-LN, SiLU,
+    positions as sines then cosines, no final LayerNorm). Both share one canonical weight list."""
 
     vocab: int
     d_model: int

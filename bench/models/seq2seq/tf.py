@@ -13,7 +13,7 @@ import tensorflow as tf
 from keras import layers
 
 from ...registry import LAYERNORM_EPS
-from ...text_pairs import PAD
+from ...translation.text_pairs import PAD
 from ..common import sinusoid
 from ..tf_layers import seeded_dropout, softmax_fp32
 from .spec import Seq2SeqArch, seq2seq_arch

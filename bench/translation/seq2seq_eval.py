@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
+from ..measure import BlockTimer
 from . import text_pairs
 from .generate import beam_search, greedy
-from .measure import BlockTimer
 
 BEAM_WIDTH = 4  # Marian's (opus-mt) num_beams
 LENGTH_PENALTY = 1.0  # Hugging Face's default: log-probability per token

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .registry import CLASSIFIERS, DEVICES, FRAMEWORKS, PRECISIONS, SpecError
-from .spec import RunSpec
+from ..registry import CLASSIFIERS, DEVICES, FRAMEWORKS, PRECISIONS, SpecError
+from ..spec import RunSpec
 
 MODELS = [("cnn", "seed", "mnist")] + [(f, "m", "mnist1d") for f in CLASSIFIERS]
 MODELS += [("seq2seq", "m", "en_fr_numbers")]
@@ -80,8 +80,8 @@ def _models(text: str) -> list[tuple[str, str, str]]:
 
 def _synthetic(dataset: str, n: int):
     """Random inputs of the dataset's shape (labels too): speed does not depend on values."""
-    from .data import Data
-    from .registry import DATASETS
+    from ..data import Data
+    from ..registry import DATASETS
 
     info = DATASETS[dataset]
     rng = np.random.default_rng(0)
@@ -104,8 +104,8 @@ _CELL_KEYS = ("first_step_s", "warmup_s")
 def _worker(a) -> int:
     """One cell: framework a.worker in mode a.mode, ours or the reference; prints one JSON
     line {model: {rate, first_step_s, warmup_s}}."""
-    from . import train
-    from .backend_api import load_backend
+    from .. import train
+    from ..backend_api import load_backend
 
     backend = load_backend(a.worker) if a.impl == "ours" else None
     if backend is not None:
@@ -121,7 +121,7 @@ def _worker(a) -> int:
         steps = 10 + 3 * a.steps
         data = _synthetic(dataset, 64 * steps)
         if backend is None:
-            from . import reference
+            from .. import reference
 
             if not reference.covers(family, size, dataset):
                 out.setdefault("_skipped", {})[key] = "no reference for this model"

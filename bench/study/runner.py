@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .registry import SpecError
-from .spec import RunSpec
+from ..registry import SpecError
+from ..spec import RunSpec
 
 _WARM: set[str] = set()  # frameworks whose runtime this process has warmed up
 
@@ -32,10 +32,10 @@ def run_one(spec: RunSpec, record_path: Path, *, data_dir: str | Path, allow_pic
     """
     import traceback
 
-    from . import train
-    from .backend_api import load_backend
-    from .data import load
-    from .weights_file import path_for
+    from .. import train
+    from ..backend_api import load_backend
+    from ..data import load
+    from ..translation.weights_file import path_for
 
     data_cache = {} if data_cache is None else data_cache
     try:
@@ -62,7 +62,7 @@ def run_one(spec: RunSpec, record_path: Path, *, data_dir: str | Path, allow_pic
         raise
     except Exception as e:  # noqa: BLE001 - recorded, so a batch keeps its other runs
         traceback.print_exc()
-        from . import __version__
+        from .. import __version__
 
         return {"run_id": spec.run_id, **spec.to_dict(), "status": "error",
                 "bench_version": __version__,
@@ -80,7 +80,8 @@ def run_specs(specs: list[RunSpec], out_dir: Path, *, data_dir: str | Path, allo
     (epoch, margin), a learning-rate grid's run stops as pruned where it falls behind an
     earlier rate of its unit in this batch (`behind`).
     """
-    from . import __version__
+    from .. import __version__
+    from ..translation.weights_file import path_for
     from .records import (
         FINAL_STATUSES,
         foreign_version,
@@ -88,7 +89,6 @@ def run_specs(specs: list[RunSpec], out_dir: Path, *, data_dir: str | Path, allo
         remove_stale_temps,
         write_json_atomic,
     )
-    from .weights_file import path_for
 
     cache: dict = {}
     errors = 0
@@ -165,7 +165,7 @@ def behind(spec: RunSpec, earlier: list[tuple[float, list]], epoch: int, margin:
 def measuring_slots_for(specs: list[RunSpec]) -> Iterator[float]:
     """Hold the measuring slots a batch of specs needs (a CPU slot of its thread count, and a
     GPU slot when it may use a GPU); yields the seconds spent waiting for them."""
-    from .slots import measuring_slots, visible_gpus
+    from ..measure.slots import measuring_slots, visible_gpus
 
     gpu = any(s.device in ("cuda", "auto") for s in specs) and visible_gpus() > 0
     t0 = time.perf_counter()

@@ -15,8 +15,8 @@ design (e.g. the article's seed models on their own data) at every framework and
 Learning rates (``lr_grid``): every (family, dataset, size, optimizer) is a *unit* whose
 learning rate is chosen on validation before its seeds run. `lr_grid_runs` lists the grid
 (the optimizer's lr times each multiplier, regulariser none, the first seed in the first
-framework); `bench.lr_select` picks the best; the study's own runs (`plan`) then take the chosen
-rate in place of the optimizer's lr. The grid run at the chosen rate is one of those runs,
+framework); `bench.study.lr_select` picks the best; the study's own runs (`plan`) then take the
+chosen rate in place of the optimizer's lr. The grid run at the chosen rate is one of those runs,
 so the grid costs len(lr_grid) - 1 extra runs per unit. With ``lr_race_epochs: N`` the
 grid is a race instead: every rate trains N epochs, the best validation accuracy so far
 wins, and the winner's runs all train afresh (k x N epochs per unit in all).
@@ -32,9 +32,9 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from .registry import SpecError, check_family_reads, parse_regulariser, reads, regulariser_applies
-from .sizes import flops_per_sample, size_of
-from .spec import MATH_DEFAULTS, RunSpec
+from ..registry import SpecError, check_family_reads, parse_regulariser, reads, regulariser_applies
+from ..sizes import flops_per_sample, size_of
+from ..spec import MATH_DEFAULTS, RunSpec
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Batch:
     framework: str
     specs: tuple[RunSpec, ...]
     choose_lr: bool = False
-    # grid jobs: (epoch, margin) of `lr_grid_drop` (bench.runner.behind), else None
+    # grid jobs: (epoch, margin) of `lr_grid_drop` (bench.study.runner.behind), else None
     drop: tuple[int, float] | None = None
 
     @property
@@ -125,7 +125,7 @@ def plan(config: dict) -> list[RunSpec]:
     """Every run the study asks for, deduplicated, in a stable order.
 
     With an `lr_grid`, each spec's lr is its optimizer's; the job replaces it with the rate
-    chosen for its unit (`bench.lr_select`).
+    chosen for its unit (`bench.study.lr_select`).
     """
     st = config["study"]
     stride = st.get("framework_seed_stride", 0)

@@ -1,6 +1,6 @@
 """`python -m bench decode-speed`: generated tokens/s of the article's translation model,
 ours in PyTorch and TensorFlow against Hugging Face's `generate` (PyTorch), on the same
-random weights of opus-mt-en-fr's shape (bench.marian.opus_mt_en_fr; no download).
+random weights of opus-mt-en-fr's shape (bench.translation.marian.opus_mt_en_fr; no download).
 
 Every cell decodes exactly `length` tokens per sentence (EOS is banned before, as
 `min_new_tokens` does, and the limit ends them), so all three do the same work: greedy
@@ -43,9 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .measure import cpu_name
-from .records import write_json_atomic
-from .registry import PRECISIONS, SpecError
+from ..registry import PRECISIONS, SpecError
+from ..study.records import write_json_atomic
+from . import cpu_name
 
 PEERS = ("torch", "tf", "hf")
 SOURCE_TOKENS = 20  # an English sentence of about 15 words, EOS included
@@ -154,9 +154,9 @@ def _time(fns: dict, repeats: int, warmup: bool = True) -> dict[str, float]:
 def _ours(a, framework: str, checkpoint: Path):
     """cell -> {"<framework>/cache": call, "<framework>/nocache": call}; a call returns
     its token rows (the nocache call is left out where `uncached` says so)."""
-    from . import marian
-    from .backend_api import load_backend
-    from .generate import Rules, beam_search, greedy
+    from ..backend_api import load_backend
+    from ..translation import marian
+    from ..translation.generate import Rules, beam_search, greedy
 
     backend = load_backend(framework)
     backend.setup(a.threads, "cpu", 0)
@@ -296,8 +296,8 @@ def write_random_checkpoint(directory: Path) -> Path:
     """opus-mt-en-fr's shape with random weights (normal, std 0.02, Marian's initial
     scale; LayerNorms at 1 and 0), in Hugging Face's layout, so that all three read the
     same numbers."""
-    from . import marian
-    from .models.seq2seq.spec import seq2seq_shapes
+    from ..models.seq2seq.spec import seq2seq_shapes
+    from ..translation import marian
 
     arch = marian.opus_mt_en_fr()
     rng = np.random.default_rng(0)
@@ -315,9 +315,9 @@ def write_random_checkpoint(directory: Path) -> Path:
 def build_doc(a, results: dict[str, dict], extra: dict) -> dict:
     """What `--out` holds: the setting and one row per cell, tokens/s per peer and cache
     (None where not measured)."""
-    from . import marian
-    from .models.seq2seq.spec import seq2seq_shapes
-    from .sizes import param_count_of
+    from ..models.seq2seq.spec import seq2seq_shapes
+    from ..sizes import param_count_of
+    from ..translation import marian
 
     peers = list(results)
     rows = []

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .registry import SpecError
-from .sizes import weight_shapes
-from .spec import RunSpec
+from ..registry import SpecError
+from ..sizes import weight_shapes
+from ..spec import RunSpec
 
 
 class WeightsError(SpecError):

@@ -1,6 +1,7 @@
 """`python -m bench translate --run RECORD "one hundred and eighty-one"`: the article's
 `model.generate(...)` example, on a translation model the pipeline trained, or with
-`--pretrained DIR` on a Hugging Face Marian checkpoint (bench.marian), e.g. opus-mt-en-fr.
+`--pretrained DIR` on a Hugging Face Marian checkpoint (bench.translation.marian), e.g.
+opus-mt-en-fr.
 
 A run must have kept its weights (`--save-model`, config `save_model: true`). They are
 framework-neutral, so `--framework` may decode in the other framework than the one that
@@ -17,8 +18,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .registry import FRAMEWORKS, SpecError
-from .spec import RunSpec
+from ..registry import FRAMEWORKS, SpecError
+from ..spec import RunSpec
 
 
 def add_parsers(sub) -> None:
@@ -92,7 +93,7 @@ def _check(texts: list[str], beam: int, max_len: int) -> None:
 
 
 def _backend(framework: str, threads: int, seed: int = 0):
-    from .backend_api import load_backend
+    from ..backend_api import load_backend
 
     try:
         backend = load_backend(framework)

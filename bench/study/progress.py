@@ -18,12 +18,12 @@ import statistics
 import time
 from pathlib import Path
 
+from ..sizes import flops_per_sample
 from .records import read_record, write_json_atomic
-from .sizes import flops_per_sample
 
 
 def write_plan(path: str | Path, batches) -> None:
-    """The study's training jobs (bench.plan.Batch) and their runs, with the time now."""
+    """The study's training jobs (bench.study.plan.Batch) and their runs, with the time now."""
     plan = {b.name: [{"family": s.family, "framework": s.framework, "size": s.size,
                           "flops": flops_per_sample(s.family, s.size, s.dataset)}
                          for s in b.specs] for b in batches}

@@ -1,6 +1,6 @@
 """Learning-rate selection on validation: grid records -> the chosen rate of every unit.
 
-A unit is (family, dataset, size, optimizer) (`bench.plan.unit_of`). Its grid runs differ only
+A unit is (family, dataset, size, optimizer) (`bench.study.plan.unit_of`). Its grid runs differ only
 in the learning rate; the winner has the highest best validation accuracy (test accuracy is
 never looked at). A run that diverged or failed ranks below every run that trained; a tie
 goes to the smaller rate, the safer one for the other seeds.
@@ -16,9 +16,9 @@ import json
 import math
 from pathlib import Path
 
+from ..registry import SpecError
+from ..spec import RunSpec
 from .records import foreign_version, read_record
-from .registry import SpecError
-from .spec import RunSpec
 
 UNIT_KEYS = ("family", "dataset", "size", "optimizer")
 
@@ -59,7 +59,7 @@ def select_main(batch_files: list[str], runs_dir: str, out: str, race: bool = Fa
     """`python -m bench select-lr`: grid batches -> selection file."""
     import sys
 
-    from . import __version__
+    from .. import __version__
     from .records import write_json_atomic
 
     ids: dict[str, None] = {}

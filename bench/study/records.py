@@ -90,7 +90,7 @@ def remove_stale_temps(path: str | Path) -> int:
 def foreign_version(rec: dict) -> str | None:
     """The bench version that wrote `rec` when it is not this one (its numbers mean something
     else), else None."""
-    from . import __version__
+    from .. import __version__
 
     version = rec.get("bench_version")
     return None if version == __version__ else str(version)

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 from .records import foreign_version, read_record
 
 # Columns first in the table, in this order; the rest follow alphabetically.
@@ -78,8 +78,8 @@ def write_table(rows: list[dict], csv_path: str | Path, parquet_path: str | Path
 
 def main(batch_files: list[str], runs_dir: str, csv_path: str, parquet_path: str | None,
          lr_selections: list[str] | None = None) -> int:
+    from ..registry import SpecError
     from .lr_select import load_roles, roles
-    from .registry import SpecError
 
     ids: dict[str, None] = {}
     for f in batch_files:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .models.seq2seq.spec import Seq2SeqArch, seq2seq_shapes
-from .registry import SpecError
+from ..models.seq2seq.spec import Seq2SeqArch, seq2seq_shapes
+from ..registry import SpecError
 
 
 class MarianError(SpecError):

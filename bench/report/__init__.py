@@ -21,15 +21,18 @@ SETTINGS_DIR = "settings"
 
 @dataclass(frozen=True)
 class PageInfo:
-    """One page of the report: its file, its title in the navigation bar, the name of its
-    caption for `snakemake --report` (workflow/report/<caption>.rst), and the module of
+    """One page of the report: its file, its title in the navigation bar, and its name: the
+    caption for `snakemake --report` (workflow/report/<name>.rst) and the module of
     bench.report whose `page(inputs)` builds it (each page's rows, statistics, captions and
     figures live in that module)."""
 
     file: str
     title: str
     caption: str
-    module: str
+
+    @property
+    def module(self) -> str:
+        return self.caption
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,13 @@ class Inputs:
 # The one list of pages: the navigation bar, the verb, the workflow's outputs and the
 # tests all read it.
 PAGES = (
-    PageInfo("index.html", "Overview", "overview", "overview"),
-    PageInfo("scale.html", "Scale vs performance", "scale", "scale"),
-    PageInfo("frameworks.html", "Frameworks", "frameworks", "frameworks"),
-    PageInfo("sweep.html", "Optimizers & regularisers", "sweep", "sweep"),
-    PageInfo("curves.html", "Learning curves", "curves", "curves"),
-    PageInfo("generation.html", "Generation", "generation", "generation"),
-    PageInfo("tuning.html", "Tuning", "tuning", "tuning"),
+    PageInfo("index.html", "Overview", "overview"),
+    PageInfo("scale.html", "Scale vs performance", "scale"),
+    PageInfo("frameworks.html", "Frameworks", "frameworks"),
+    PageInfo("sweep.html", "Optimizers & regularisers", "sweep"),
+    PageInfo("curves.html", "Learning curves", "curves"),
+    PageInfo("generation.html", "Generation", "generation"),
+    PageInfo("tuning.html", "Tuning", "tuning"),
 )
 PAGE_FILES = tuple(p.file for p in PAGES)
 

@@ -12,12 +12,12 @@ import pandas as pd
 from . import tables
 
 
-def _points(row) -> list[dict]:
+def curve_points(row) -> list[dict]:
     pts = row.get("curve_pts") if hasattr(row, "get") else None
     return pts if isinstance(pts, list) else tables.parse_curve(row["curve"])
 
 
-def _num(v) -> float:
+def as_float(v) -> float:
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -27,21 +27,21 @@ def _num(v) -> float:
 
 def best_val_of(points: list[dict], fallback=math.nan) -> float:
     """The best validation accuracy on a curve (else the record's best_val_acc)."""
-    accs = [a for a in (_num(p.get("val_acc")) for p in points) if math.isfinite(a)]
+    accs = [a for a in (as_float(p.get("val_acc")) for p in points) if math.isfinite(a)]
     if accs:
         return max(accs)
-    v = _num(fallback)
+    v = as_float(fallback)
     return v if math.isfinite(v) else math.nan
 
 
 def time_to(row, target: float) -> float:
     """Seconds from the run's start until val_acc first reached `target`; inf if never."""
-    return time_to_of(_points(row), target)
+    return time_to_of(curve_points(row), target)
 
 
 def time_to_of(points: list[dict], target: float) -> float:
     for p in points:
-        acc, t = _num(p.get("val_acc")), _num(p.get("elapsed_s"))
+        acc, t = as_float(p.get("val_acc")), as_float(p.get("elapsed_s"))
         if math.isfinite(acc) and math.isfinite(t) and acc >= target:
             return t
     return math.inf
@@ -78,23 +78,23 @@ def curve_flops(row) -> list[tuple[float, float, float]]:
     FLOPs = train_flops_per_sample x cumulative samples (else step x effective batch); NaN
     where neither was recorded.
     """
-    fps = _num(row["train_flops_per_sample"])
-    batch = _num(row["batch_size_effective"])
+    fps = as_float(row["train_flops_per_sample"])
+    batch = as_float(row["batch_size_effective"])
     out = []
-    for p in _points(row):
-        e, acc = _num(p.get("epoch")), _num(p.get("val_acc"))
+    for p in curve_points(row):
+        e, acc = as_float(p.get("epoch")), as_float(p.get("val_acc"))
         if not (math.isfinite(e) and math.isfinite(acc)):
             continue
-        samples = _num(p.get("samples"))
+        samples = as_float(p.get("samples"))
         if not math.isfinite(samples):
-            samples = _num(p.get("step")) * batch
+            samples = as_float(p.get("step")) * batch
         out.append((e, fps * samples, acc))
     return out
 
 
 def run_flops(row) -> float:
     """Training FLOPs the run spent: flops_spent, else its curve's last point."""
-    v = _num(row["flops_spent"])
+    v = as_float(row["flops_spent"])
     if math.isfinite(v):
         return v
     pts = [f for _, f, _ in curve_flops(row) if math.isfinite(f)]
@@ -139,12 +139,12 @@ def lr_units(df: pd.DataFrame, family: str, dataset: str) -> list[dict]:
                     "k": int(k) if math.isfinite(k) and k > 0 else len(members),
                     "chosen": chosen.pop() if len(chosen) == 1 else math.nan,
                     "members": members.reset_index(drop=True)})
-    return sorted(out, key=lambda u: (tables._size_rank(u["size"]), u["optimizer"]))
+    return sorted(out, key=lambda u: (tables.size_rank(u["size"]), u["optimizer"]))
 
 
 def grid_scores(members: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """(best validation accuracy, test accuracy) of each grid run; a failed run at chance."""
-    val = pd.Series([_num(b) if math.isfinite(_num(b)) else best_val_of(p)
+    val = pd.Series([as_float(b) if math.isfinite(as_float(b)) else best_val_of(p)
                      for b, p in zip(members["best_val_acc"], members["curve_pts"],
                                      strict=True)], index=members.index)
     failed = members["status"].isin(tables.FAILED)
@@ -162,7 +162,7 @@ def _pick(lrs, scores) -> float:
 def validation_pick(unit: dict) -> float:
     """The lr with the best final validation accuracy in the unit's grid."""
     m = unit["members"]
-    val = [_num(b) if m.loc[i, "status"] == "ok" else -math.inf
+    val = [as_float(b) if m.loc[i, "status"] == "ok" else -math.inf
            for i, b in zip(m.index, grid_scores(m)[0], strict=True)]
     return _pick(m["lr"], val)
 
@@ -248,7 +248,7 @@ def frontier(points: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, float,
             i = np.searchsorted(run["flops"].to_numpy(float), budgets, side="right") - 1
             runs.append(np.where(i >= 0, best[np.maximum(i, 0)], np.nan))
         score[size] = np.mean(runs, axis=0)  # NaN until every run has a point
-    sizes = sorted(score, key=tables._size_rank)
+    sizes = sorted(score, key=tables.size_rank)
     table = np.vstack([score[s] for s in sizes])
     rows, segs = [], []
     for j, c in enumerate(budgets):

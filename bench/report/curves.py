@@ -18,7 +18,7 @@ def curves_page(df: pd.DataFrame) -> Page:
     if df.empty:
         page.message("The summary table holds no runs: no learning curves.")
         return page
-    return page_kit._panel_per_group(page, df, "curves", curves_panel)
+    return page_kit.panel_per_group(page, df, "curves", curves_panel)
 
 
 def curves_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
@@ -32,7 +32,7 @@ def curves_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel
     rows = rows.assign(fw_rank=rows["framework"].map(lambda f: tables.framework_rank(f)))
     for r in rows.sort_values(sort_cols).to_dict("records"):
         keys = ("epoch", "val_acc", "elapsed_s", "val_loss", "train_loss")
-        c = [tuple(curve_data._num(p.get(k)) for k in keys) for p in curve_data._points(r)]
+        c = [tuple(curve_data.as_float(p.get(k)) for k in keys) for p in curve_data.curve_points(r)]
         c = [p for p in c if math.isfinite(p[0]) and math.isfinite(p[1])]
         if not c:
             continue
@@ -55,7 +55,7 @@ def curves_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel
         finals.append((accs[-1], label, still, len(c)))
     if not labels:
         return Panel(key, title, message=f"No learning curve recorded for {family} on "
-                     f"{dataset} ({prose._counts_text(rows)}).")
+                     f"{dataset} ({prose.counts_text(rows)}).")
     n = len(labels)
     buttons = [{"label": "all runs", "method": "restyle", "args": [{"visible": [True] * n}]}]
     for i, label in enumerate(labels):

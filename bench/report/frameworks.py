@@ -72,7 +72,7 @@ def framework_cells(df: pd.DataFrame, dataset: str, scale_only: bool = True) -> 
             unc = f_pt / f_tf  # as run -> both uncompiled; the probe's factor taken as exact
             out.append({
                 "family": family, "dataset": dataset, "size": key[0],
-                "size_order": tables._size_rank(key[0]),
+                "size_order": tables.size_rank(key[0]),
                 "recipe": tables.recipe_label(key[1:]), "params": float(part["params"].median()),
                 "n_torch": len(pt), "n_tf": len(tf), "n_failed": tables.n_failed(part),
                 "seeds_disjoint": tables.seeds_disjoint(part),
@@ -321,7 +321,7 @@ def frameworks_page(df: pd.DataFrame) -> Page:
                 "with the 95% Welch t-interval on log values; the accuracy difference is the "
                 "mean over seeds of PyTorch minus TensorFlow (failed runs at chance), with its "
                 "95% Welch t-interval.")
-    if page_kit._no_runs(page, df):
+    if page_kit.no_runs(page, df):
         return page
     keys = page_kit.Keys()
     for ds in sorted(set(df["dataset"]) - {""}):

@@ -43,17 +43,17 @@ def quality_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pane
     ok = rows[rows["status"] == "ok"]
     if ok.empty:
         return Panel(key, title, message=f"No successful run of {family} on {dataset}: "
-                     f"{prose._counts_text(rows)}. Nothing to plot.")
+                     f"{prose.counts_text(rows)}. Nothing to plot.")
     recorded = [b + sfx for b, _, _ in generation_rows.QUALITY
                 for sfx, _ in generation_rows.TEST_SETS]
     if ok[recorded].isna().all().all():
         return Panel(key, title, message=f"No ok run of {family} on {dataset} recorded its "
                      "translation quality (exact_match, bleu, chrf): "
-                     f"{prose._counts_text(rows)}.")
+                     f"{prose.counts_text(rows)}.")
     fig = make_subplots(rows=2, cols=3, horizontal_spacing=0.07, vertical_spacing=0.16,
                         subplot_titles=[f"{name}, {ts}" for _, ts in generation_rows.TEST_SETS
                                         for _, name, _ in generation_rows.QUALITY])
-    order = generation_rows._order(rows)
+    order = generation_rows.order(rows)
     data: list[dict] = []
     pts_of: dict[str, pd.DataFrame] = {}
     shown: set[str] = set()
@@ -64,9 +64,9 @@ def quality_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pane
             pts_of[metric] = pts_all
             for fw in sorted(set(pts_all["framework"]), key=tables.framework_rank):
                 pts = pts_all[pts_all["framework"] == fw]
-                plots._points_trace(generation_rows._Row(fig, r), pts, f"{fw} {metric}",
+                plots.points_trace(generation_rows._Row(fig, r), pts, f"{fw} {metric}",
                                       tables.framework_name(fw),
-                                      generation_rows._style_of(fw, order), c,
+                                      generation_rows.style_of(fw, order), c,
                                       fw not in shown, metric in tables.ACCURACY_METRICS, data,
                                       metric)
                 shown.add(fw)
@@ -82,7 +82,7 @@ def quality_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pane
                                             else "exact match (fraction)"), row=r, col=c)
     fig.update_layout(legend={"orientation": "h", "y": -0.14})
     em = pts_of["exact_match"]
-    sizes = sorted(set(ok["size"]), key=tables._size_rank)
+    sizes = sorted(set(ok["size"]), key=tables.size_rank)
     largest = sizes[-1]
     claims = generation_rows.size_claims(rows)
     if claims:
@@ -90,13 +90,13 @@ def quality_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pane
                  "95% Welch interval): " + "; ".join(claims) + ".")
     else:
         claim = "Exact match: only one size has successful runs, so there is no size trend."
-    trends = [f"{name} on test: {generation_rows._trend(pts_of[base], fmt)}."
+    trends = [f"{name} on test: {generation_rows.trend(pts_of[base], fmt)}."
               for base, name, fmt in generation_rows.QUALITY[1:] if len(pts_of[base])]
-    long_parts = [f"{name} {generation_rows._level(pts_of[base + '_long'], largest, fmt)}"
+    long_parts = [f"{name} {generation_rows.level(pts_of[base + '_long'], largest, fmt)}"
                   for base, name, fmt in generation_rows.QUALITY if len(pts_of[base + "_long"])]
-    test_parts = [f"{name} {generation_rows._level(pts_of[base], largest, fmt)}"
+    test_parts = [f"{name} {generation_rows.level(pts_of[base], largest, fmt)}"
                   for base, name, fmt in generation_rows.QUALITY if len(pts_of[base])]
-    long = (f"test_long at the largest size, {generation_rows._label(rows, largest)}: "
+    long = (f"test_long at the largest size, {generation_rows.label(rows, largest)}: "
             + "; ".join(long_parts) + " (on test: " + "; ".join(test_parts) + ")."
             if long_parts else "test_long: not recorded.")
     em_long = pts_of["exact_match_long"]
@@ -106,10 +106,10 @@ def quality_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pane
                  "is that long.")
     pooling = prose.pooling_sentence(rows, "BLEU and chrF stay per framework",
                                      label="Exact match")
-    failed = generation_rows._failed_text(rows, "exact match counted at 0",
+    failed = generation_rows.failed_text(rows, "exact match counted at 0",
                                           "excluded from BLEU and chrF")
     caption = (f"Recipe: {tables.recipe_label(recipe)}; greedy decoding; mean over seeds with 95% "
-               f"t-interval ({prose._n_text(em) if len(em) else '0 seeds'}). Exact match is the "
+               f"t-interval ({prose.n_text(em) if len(em) else '0 seeds'}). Exact match is the "
                f"share of sentences translated exactly (a failed run counts at 0); BLEU and "
                f"chrF are sacrebleu corpus scores (0-100) of ok runs. "
                f"{generation_rows.test_sets_text(dataset)}.\n{pooling}\n{claim}\n"
@@ -150,7 +150,7 @@ def example_run(rows: pd.DataFrame) -> tuple[dict | None, int]:
     if ok.empty:
         return None, 0
     size = max(set(ok["size"]), key=lambda s: (ok.loc[ok["size"] == s, "params"].median(),
-                                               tables._size_rank(s)))
+                                               tables.size_rank(s)))
     at = ok[ok["size"] == size]
     best = at.assign(_v=at["val_acc"].fillna(-math.inf),
                      _fw=at["framework"].map(tables.framework_rank)).sort_values(
@@ -164,7 +164,7 @@ def examples_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Pan
     run, n = example_run(rows)
     if run is None:
         return Panel(key, title, message=f"No ok run of {family} on {dataset} recorded "
-                     f"decoded examples ({prose._counts_text(rows)}).")
+                     f"decoded examples ({prose.counts_text(rows)}).")
     cells, data = [], []
     for e in parse_examples(run["examples"]):
         ref = str(e.get("reference", ""))
@@ -229,7 +229,7 @@ def _generation_runs_page(df: pd.DataFrame) -> Page:
         return page
     if not (gen["status"] == "ok").any():
         page.message(f"None of the {len(gen)} seq2seq runs finished with status ok "
-                     f"({page_kit._status_line(gen)}); there is nothing to plot. The overview "
+                     f"({page_kit.status_line(gen)}); there is nothing to plot. The overview "
                      "lists "
                      "the failures and their messages.")
         return page

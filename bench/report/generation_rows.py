@@ -46,26 +46,26 @@ def test_sets_text(dataset: str) -> str:
             f"is expected to score about 0 exact match)")
 
 
-def _setting(rows: pd.DataFrame, col: str, default: float) -> float:
+def setting(rows: pd.DataFrame, col: str, default: float) -> float:
     v = rows[col].dropna()
     return float(v.median()) if len(v) else default
 
 
-def _label(rows: pd.DataFrame, size: str) -> str:
+def label(rows: pd.DataFrame, size: str) -> str:
     return f"{size} ({tables.fmt_count(rows.loc[rows['size'] == size, 'params'].median())} params)"
 
 
-def _order(rows: pd.DataFrame) -> list[str]:
+def order(rows: pd.DataFrame) -> list[str]:
     return sorted(set(rows["framework"]) - {""}, key=tables.framework_rank)
 
 
-def _style_of(fw: str, order: list[str]) -> dict:
+def style_of(fw: str, order: list[str]) -> dict:
     """The framework's line as the scale page draws it (the same index in every subplot)."""
-    return plots._style(fw, order.index(fw) if fw in order else len(order))
+    return plots.style(fw, order.index(fw) if fw in order else len(order))
 
 
 class _Row:
-    """`plots._points_trace` draws in row 1: this puts its trace in another row."""
+    """`plots.points_trace` draws in row 1: this puts its trace in another row."""
 
     def __init__(self, fig, row: int):
         self.fig, self.row = fig, row
@@ -82,7 +82,7 @@ def points(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     return tables.scale_points(rows, metric)
 
 
-def _failed_text(rows: pd.DataFrame, counted: str, excluded: str) -> str:
+def failed_text(rows: pd.DataFrame, counted: str, excluded: str) -> str:
     """'k of n runs failed (exact match counted at 0; excluded from BLEU and chrF)'."""
     k = tables.n_failed(rows)
     pruned = int((rows["status"] == "pruned").sum())
@@ -119,7 +119,7 @@ def size_claims(rows: pd.DataFrame, metric: str = "exact_match",
         return []
     vals = tables.metric_values(rows, metric)
     rows = rows[vals.notna()]
-    sizes = sorted(set(rows.loc[rows["status"] == "ok", "size"]), key=tables._size_rank)
+    sizes = sorted(set(rows.loc[rows["status"] == "ok", "size"]), key=tables.size_rank)
     if len(sizes) < 2:
         return []
     small, large = sizes[0], sizes[-1]
@@ -127,7 +127,7 @@ def size_claims(rows: pd.DataFrame, metric: str = "exact_match",
     if metric in tables.ACCURACY_METRICS and tables.seeds_disjoint(a) and tables.seeds_disjoint(b):
         parts = [(tables.POOLED, a, b)]
     else:
-        parts = [(fw, a[a["framework"] == fw], b[b["framework"] == fw]) for fw in _order(rows)]
+        parts = [(fw, a[a["framework"] == fw], b[b["framework"] == fw]) for fw in order(rows)]
     out = []
     for fw, x, y in parts:
         if x.empty or y.empty:
@@ -135,11 +135,11 @@ def size_claims(rows: pd.DataFrame, metric: str = "exact_match",
         iv = tables.diff_ci(tables.metric_values(x, metric), tables.metric_values(y, metric),
                             metric)
         out.append(f"{tables.framework_name(fw)}, {len(x) + len(y)} runs: "
-                   + difference_phrase(_label(rows, large), _label(rows, small), iv, what))
+                   + difference_phrase(label(rows, large), label(rows, small), iv, what))
     return out
 
 
-def _trend(pts: pd.DataFrame, fmt) -> str:
+def trend(pts: pd.DataFrame, fmt) -> str:
     """'PyTorch 0.20 at xs to 0.80 at m; TensorFlow ...' (pooled last); `fmt` a format
     string or a function."""
     show = fmt.format if isinstance(fmt, str) else fmt
@@ -154,7 +154,7 @@ def _trend(pts: pd.DataFrame, fmt) -> str:
     return "; ".join(parts)
 
 
-def _level(pts: pd.DataFrame, size: str, fmt: str) -> str:
+def level(pts: pd.DataFrame, size: str, fmt: str) -> str:
     """The value at one size: the pooled point if there is one, else each framework's."""
     at = pts[pts["size"] == size]
     if at.empty:

@@ -30,7 +30,7 @@ def speed_ratios(rows: pd.DataFrame) -> pd.DataFrame:
         lat = stats.ratio_t_ci(tf["decode_latency_ms"], pt["decode_latency_ms"])
         for metric, iv in (("decode_tokens_per_s", thr), ("decode_latency_ms", lat)):
             if math.isfinite(iv.value):
-                out.append({"size": size, "size_order": tables._size_rank(size),
+                out.append({"size": size, "size_order": tables.size_rank(size),
                             "params": float(part["params"].median()), "metric": metric,
                             "ratio": iv.value, "ci_lo": iv.lo, "ci_hi": iv.hi,
                             "n_torch": int(pt[metric].notna().sum()),
@@ -55,24 +55,24 @@ def speed_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
     ok = rows[rows["status"] == "ok"]
     if ok[[m for m, _, _ in generation_rows.SPEED]].notna().sum().sum() == 0:
         return Panel(key, title, message=f"No ok run of {family} on {dataset} recorded its "
-                     f"decoding speed ({prose._counts_text(rows)}).")
-    batch = int(generation_rows._setting(ok, "decode_batch", DEFAULT_DECODE_BATCH))
+                     f"decoding speed ({prose.counts_text(rows)}).")
+    batch = int(generation_rows.setting(ok, "decode_batch", DEFAULT_DECODE_BATCH))
     ratios = speed_ratios(rows)
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08, subplot_titles=[
         f"greedy decode throughput, batch {batch}", "latency per sentence, batch 1",
         "PyTorch / TensorFlow speed"])
-    order = generation_rows._order(rows)
+    order = generation_rows.order(rows)
     data: list[dict] = []
     trends = []
     for col, (metric, name, axis) in enumerate(generation_rows.SPEED, 1):
         pts_all = generation_rows.points(rows, metric)
         for fw in sorted(set(pts_all["framework"]), key=tables.framework_rank):
             pts = pts_all[pts_all["framework"] == fw]
-            plots._points_trace(fig, pts, f"{fw} {metric}", tables.framework_name(fw),
-                            generation_rows._style_of(fw, order), col, col == 1, False, data,
+            plots.points_trace(fig, pts, f"{fw} {metric}", tables.framework_name(fw),
+                            generation_rows.style_of(fw, order), col, col == 1, False, data,
                             metric)
         if len(pts_all):
-            trend = generation_rows._trend(pts_all, tables.fmt_num)
+            trend = generation_rows.trend(pts_all, tables.fmt_num)
             trends.append(f"{name.capitalize()} ({axis}): {trend}.")
         fig.update_xaxes(type="log", title_text="parameters", row=1, col=col)
         fig.update_yaxes(type="log" if metric == "decode_tokens_per_s" else None,
@@ -122,7 +122,7 @@ def speed_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
                     f"{worst:.0%} of its median.")
     if len(ratios):
         per = []
-        for size in sorted(set(ratios["size"]), key=tables._size_rank):
+        for size in sorted(set(ratios["size"]), key=tables.size_rank):
             at = ratios[ratios["size"] == size].set_index("metric")
             bits = []
             if "decode_tokens_per_s" in at.index:
@@ -133,7 +133,7 @@ def speed_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
                 r = at.loc["decode_latency_ms"]
                 bits.append(f"at batch 1 (latency ratio TensorFlow/PyTorch {r['ratio']:.2f}x) "
                             + prose.ratio_claim(_ratio_iv(r)))
-            per.append(f"{generation_rows._label(rows, size)}: " + "; ".join(bits))
+            per.append(f"{generation_rows.label(rows, size)}: " + "; ".join(bits))
         caption += ("\nPyTorch / TensorFlow, ratios of geometric means over seeds with the 95% "
                     "Welch interval on logs (right; above 1 PyTorch is faster): "
                     + ". ".join(per) + ".")
@@ -142,9 +142,9 @@ def speed_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
     train = generation_rows.points(rows, "train_tokens_per_s")
     if len(train):
         caption += ("\nTraining throughput (target tokens/s): "
-                    f"{generation_rows._trend(train, tables.fmt_num)} "
+                    f"{generation_rows.trend(train, tables.fmt_num)} "
                     f"(the scale page gives it in sentences/s).")
-    failed = generation_rows._failed_text(rows, "", "excluded")
+    failed = generation_rows.failed_text(rows, "", "excluded")
     if failed:
         caption += f"\n{failed}."
     return Panel(key, title, caption, fig, pd.DataFrame(data), height=450)
@@ -177,12 +177,12 @@ def beam_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
     _, rows = tables.scale_selection(df, family, dataset)
     title = f"{family} on {dataset}: beam search against greedy decoding, per size"
     ok = rows[rows["status"] == "ok"]
-    width = int(generation_rows._setting(ok, "beam_width", DEFAULT_BEAM_WIDTH))
-    penalty = generation_rows._setting(ok, "length_penalty", DEFAULT_LENGTH_PENALTY)
+    width = int(generation_rows.setting(ok, "beam_width", DEFAULT_BEAM_WIDTH))
+    penalty = generation_rows.setting(ok, "length_penalty", DEFAULT_LENGTH_PENALTY)
     metrics = (("exact_match", "exact match", "{:+.3f}"), ("bleu", "BLEU", "{:+.2f}"))
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=[
         f"{name}: beam − greedy" for _, name, _ in metrics])
-    order = generation_rows._order(rows)
+    order = generation_rows.order(rows)
     data: list[dict] = []
     found: dict[str, dict[str, list[str]]] = {"helps": {}, "hurts": {}, "unclear": {}}
     for col, (base, name, fmt) in enumerate(metrics, 1):
@@ -191,12 +191,12 @@ def beam_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
             pts_all = paired_points(rows, beam, greedy)
             for fw in sorted(set(pts_all["framework"]), key=tables.framework_rank):
                 pts = pts_all[pts_all["framework"] == fw]
-                style = generation_rows._style_of(fw, order)
+                style = generation_rows.style_of(fw, order)
                 style = {"line": {**style["line"], "dash": generation_rows.SET_DASH[ts]},
                          "marker": {**style["marker"],
                                     "symbol": "circle" if ts == "test" else "x"}}
                 label = f"{tables.framework_name(fw)}, {ts}"
-                plots._points_trace(fig, pts, f"{fw} {beam}-{greedy}", label, style, col,
+                plots.points_trace(fig, pts, f"{fw} {beam}-{greedy}", label, style, col,
                                 col == 1, False, data, f"{beam}-{greedy}")
                 fig.data[-1].update(legendgroup=esc(f"{fw} {ts}"))
                 where = (f"{name} on {ts}"
@@ -214,7 +214,7 @@ def beam_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
         fig.update_yaxes(title_text=esc(f"{name}, beam − greedy"), row=1, col=col)
     if not data:
         return Panel(key, title, message=f"No ok run of {family} on {dataset} recorded both "
-                     f"greedy and beam-search scores ({prose._counts_text(rows)}).")
+                     f"greedy and beam-search scores ({prose.counts_text(rows)}).")
     fig.update_layout(legend={"orientation": "h", "y": -0.22})
     caption = (f"Beam search (width {width}, length penalty {penalty:g}) minus greedy "
                f"decoding of the same trained model, paired per run, mean over the ok runs "
@@ -235,7 +235,7 @@ def beam_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
         caption += f"It hurts (interval below zero): {listed('hurts')}. "
     if found["unclear"]:
         caption += f"No clear difference (interval includes zero): {listed('unclear')}."
-    failed = generation_rows._failed_text(rows, "", "excluded: a failed run decoded nothing")
+    failed = generation_rows.failed_text(rows, "", "excluded: a failed run decoded nothing")
     if failed:
         caption += f"\n{failed}."
     return Panel(key, title, caption.rstrip(), fig, pd.DataFrame(data), height=430)

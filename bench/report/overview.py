@@ -35,7 +35,7 @@ def scale_claims(df: pd.DataFrame) -> list[str]:
         vals = tables.metric_values(rows, "test_acc")
         rows = rows[vals.notna()]
         # sizes with a successful run; their failed runs count at chance
-        sizes = sorted(set(rows.loc[rows["status"] == "ok", "size"]), key=tables._size_rank)
+        sizes = sorted(set(rows.loc[rows["status"] == "ok", "size"]), key=tables.size_rank)
         if len(sizes) < 2:
             continue
         small, large = sizes[0], sizes[-1]
@@ -433,7 +433,7 @@ def grid_summary(df: pd.DataFrame) -> list[tuple[str, str]]:
         return ", ".join(map(str, v)) if v else "none"
 
     sizes = []
-    for size in sorted({s for s in df["size"] if s}, key=tables._size_rank):
+    for size in sorted({s for s in df["size"] if s}, key=tables.size_rank):
         p = df.loc[df["size"] == size, "params"].dropna()
         rng = (f" ({tables.fmt_count(p.min())}"
                + (f"-{tables.fmt_count(p.max())}" if p.max() != p.min()

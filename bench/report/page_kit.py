@@ -45,30 +45,30 @@ def safe(key: str, title: str, build: Callable[[], Panel | None]) -> Panel | Non
                      f"{type(e).__name__}: {e}")
 
 
-def _no_runs(page: Page, df: pd.DataFrame) -> bool:
+def no_runs(page: Page, df: pd.DataFrame) -> bool:
     if df.empty:
         page.message("The summary table holds no runs: nothing ran yet, or every job failed "
                       "before writing a record.")
         return True
     if tables.ok_rows(df).empty:
         page.message(f"None of the {len(df)} runs finished with status ok "
-                     f"({_status_line(df)}); there is nothing to plot. The overview lists "
+                     f"({status_line(df)}); there is nothing to plot. The overview lists "
                      "the failures and their messages.")
         return True
     return False
 
 
-def _short(v) -> str:
+def short(v) -> str:
     """Parameter values for a table: floats to 4 significant digits."""
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _status_line(df: pd.DataFrame) -> str:
+def status_line(df: pd.DataFrame) -> str:
     c = df["status"].value_counts()
     return ", ".join(f"{k} {v}" for k, v in c.items())
 
 
-def _panel_per_group(page: Page, df: pd.DataFrame, prefix: str, panel) -> Page:
+def panel_per_group(page: Page, df: pd.DataFrame, prefix: str, panel) -> Page:
     """One figure per (family, dataset), each built by `panel(df, family, dataset, key)`."""
     keys = Keys()
     for family, dataset in tables.groups(df):

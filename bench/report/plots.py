@@ -39,7 +39,7 @@ def color(fw: str, i: int = 0) -> str:
 POOLED_COLOR = "#212529"
 
 
-def _style(fw: str, i: int) -> dict:
+def style(fw: str, i: int) -> dict:
     """Line and marker of a framework's line; the pooled line black and thicker."""
     if fw == tables.POOLED:
         return {"line": {"color": POOLED_COLOR, "width": 3},
@@ -63,7 +63,7 @@ def _point_hover(pts: pd.DataFrame, accuracy: bool) -> list[str]:
     return out
 
 
-def _points_trace(fig, pts: pd.DataFrame, meta: str, name: str, style: dict, col: int,
+def points_trace(fig, pts: pd.DataFrame, meta: str, name: str, style: dict, col: int,
                   legend: bool, accuracy: bool, data: list, metric: str) -> None:
     """One line of means with t-interval error bars; its points appended to `data`."""
     has_ci = pts["ci_lo"].notna()
@@ -86,7 +86,7 @@ def _points_trace(fig, pts: pd.DataFrame, meta: str, name: str, style: dict, col
                      "n_failed": r.n_failed, "seeds": r.seeds})
 
 
-def _fit_trace(fig, fit: stats.PowerLawFit, xs_from: pd.Series, meta: str, name: str,
+def fit_trace(fig, fit: stats.PowerLawFit, xs_from: pd.Series, meta: str, name: str,
                line: dict, col: int, fit_error: bool, data: list, metric: str,
                fw: str) -> None:
     xs = np.geomspace(xs_from.min(), xs_from.max(), 20)

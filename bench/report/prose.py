@@ -12,7 +12,7 @@ from ..study import stats
 from . import tables
 
 
-def _status_note(rows: pd.DataFrame) -> str:
+def status_note(rows: pd.DataFrame) -> str:
     """Which runs were not ok, by status and where (accuracy counts them at chance)."""
     bad = rows[rows["status"] != "ok"]
     if bad.empty:
@@ -55,7 +55,7 @@ def ratio_claim(iv: stats.Interval, what: str = "faster") -> str:
             f"{iv.value:.2f}x, {ci})")
 
 
-def _n_text(pts: pd.DataFrame) -> str:
+def n_text(pts: pd.DataFrame) -> str:
     """'3 seeds' or '2-3 seeds' for the points of a figure, with the pooled count apart."""
 
     def rng(v) -> str:
@@ -70,7 +70,7 @@ def _n_text(pts: pd.DataFrame) -> str:
     return text
 
 
-def _counts_text(rows: pd.DataFrame) -> str:
+def counts_text(rows: pd.DataFrame) -> str:
     if rows.empty:
         return "no runs at all"
     c = rows["status"].value_counts()

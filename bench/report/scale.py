@@ -24,10 +24,10 @@ def scale_page(df: pd.DataFrame, studies: list[tuning_studies.Study] | tuple = (
                 "95% t-interval, and a power law where it fits; then how each size's learning "
                 "rate was chosen, accuracy against training compute with the "
                 "compute-efficient frontier, and the framework runtimes' own memory.")
-    if page_kit._no_runs(page, df):
+    if page_kit.no_runs(page, df):
         return page
     page.h2("Accuracy, throughput and memory against size")
-    page_kit._panel_per_group(page, df, "scale", scale_panel)
+    page_kit.panel_per_group(page, df, "scale", scale_panel)
     keys = page_kit.Keys()
     cells = tuning.tuned_cells(df, list(studies))
     tuned = sorted(set(zip(cells["family"], cells["dataset"], strict=True)),
@@ -51,7 +51,7 @@ def scale_page(df: pd.DataFrame, studies: list[tuning_studies.Study] | tuple = (
         page.message("No learning-rate grid in this study (no run has lr_role 'grid'): every "
                      "run trained at its optimizer's configured learning rate.")
     page.h2("Accuracy against training compute")
-    page_kit._panel_per_group(page, df, "compute", _scale_compute_panel)
+    page_kit.panel_per_group(page, df, "compute", _scale_compute_panel)
     page.h2("Runtime baseline")
     page.add(page_kit.safe("baseline", "Runtime baseline",
                            lambda: baseline_panel(df, keys("baseline"))))
@@ -149,7 +149,7 @@ def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
     ok = rows[rows["status"] == "ok"]
     if ok.empty:
         return Panel(key, title, message=f"No successful run of {family} on {dataset}: "
-                     f"{prose._counts_text(rows)}. Nothing to plot.")
+                     f"{prose.counts_text(rows)}. Nothing to plot.")
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08, subplot_titles=[
         words.subplot, "training throughput", "model memory"])
     data: list[dict] = []
@@ -162,11 +162,11 @@ def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
             acc_pts = pts_all
         for i, line in enumerate(lines):
             name = tables.framework_name(line.fw)
-            style = plots._style(line.fw, i)
-            plots._points_trace(fig, line.pts, f"{line.fw} {short}", name, style, col, col == 1,
+            style = plots.style(line.fw, i)
+            plots.points_trace(fig, line.pts, f"{line.fw} {short}", name, style, col, col == 1,
                                 accuracy, data, metric)
             if line.fit.holds:
-                plots._fit_trace(fig, line.fit, line.fit_x, f"{line.fw} {short} fit",
+                plots.fit_trace(fig, line.fit, line.fit_x, f"{line.fw} {short} fit",
                                  f"{name} power law",
                                  {"color": style["line"]["color"], "dash": "dot", "width": 1.5},
                                  col, fit_error, data, metric, line.fw)
@@ -194,7 +194,7 @@ def scale_panel(df: pd.DataFrame, family: str, dataset: str, key: str) -> Panel:
                     f" {few} per framework and size: no interval on the framework lines; "
                     f"the pooled points hold {int(pooled.max())} runs.")
     caption = (f"Recipe: {tables.recipe_label(recipe)}; mean over seeds with 95% t-interval "
-               f"({prose._n_text(acc_pts)}); dotted: power law fitted where it holds "
+               f"({prose.n_text(acc_pts)}); dotted: power law fitted where it holds "
                f"(≥{stats.FIT_MIN_SIZES} sizes, R² ≥ {stats.FIT_MIN_R2:g} in log-log), the "
                f"exponent's 95% CI from a bootstrap over seeds (each seed's runs at every "
                f"size resampled together; with fewer than {stats.MIN_CLUSTERS} seeds the "

@@ -122,9 +122,9 @@ def compute_panel(df: pd.DataFrame, family: str, dataset: str, key: str,
     pts = curve_data.compute_points(ok)
     if pts.empty:
         return Panel(key, title, message=f"No learning curve of {family} on {dataset} with "
-                     f"training FLOPs recorded ({prose._counts_text(rows)}).")
+                     f"training FLOPs recorded ({prose.counts_text(rows)}).")
     front, segs = curve_data.frontier(pts)
-    sizes = sorted(set(pts["size"]), key=tables._size_rank)
+    sizes = sorted(set(pts["size"]), key=tables.size_rank)
     fig = go.Figure()
     data = []
     for i, size in enumerate(sizes):

@@ -19,7 +19,7 @@ def sweep_page(df: pd.DataFrame) -> Page:
                 "chance; pooled over frameworks where their seeds are disjoint) and median "
                 "time-to-target for every optimizer x regulariser cell at one size, per "
                 "framework.")
-    if page_kit._no_runs(page, df):
+    if page_kit.no_runs(page, df):
         return page
     keys = page_kit.Keys()
     without = []
@@ -87,7 +87,7 @@ def sweep_panel(df: pd.DataFrame, family: str, dataset: str, key: str, what: str
     ok = rows[rows["status"] == "ok"]
     if ok.empty:
         return Panel(key, title, message=f"No successful run of {family} on {dataset}: "
-                     f"{prose._counts_text(rows)}.")
+                     f"{prose.counts_text(rows)}.")
     target, best = curve_data.target_accuracy(df, family, dataset, size)
     cells = sweep_cells(rows, target)
     if what != "acc":
@@ -146,7 +146,7 @@ def sweep_panel(df: pd.DataFrame, family: str, dataset: str, key: str, what: str
     caption = (f"Size {size} (the size with the most optimizer x regulariser cells), at {lr}. "
                + caption + f" {tables.cap_phrase(rows, capital=True)}.")
     height = 160 + 70 * len(opts)
-    return Panel(key, title, caption + prose._status_note(rows), fig, pd.DataFrame(data),
+    return Panel(key, title, caption + prose.status_note(rows), fig, pd.DataFrame(data),
                  height=max(height, 320))
 
 
@@ -206,7 +206,7 @@ def _sweep_acc_caption(rows: pd.DataFrame, cells: pd.DataFrame) -> str:
                      f"({worst['acc']:.3f})")
         parts.append(text)
     failed = tables.failed_phrase(rows)
-    return (f"Mean test accuracy over seeds with 95% t-interval ({prose._n_text(cells)}). "
+    return (f"Mean test accuracy over seeds with 95% t-interval ({prose.n_text(cells)}). "
             + prose.pooling_sentence(rows, "time-to-target stays per framework", " (its own panel)",
                                      ("optimizer", "regulariser"), "cells") + " "
             + ". ".join(parts) + "." + (f" {failed}." if failed else ""))

@@ -148,11 +148,11 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     df["chance"] = (1.0 / classes).where(~df["family"].isin(GENERATION_FAMILIES), 0.0)
     df["acc_stat"] = df["test_acc"].where(df["status"] == "ok",
                                           df["chance"].where(df["status"].isin(FAILED)))
-    df["size_order"] = df["size"].map(_size_rank)
+    df["size_order"] = df["size"].map(size_rank)
     return df.reset_index(drop=True)
 
 
-def _size_rank(size: str) -> int:
+def size_rank(size: str) -> int:
     return SIZE_NAMES.index(size) if size in SIZE_NAMES else len(SIZE_NAMES)
 
 
@@ -230,7 +230,7 @@ def sweep_selection(df: pd.DataFrame, family: str, dataset: str) -> tuple[str, p
     best = None
     for size, part in rows.groupby("size", sort=False):
         cells = part[["optimizer", "regulariser"]].drop_duplicates().shape[0]
-        score = (cells, len(part), -_size_rank(size))
+        score = (cells, len(part), -size_rank(size))
         if best is None or score > best[0]:
             best = (score, size)
     return best[1], rows[rows["size"] == best[1]]

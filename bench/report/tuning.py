@@ -254,7 +254,7 @@ def transfers(df: pd.DataFrame, studies: list[tuning_studies.Study]) -> list[dic
     cells = tuned_cells(df, studies)
     out = []
     for (family, dataset), part in cells.groupby(["family", "dataset"], sort=False):
-        part = part.assign(_r=part["size"].map(tables._size_rank)).sort_values("_r")
+        part = part.assign(_r=part["size"].map(tables.size_rank)).sort_values("_r")
         if part["size"].nunique() < 2:
             continue
         small, large = part.iloc[0], part.iloc[-1]
@@ -305,7 +305,7 @@ def _on(rows: pd.DataFrame, label: str) -> pd.DataFrame:
 def slope_text(tuned: pd.DataFrame, base: pd.DataFrame, label: str) -> str:
     """Gain per tuned size and whether it differs between the smallest and largest:
     the contrast (tuned L - base L) - (tuned S - base S) with its Welch interval."""
-    sizes = sorted(set(tuned["size"]) & set(base["size"]), key=tables._size_rank)
+    sizes = sorted(set(tuned["size"]) & set(base["size"]), key=tables.size_rank)
     gains = []
     for size in sizes:
         iv = tables.diff_ci(tables.metric_values(_on(tuned[tuned["size"] == size], label),
@@ -353,7 +353,7 @@ def scale_panel(df: pd.DataFrame, studies: list[tuning_studies.Study], family: s
     data: list[dict] = []
     labels = _labels(pd.concat([tuned, base[base["size"].isin(set(tuned["size"]))]]))
     for i, label in enumerate(labels):
-        style = plots._style(label, i)
+        style = plots.style(label, i)
         name = tables.framework_name(label)
         for what, rows, dash, symbol in (("untuned", base, "dot", "circle"),
                                          ("tuned", tuned, "solid", "star")):
@@ -363,7 +363,7 @@ def scale_panel(df: pd.DataFrame, studies: list[tuning_studies.Study], family: s
                 continue
             st = {"line": {**style["line"], "dash": dash},
                   "marker": {**style["marker"], "symbol": symbol}}
-            plots._points_trace(fig, pts, f"{label} {what}", f"{name}, {what}", st, 1,
+            plots.points_trace(fig, pts, f"{label} {what}", f"{name}, {what}", st, 1,
                                   True, True, data, "test_acc")
     fig.update_xaxes(type="log", title_text="parameters")
     fig.update_yaxes(title_text="test accuracy")
@@ -415,10 +415,10 @@ def tuning_page(df: pd.DataFrame, studies: list[tuning_studies.Study]) -> Page:
             page.message(note)
         items = st.best.get("best_params", st.best.get("params"))
         if isinstance(items, dict) and items:
-            rows = [[k, page_kit._short(v)] for k, v in items.items()]
+            rows = [[k, page_kit.short(v)] for k, v in items.items()]
             values = st.best.get("best_values")
             if isinstance(values, dict):
-                rows += [[f"objective {k}", page_kit._short(v)] for k, v in values.items()]
+                rows += [[f"objective {k}", page_kit.short(v)] for k, v in values.items()]
             page.add(table(rows, ["best trial", "value"]))
         if results:
             page.p("Final runs with the best parameters (records with tuned = "

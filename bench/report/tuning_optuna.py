@@ -62,15 +62,15 @@ def history_panel(st: tuning_studies.Study, key: str) -> Panel:
     import optuna.visualization as vis
 
     title = f"Study {st.name}: optimization history"
-    done = tuning_studies._completed(st)
+    done = tuning_studies.completed(st)
     if not done:
         return Panel(key, title, message=f"Study {st.name} has no completed trial yet "
-                     f"({tuning_studies._state_counts(st)}).")
+                     f"({tuning_studies.state_counts(st)}).")
     maximize = st.directions[0] == "maximize"
     vals = [t.values[0] for t in done]
     best_i = int(np.argmax(vals) if maximize else np.argmin(vals))
-    fig = vis.plot_optimization_history(st.optuna, **tuning_studies._target(st))
-    caption = (f"{tuning_studies._state_counts(st)}. {st.metrics[0]} ({st.directions[0]}): best "
+    fig = vis.plot_optimization_history(st.optuna, **tuning_studies.target(st))
+    caption = (f"{tuning_studies.state_counts(st)}. {st.metrics[0]} ({st.directions[0]}): best "
                f"{vals[best_i]:.4g} at trial {done[best_i].number}, from {vals[0]:.4g} after "
                f"the first completed trial. Optuna draws completed trials only; pruned ones "
                f"are in the counts.")
@@ -88,7 +88,7 @@ def _evaluator():
 
 
 def _varying(st: tuning_studies.Study) -> list[str]:
-    done = tuning_studies._completed(st)
+    done = tuning_studies.completed(st)
     names = {k for t in done for k in t.params}
     return sorted(k for k in names if len({repr(t.params.get(k)) for t in done}) > 1)
 
@@ -98,7 +98,7 @@ def importance_panel(st: tuning_studies.Study, key: str) -> Panel:
     import optuna.visualization as vis
 
     title = f"Study {st.name}: parameter importances"
-    n, varying = len(tuning_studies._completed(st)), _varying(st)
+    n, varying = len(tuning_studies.completed(st)), _varying(st)
     if n < MIN_TRIALS_IMPORTANCE or not varying:
         return Panel(key, title, message=(
             f"Parameter importances need at least {MIN_TRIALS_IMPORTANCE} completed trials "
@@ -108,14 +108,14 @@ def importance_panel(st: tuning_studies.Study, key: str) -> Panel:
             f"{len(varying)} varying parameter(s)."))
     texts = []
     for i, m in enumerate(st.metrics):
-        target = tuning_studies._target(st, i).get("target")
+        target = tuning_studies.target(st, i).get("target")
         imp = optuna.importance.get_param_importances(st.optuna, evaluator=_evaluator(),
                                                       target=target)
         if imp:
             top, share = next(iter(imp.items()))
             texts.append(f"for {m}, {top} carries {share:.0%}")
     fig = vis.plot_param_importances(st.optuna, evaluator=_evaluator(),
-                                     **({} if st.multi else tuning_studies._target(st)))
+                                     **({} if st.multi else tuning_studies.target(st)))
     caption = (f"fANOVA importances (Optuna's default evaluator, seed 0: the share of the "
                f"objective's variance a parameter explains, from a random forest over {n} "
                f"completed trials): " + "; ".join(texts) + ". A few dozen trials make these "
@@ -125,7 +125,7 @@ def importance_panel(st: tuning_studies.Study, key: str) -> Panel:
 
 def _top(st: tuning_studies.Study) -> list:
     """The best TOP_FRACTION of completed trials (at least one) by the first objective."""
-    done = tuning_studies._completed(st)
+    done = tuning_studies.completed(st)
     rev = st.directions[0] == "maximize"
     ranked = sorted(done, key=lambda t: t.values[0], reverse=rev)
     return ranked[:max(1, math.ceil(TOP_FRACTION * len(ranked)))]
@@ -145,14 +145,14 @@ def parallel_panel(st: tuning_studies.Study, key: str) -> Panel | None:
 
     title = f"Study {st.name}: parallel coordinates"
     varying = _varying(st)
-    if len(tuning_studies._completed(st)) < 2 or not varying:
+    if len(tuning_studies.completed(st)) < 2 or not varying:
         return None
     top = _top(st)
     ranges = "; ".join(f"{p} {_describe_values([t.params[p] for t in top if p in t.params])}"
                        for p in varying)
-    fig = vis.plot_parallel_coordinate(st.optuna, **tuning_studies._target(st))
+    fig = vis.plot_parallel_coordinate(st.optuna, **tuning_studies.target(st))
     caption = (f"One line per completed trial, coloured by {st.metrics[0]}. The best "
-               f"{len(top)} of {len(tuning_studies._completed(st))} ({TOP_FRACTION:.0%}) used: "
+               f"{len(top)} of {len(tuning_studies.completed(st))} ({TOP_FRACTION:.0%}) used: "
                f"{ranges}.")
     return _optuna_panel(key, title, caption, fig, 420)
 
@@ -162,7 +162,7 @@ def slice_panel(st: tuning_studies.Study, key: str) -> Panel | None:
     from scipy.stats import spearmanr
 
     title = f"Study {st.name}: {st.metrics[0]} against each parameter"
-    done, varying = tuning_studies._completed(st), _varying(st)
+    done, varying = tuning_studies.completed(st), _varying(st)
     if len(done) < 2 or not varying:
         return None
     texts = []
@@ -176,7 +176,7 @@ def slice_panel(st: tuning_studies.Study, key: str) -> Panel | None:
         else:
             means = pd.Series([y for _, y in pts]).groupby([str(x) for x in xs]).mean()
             texts.append(f"{p} mean " + ", ".join(f"{k} {v:.3g}" for k, v in means.items()))
-    fig = vis.plot_slice(st.optuna, params=varying, **tuning_studies._target(st))
+    fig = vis.plot_slice(st.optuna, params=varying, **tuning_studies.target(st))
     caption = (f"{st.metrics[0]} of each completed trial against each varying parameter "
                f"(colour: trial number): " + "; ".join(texts) + ".")
     return _optuna_panel(key, title, caption, fig, 380)
@@ -188,7 +188,7 @@ def pareto_panel(st: tuning_studies.Study, key: str) -> Panel | None:
     if not st.multi:
         return None
     title = f"Study {st.name}: Pareto front"
-    done = tuning_studies._completed(st)
+    done = tuning_studies.completed(st)
     if len(done) < 2:
         return Panel(key, title, message=f"A Pareto front needs at least 2 completed trials; "
                      f"study {st.name} has {len(done)}.")

@@ -245,18 +245,18 @@ def complete(st: Study) -> pd.DataFrame:
     return t.dropna(subset=cols) if cols else t
 
 
-def _state_counts(st: Study) -> str:
+def state_counts(st: Study) -> str:
     c = st.trials["state"].value_counts()
     return f"{len(st.trials)} trials: " + ", ".join(f"{k.lower()} {v}" for k, v in c.items())
 
 
-def _completed(st: Study) -> list:
+def completed(st: Study) -> list:
     from optuna.trial import TrialState
 
     return st.optuna.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def _target(st: Study, i: int = 0) -> dict:
+def target(st: Study, i: int = 0) -> dict:
     """plot_* keywords for objective i: a multi-objective study needs an explicit target."""
     if not st.multi:
         return {"target_name": st.metrics[0]}

@@ -8,12 +8,7 @@ embedding and decoding calls its encoder and decoder apart. Training is a hand-w
 penalty, the decoupled weight decay and the learning rate given per step all mean exactly
 what they mean in the torch backend.
 
-Keras's own optimizers disagree with torch in three places, so the update rules of the
-Keras optimizers used here are overridden to follow the one meaning in `bench.backend_api`:
-Adam adds eps to sqrt(v_hat) (Keras adds it to sqrt(v), in torch's terms an eps of
-eps / sqrt(1 - beta2^t), 32x larger at step 1), RMSprop adds eps outside the square root
-(Keras: inside), and SGD momentum keeps v = m*v + g and scales by the current lr (Keras
-folds lr into v, which differs as soon as the lr changes, i.e. under a schedule).
+The optimizers are Keras's, with the update rules torch's meaning needs (bench.tf_optimizers).
 """
 
 from __future__ import annotations
@@ -31,18 +26,15 @@ from . import models  # noqa: E402
 from .init import init_weights  # noqa: E402
 from .measure import cpu_name  # noqa: E402
 from .models.seq2seq.spec import Seq2SeqArch, seq2seq_shapes  # noqa: E402
-from .models.seq2seq.tf import Seq2SeqNet  # noqa: E402
+from .models.seq2seq.tf import Decoder, Seq2SeqNet  # noqa: E402
 from .models.tf_layers import input_dtype  # noqa: E402
 from .registry import (  # noqa: E402
-    ADAM_BETAS,
     DEVICES,
-    EPSILON,
-    OPTIMIZERS,
-    RMSPROP_RHO,
     SpecError,
 )
 from .sizes import weight_shapes  # noqa: E402
 from .spec import RunSpec  # noqa: E402
+from .tf_optimizers import optimizer as _optimizer  # noqa: E402
 from .translation.generate import DecodesThrough  # noqa: E402
 from .translation.text_pairs import PAD  # noqa: E402
 
@@ -116,8 +108,8 @@ class Model:
 
     frozen = False  # see seq2seq_model
 
-    def __init__(self, net: keras.Model, names: list[str]):
-        self.net = net
+    def __init__(self, net: keras.Model, names: list[str], device: str):
+        self.net, self.device = net, device  # device: the tf.device() it was built under
         self.variables = [self._variable(name) for name in names]
         mine = {id(v) for v in self.variables}
         theirs = {id(v) for v in net.trainable_variables}
@@ -148,7 +140,7 @@ def build(spec: RunSpec) -> Model:
     finally:
         keras.config.set_dtype_policy("float32")
     names = weight_shapes(spec.family, spec.size, spec.dataset, spec.batchnorm)
-    model = Model(net, [n for n, _ in names])
+    model = Model(net, [n for n, _ in names], _STATE["tf_device"])
     set_weights(model, init_weights(spec))
     return model
 
@@ -202,6 +194,10 @@ def batch_indices(order: np.ndarray, batch: int) -> list[tf.Tensor]:
         return tf.unstack(tf.reshape(to_device(order), (-1, batch)))
 
 
+def _on_device(a):
+    return a if isinstance(a, tf.Tensor) else to_device(a)
+
+
 def take(tensor: tf.Tensor, idx: np.ndarray) -> tf.Tensor:
     """Rows `idx` of a device tensor, gathered on the device."""
     with tf.device(_STATE["tf_device"]):
@@ -248,72 +244,6 @@ def is_oom(exc: BaseException) -> bool:
         text = str(exc).lower()
         return any(s in text for s in ("out of memory", "out_of_memory", "can't allocate memory"))
     return False
-
-
-# ---------------------------------------------------------------------------- optimizers
-
-
-def _dense(gradient):
-    # Embedding gradients arrive as IndexedSlices; torch updates every row (momentum and
-    # second moments decay for rows absent from the batch too), so update densely as well.
-    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
-
-
-class Adam(keras.optimizers.Adam):
-    """Keras Adam with torch's eps placement: p -= lr * m_hat / (sqrt(v_hat) + eps)."""
-
-    def update_step(self, gradient, variable, learning_rate):
-        dtype = variable.dtype
-        g = tf.cast(_dense(gradient), dtype)
-        b1, b2 = self.beta_1, self.beta_2
-        # Bias corrections in float64 like torch's python floats: 1 - 0.999**t in float32
-        # loses four digits to cancellation early in training.
-        t = tf.cast(self.iterations + 1, tf.float64)
-        bc1 = 1 - tf.pow(tf.constant(b1, tf.float64), t)
-        bc2 = 1 - tf.pow(tf.constant(b2, tf.float64), t)
-        step_size = tf.cast(tf.cast(learning_rate, tf.float64) / bc1, dtype)
-        bc2_sqrt = tf.cast(tf.sqrt(bc2), dtype)
-        m = self._momentums[self._get_variable_index(variable)]
-        v = self._velocities[self._get_variable_index(variable)]
-        self.assign_add(m, (g - m) * (1 - b1))
-        self.assign_add(v, (tf.square(g) - v) * (1 - b2))
-        self.assign_sub(variable, step_size * m / (tf.sqrt(v) / bc2_sqrt + self.epsilon))
-
-
-class RMSprop(keras.optimizers.RMSprop):
-    """Keras RMSprop with torch's eps placement: p -= lr * g / (sqrt(v) + eps)."""
-
-    def update_step(self, gradient, variable, learning_rate):
-        g = tf.cast(_dense(gradient), variable.dtype)
-        lr = tf.cast(learning_rate, variable.dtype)
-        v = self._velocities[self._get_variable_index(variable)]
-        self.assign(v, self.rho * v + (1 - self.rho) * tf.square(g))
-        self.assign_sub(variable, lr * g / (tf.sqrt(v) + self.epsilon))
-
-
-class SGD(keras.optimizers.SGD):
-    """SGD; with momentum torch's form v = m*v + g, p -= lr*v (nesterov: lr*(g + m*v))."""
-
-    def update_step(self, gradient, variable, learning_rate):
-        if not self.momentum:
-            return super().update_step(gradient, variable, learning_rate)
-        g = tf.cast(_dense(gradient), variable.dtype)
-        lr = tf.cast(learning_rate, variable.dtype)
-        v = self.momentums[self._get_variable_index(variable)]
-        self.assign(v, self.momentum * v + g)
-        step = g + self.momentum * v if self.nesterov else v
-        self.assign_sub(variable, lr * step)
-
-
-def _optimizer(spec: RunSpec) -> keras.optimizers.Optimizer:
-    lr = float(spec.lr)
-    if spec.optimizer in ("adam", "adamw"):  # adamw's decay is applied by the Trainer
-        b1, b2 = ADAM_BETAS
-        return Adam(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=EPSILON)
-    if spec.optimizer == "rmsprop":
-        return RMSprop(learning_rate=lr, rho=RMSPROP_RHO, epsilon=EPSILON)
-    return SGD(learning_rate=lr, momentum=OPTIMIZERS[spec.optimizer].momentum,
-               nesterov=spec.optimizer == "nesterov")
 
 
 # ---------------------------------------------------------------------------- training
@@ -502,134 +432,6 @@ class Trainer(DecodesThrough):
         return self._infer(xb)
 
 
-class Decoder:
-    """bench.translation.generate's three calls over a Seq2SeqNet, a trained run's or a pretrained
-    Marian's, as graph functions (None batch and length dimensions: one trace each).
-
-    A state is (encoder output, key bias, caches). With a cache, the encoder output is
-    only needed once, for every decoder layer's cross-attention keys and values, and is
-    dropped; each layer's (keys, values, cross keys, cross values) then grows by one
-    position per step.
-    """
-
-    def __init__(self, model: Model):
-        net, arch = model.net, model.net.arch
-        self.start, self.eos, self.pad = arch.start, arch.eos, arch.pad
-        dh = arch.d_model // arch.heads
-        ids = tf.TensorSpec((None, None), tf.int64)
-        memory = tf.TensorSpec((None, None, arch.d_model), net.compute_dtype)
-        bias = tf.TensorSpec((None, 1, 1, None), tf.float32)
-        heads = tf.TensorSpec((None, arch.heads, None, dh), net.compute_dtype)
-        caches = [(heads,) * 4] * arch.dec_layers
-        table_t = tf.TensorSpec((arch.d_model, arch.vocab), net.compute_dtype)
-
-        def full(memory, bias, prefix, table_t):
-            return _logprobs(net.decode(prefix, memory, bias, last_only=True,
-                                        table_t=table_t))
-
-        def step(last, bias, caches, table_t):
-            logits, grown = net.decode_step(last, bias, caches, table_t)
-            return _logprobs(logits), grown
-
-        mask = tf.TensorSpec((arch.vocab,), tf.float32)
-        k = tf.TensorSpec((), tf.int32)
-
-        def full_top(memory, bias, prefix, table_t, mask, k):
-            return _top(net.decode(prefix, memory, bias, last_only=True, table_t=table_t),
-                        mask, k)
-
-        def step_top(last, bias, caches, table_t, mask, k):
-            logits, grown = net.decode_step(last, bias, caches, table_t)
-            return _top(logits, mask, k), grown
-
-        self._net = net
-        self._encode = tf.function(net.encode, input_signature=[ids])
-        self._cross = tf.function(net.cross_kv, input_signature=[memory])
-        self._full = tf.function(full, input_signature=[memory, bias, ids, table_t])
-        self._step = tf.function(step, input_signature=[ids, bias, caches, table_t])
-        self._full_top = tf.function(full_top,
-                                     input_signature=[memory, bias, ids, table_t, mask, k])
-        self._step_top = tf.function(step_top,
-                                     input_signature=[ids, bias, caches, table_t, mask, k])
-        self._table_t, self._frozen = None, model.frozen
-        self._vocab = arch.vocab
-        self._empty = (0, arch.heads, 0, dh)  # a layer's keys before the first step
-        for fn in (self._encode, self._cross, self._full, self._step, self._full_top,
-                   self._step_top):
-            fn._omit_frequent_tracing_warning = True
-
-    def encode(self, src, cache: bool = True):
-        # the output layer's E^T, laid out apart (see TiedOutput) in the compute dtype (so
-        # bf16 casts it once, not every step): once for a pretrained model, once per call
-        # of generate for a trainer's, whose weights change between
-        if self._table_t is None or not self._frozen:
-            with tf.device(_STATE["tf_device"]):
-                self._table_t = tf.cast(tf.transpose(self._net.embed.embeddings),
-                                        self._net.compute_dtype)
-        memory, bias = self._encode(_on_device(src))
-        if not cache:
-            return memory, bias, None
-        n = tf.shape(memory)[0]
-        empty = tf.zeros((n, *self._empty[1:]), memory.dtype)
-        return None, bias, [(empty, empty, k, v) for k, v in self._cross(memory)]
-
-    @staticmethod
-    def tile(state, idx: np.ndarray):
-        memory, bias, caches = state
-        return (None if memory is None else take(memory, idx), take(bias, idx),
-                None if caches is None else [tuple(take(t, idx) for t in c) for c in caches])
-
-    @staticmethod
-    def _check_step(caches, prefix: np.ndarray) -> None:
-        past = int(caches[0][0].shape[2])
-        if prefix.shape[1] != past + 1:  # a caller that skipped or repeated a step
-            raise ValueError(f"cache holds {past} positions; prefix has {prefix.shape[1]}, "
-                             "not one more")
-
-    def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
-        """Log-probabilities (M, vocab) of the token after each prefix row; with a cache,
-        the state's caches grow by this position (the state is updated in place)."""
-        memory, bias, caches = state
-        if caches is None:
-            return self._full(memory, bias, _on_device(prefix), self._table_t).numpy()
-        self._check_step(caches, prefix)
-        logp, grown = self._step(_on_device(prefix[:, -1:]), bias, caches, self._table_t)
-        caches[:] = [(k, v, *c[2:]) for (k, v), c in zip(grown, caches, strict=True)]
-        return logp.numpy()
-
-    def next_top(self, state, prefix: np.ndarray, k: int, banned=(),
-                 normalised: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """The k most likely tokens after each prefix row, best first: (log-probabilities,
-        ids), each (M, k), ranked in the graph with the `banned` ids at -inf after the
-        softmax, so that only (M, k) leave it (as in the torch backend; always
-        normalised here, which greedy decoding does not need but costs little beside the
-        output layer)."""
-        memory, bias, caches = state
-        mask = np.zeros(self._vocab, np.float32)
-        mask[list(banned)] = -np.inf
-        args = (self._table_t, tf.constant(mask), tf.constant(min(k, self._vocab), tf.int32))
-        if caches is None:
-            vals, ids = self._full_top(memory, bias, _on_device(prefix), *args)
-        else:
-            self._check_step(caches, prefix)
-            (vals, ids), grown = self._step_top(_on_device(prefix[:, -1:]), bias, caches,
-                                                *args)
-            caches[:] = [(keys, values, *c[2:])
-                         for (keys, values), c in zip(grown, caches, strict=True)]
-        return vals.numpy(), ids.numpy().astype(np.int64)
-
-
-def _logprobs(logits):
-    return tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-
-
-def _top(logits, mask, k):
-    """The k best of each row's log-softmax after `mask` (0, or -inf at banned ids)."""
-    logits = tf.cast(logits, tf.float32)
-    vals, ids = tf.math.top_k(logits + mask, k)
-    return vals - tf.reduce_logsumexp(logits, axis=-1, keepdims=True), ids
-
-
 def seq2seq_model(arch: Seq2SeqArch, weights: list[np.ndarray],
                   precision: str = "fp32") -> Model:
     """A Seq2SeqNet of `arch` holding `weights` (canonical: seq2seq_shapes):
@@ -640,11 +442,8 @@ def seq2seq_model(arch: Seq2SeqArch, weights: list[np.ndarray],
             net = Seq2SeqNet(arch)
     finally:
         keras.config.set_dtype_policy("float32")
-    model = Model(net, [n for n, _ in seq2seq_shapes(arch)])
+    model = Model(net, [n for n, _ in seq2seq_shapes(arch)], _STATE["tf_device"])
     set_weights(model, weights)
     model.frozen = True  # nothing trains it: a Decoder may keep tensors derived from it
     return model
 
-
-def _on_device(a):
-    return a if isinstance(a, tf.Tensor) else to_device(a)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import math
 import os
 import sys
 
@@ -62,8 +61,8 @@ from .init import init_weights  # noqa: E402
 from .measure import cpu_name  # noqa: E402
 from .models.cnn.torch import CHANNELS_LAST  # noqa: E402
 from .models.seq2seq.spec import Seq2SeqArch, seq2seq_shapes  # noqa: E402
-from .models.seq2seq.torch import Seq2Seq, pick_cache  # noqa: E402
-from .models.torch_layers import Model  # noqa: E402
+from .models.seq2seq.torch import Decoder, Seq2Seq  # noqa: E402
+from .models.torch_layers import AUTOCAST, Model  # noqa: E402
 from .registry import (  # noqa: E402
     ADAM_BETAS,
     DEVICES,
@@ -253,9 +252,6 @@ def _optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.
     return torch.optim.RMSprop(params, lr=lr, alpha=RMSPROP_RHO, eps=EPSILON)
 
 
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 class Trainer(DecodesThrough):
     """Owns the optimizer state for one model and spec.
 
@@ -276,7 +272,7 @@ class Trainer(DecodesThrough):
         if spec.compile not in (False, True):  # bench.train resolves 'best' first
             raise SpecError(f"compile {spec.compile!r} reached the trainer unresolved")
         self.forward = torch.compile(model) if spec.compile else model
-        self.amp = _AUTOCAST.get(spec.precision)
+        self.amp = AUTOCAST.get(spec.precision)
         # Keras's LossScaleOptimizer starts at 2^15 (torch: 2^16); both double every 2000
         self.scaler = (torch.amp.GradScaler(_device.type, init_scale=2.0**15)
                        if spec.precision == "fp16" else None)
@@ -417,104 +413,6 @@ class Trainer(DecodesThrough):
         if self._decoder is None:
             self._decoder = Decoder(self.model)
         return self._decoder
-
-
-class Decoder:
-    """bench.translation.generate's three calls over a Seq2Seq model, a trained run's or a
-    pretrained Marian's: eval mode, no gradients, the model's precision's autocast.
-
-    A state is (encoder output, source mask, caches). With a cache, the encoder output is
-    only needed once, for every decoder layer's cross-attention keys and values, and is
-    dropped; each layer's dict then gains its self-attention keys and values step by step.
-    """
-
-    def __init__(self, model: Seq2Seq):
-        self.model, self.amp = model, _AUTOCAST.get(model.precision)
-        self.start, self.eos, self.pad = model.arch.start, model.arch.eos, model.arch.pad
-
-    def _autocast(self):
-        if self.amp is None:
-            return contextlib.nullcontext()
-        return torch.autocast(_device.type, dtype=self.amp)
-
-    def held(self):
-        """The region of one generate call (bench.translation.generate enters it): one autocast
-        region around every step's, so that autocast casts each weight to bf16 / fp16 once per
-        call rather than once per step (at opus-mt's shape the output layer's cast alone
-        took 3x the step's bf16 product at batch 1)."""
-        return self._autocast()
-
-    @torch.no_grad()
-    def encode(self, src, cache: bool = True):
-        if self.model.training:
-            self.model.train(False)
-        with self._autocast():
-            memory, mask = self.model.encode(_as_tensor(src))
-            if not cache:
-                return memory, mask, None
-            caches = [dict(zip(("xk", "xv"), block.cross_kv(memory), strict=True))
-                      for block in self.model.dec]
-        return None, mask, caches
-
-    @staticmethod
-    def tile(state, idx: np.ndarray):
-        """Rows `idx` of a state; the state given is consumed (its caches' buffers are
-        reused), as bench.translation.generate replaces it at every call."""
-        memory, mask, caches = state
-        rows = torch.as_tensor(idx, dtype=torch.long, device=mask.device)
-
-        def pick(t):
-            return t.index_select(0, rows)
-
-        return (None if memory is None else pick(memory), pick(mask),
-                None if caches is None else [pick_cache(c, rows) for c in caches])
-
-    @staticmethod
-    def _step_input(caches, prefix: np.ndarray) -> torch.Tensor:
-        """The decoder's input for the step after `prefix`: with a cache, its last token."""
-        if caches is not None:
-            past = caches[0]["k"].shape[2] if "k" in caches[0] else 0
-            if prefix.shape[1] != past + 1:  # a caller that skipped or repeated a step
-                raise ValueError(f"cache holds {past} positions; prefix has "
-                                 f"{prefix.shape[1]}, not one more")
-            prefix = prefix[:, -1:]
-        return _as_tensor(prefix)
-
-    @torch.no_grad()
-    def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
-        """Log-probabilities (M, vocab) of the token after each prefix row."""
-        memory, mask, caches = state
-        with self._autocast():
-            out = self.model.decode(self._step_input(caches, prefix), memory, mask,
-                                    last_only=True, caches=caches)
-        return F.log_softmax(out.float(), -1).cpu().numpy()
-
-    @torch.no_grad()
-    def next_top(self, state, prefix: np.ndarray, k: int, banned=(),
-                 normalised: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """The k most likely tokens after each prefix row, best first: (log-probabilities,
-        ids), each (M, k), as next_logprobs's rows would rank them with the `banned` ids
-        set to -inf after the softmax. Not `normalised`: logits (greedy needs only the
-        order), no log-sum-exp. Only the (M, k) leave the device, and no (M, vocab)
-        log-softmax is written: at opus-mt's vocabulary and 256 rows a step's ranking took
-        0.1-0.2 s in numpy against 0.04 s in torch.topk."""
-        memory, mask, caches = state
-        model = self.model
-        with self._autocast():
-            h = model.hidden(self._step_input(caches, prefix), memory, mask, last_only=True,
-                             caches=caches)
-            # (vocab, M) = E h^T: on one CPU thread MKL ran this layout 1.4-2x faster than
-            # h E^T (F.linear) at 4-256 rows of opus-mt's output layer, the same at 1
-            logits = torch.addmm(model.head_bias[:, None], model.embed.weight, h.t())
-        # (M, vocab) laid out again: top-k along a strided row took 5x as long (0.22 s)
-        logits = logits.float().t().contiguous()
-        lse = torch.logsumexp(logits, 1) if normalised else None
-        if len(banned):
-            logits[:, list(banned)] = -math.inf
-        vals, ids = torch.topk(logits, min(k, logits.shape[1]), 1)
-        if lse is not None:
-            vals = vals - lse[:, None]
-        return vals.cpu().numpy(), ids.cpu().numpy()
 
 
 def seq2seq_model(arch: Seq2SeqArch, weights: list[np.ndarray],

@@ -12,11 +12,11 @@ import bench.sizes
 from bench.registry import SpecError
 from bench.spec import RunSpec
 
-# Every module but the two backends and the families' models in each framework, found on
-# disk so that a new module is checked too.
+# Every module but the backends (with TF's optimizers) and the families' models in each
+# framework, found on disk so that a new module is checked too.
 _BENCH = Path(__file__).resolve().parents[1] / "bench"
 _OF_FRAMEWORK = {"torch": ("torch_backend", "torch", "torch_layers"),
-                 "tensorflow": ("tf_backend", "tf", "tf_layers")}
+                 "tensorflow": ("tf_backend", "tf", "tf_layers", "tf_optimizers")}
 
 
 def _modules(keep) -> list[str]:

@@ -12,6 +12,9 @@ from torch import nn
 from ..registry import BATCHNORM_EPS, BATCHNORM_MOMENTUM, LAYERNORM_EPS
 from .common import sinusoid
 
+# The autocast dtype of each reduced precision (fp32 runs without autocast).
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 class BatchNorm(nn.Module):
     """Batch norm with Keras's statistics: biased batch variance, also in the running one.

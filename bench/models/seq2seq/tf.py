@@ -1,6 +1,6 @@
 """The encoder-decoder in Keras, the benchmark's seq2seq and a pretrained Marian alike
-(bench.models.seq2seq.spec says what it computes), with the key/value cache that generate()
-decodes through."""
+(bench.models.seq2seq.spec says what it computes), with the key/value cache and the Decoder
+that bench.translation.generate drives."""
 
 from __future__ import annotations
 
@@ -236,6 +236,145 @@ class Seq2SeqNet(keras.Model):
         src, tgt_in = inputs
         out = self.logits(src, tgt_in, training)
         return tf.reshape(out, (tf.shape(tgt_in)[0], tf.shape(tgt_in)[1], self.vocab))
+
+
+class Decoder:
+    """bench.translation.generate's three calls over a Seq2SeqNet, a trained run's or a pretrained
+    Marian's, as graph functions (None batch and length dimensions: one trace each).
+
+    A state is (encoder output, key bias, caches). With a cache, the encoder output is
+    only needed once, for every decoder layer's cross-attention keys and values, and is
+    dropped; each layer's (keys, values, cross keys, cross values) then grows by one
+    position per step.
+    """
+
+    def __init__(self, model):
+        net, arch = model.net, model.net.arch
+        self.device = model.device
+        self.start, self.eos, self.pad = arch.start, arch.eos, arch.pad
+        dh = arch.d_model // arch.heads
+        ids = tf.TensorSpec((None, None), tf.int64)
+        memory = tf.TensorSpec((None, None, arch.d_model), net.compute_dtype)
+        bias = tf.TensorSpec((None, 1, 1, None), tf.float32)
+        heads = tf.TensorSpec((None, arch.heads, None, dh), net.compute_dtype)
+        caches = [(heads,) * 4] * arch.dec_layers
+        table_t = tf.TensorSpec((arch.d_model, arch.vocab), net.compute_dtype)
+
+        def full(memory, bias, prefix, table_t):
+            return _logprobs(net.decode(prefix, memory, bias, last_only=True,
+                                        table_t=table_t))
+
+        def step(last, bias, caches, table_t):
+            logits, grown = net.decode_step(last, bias, caches, table_t)
+            return _logprobs(logits), grown
+
+        mask = tf.TensorSpec((arch.vocab,), tf.float32)
+        k = tf.TensorSpec((), tf.int32)
+
+        def full_top(memory, bias, prefix, table_t, mask, k):
+            return _top(net.decode(prefix, memory, bias, last_only=True, table_t=table_t),
+                        mask, k)
+
+        def step_top(last, bias, caches, table_t, mask, k):
+            logits, grown = net.decode_step(last, bias, caches, table_t)
+            return _top(logits, mask, k), grown
+
+        self._net = net
+        self._encode = tf.function(net.encode, input_signature=[ids])
+        self._cross = tf.function(net.cross_kv, input_signature=[memory])
+        self._full = tf.function(full, input_signature=[memory, bias, ids, table_t])
+        self._step = tf.function(step, input_signature=[ids, bias, caches, table_t])
+        self._full_top = tf.function(full_top,
+                                     input_signature=[memory, bias, ids, table_t, mask, k])
+        self._step_top = tf.function(step_top,
+                                     input_signature=[ids, bias, caches, table_t, mask, k])
+        self._table_t, self._frozen = None, model.frozen
+        self._vocab = arch.vocab
+        self._empty = (0, arch.heads, 0, dh)  # a layer's keys before the first step
+        for fn in (self._encode, self._cross, self._full, self._step, self._full_top,
+                   self._step_top):
+            fn._omit_frequent_tracing_warning = True
+
+    def encode(self, src, cache: bool = True):
+        # the output layer's E^T, laid out apart (see TiedOutput) in the compute dtype (so
+        # bf16 casts it once, not every step): once for a pretrained model, once per call
+        # of generate for a trainer's, whose weights change between
+        if self._table_t is None or not self._frozen:
+            with tf.device(self.device):
+                self._table_t = tf.cast(tf.transpose(self._net.embed.embeddings),
+                                        self._net.compute_dtype)
+        memory, bias = self._encode(self._on_device(src))
+        if not cache:
+            return memory, bias, None
+        n = tf.shape(memory)[0]
+        empty = tf.zeros((n, *self._empty[1:]), memory.dtype)
+        return None, bias, [(empty, empty, k, v) for k, v in self._cross(memory)]
+
+    def _on_device(self, ids) -> tf.Tensor:
+        if isinstance(ids, tf.Tensor):
+            return ids
+        with tf.device(self.device):
+            return tf.identity(tf.convert_to_tensor(np.asarray(ids, np.int64)))
+
+    def tile(self, state, idx: np.ndarray):
+        memory, bias, caches = state
+
+        def take(t):
+            with tf.device(self.device):
+                return tf.gather(t, idx)
+
+        return (None if memory is None else take(memory), take(bias),
+                None if caches is None else [tuple(take(t) for t in c) for c in caches])
+
+    @staticmethod
+    def _check_step(caches, prefix: np.ndarray) -> None:
+        past = int(caches[0][0].shape[2])
+        if prefix.shape[1] != past + 1:  # a caller that skipped or repeated a step
+            raise ValueError(f"cache holds {past} positions; prefix has {prefix.shape[1]}, "
+                             "not one more")
+
+    def next_logprobs(self, state, prefix: np.ndarray) -> np.ndarray:
+        """Log-probabilities (M, vocab) of the token after each prefix row; with a cache,
+        the state's caches grow by this position (the state is updated in place)."""
+        memory, bias, caches = state
+        if caches is None:
+            return self._full(memory, bias, self._on_device(prefix), self._table_t).numpy()
+        self._check_step(caches, prefix)
+        logp, grown = self._step(self._on_device(prefix[:, -1:]), bias, caches, self._table_t)
+        caches[:] = [(k, v, *c[2:]) for (k, v), c in zip(grown, caches, strict=True)]
+        return logp.numpy()
+
+    def next_top(self, state, prefix: np.ndarray, k: int, banned=(),
+                 normalised: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The k most likely tokens after each prefix row, best first: (log-probabilities,
+        ids), each (M, k), ranked in the graph with the `banned` ids at -inf after the
+        softmax, so that only (M, k) leave it (as in the torch backend; always
+        normalised here, which greedy decoding does not need but costs little beside the
+        output layer)."""
+        memory, bias, caches = state
+        mask = np.zeros(self._vocab, np.float32)
+        mask[list(banned)] = -np.inf
+        args = (self._table_t, tf.constant(mask), tf.constant(min(k, self._vocab), tf.int32))
+        if caches is None:
+            vals, ids = self._full_top(memory, bias, self._on_device(prefix), *args)
+        else:
+            self._check_step(caches, prefix)
+            (vals, ids), grown = self._step_top(self._on_device(prefix[:, -1:]), bias, caches,
+                                                *args)
+            caches[:] = [(keys, values, *c[2:])
+                         for (keys, values), c in zip(grown, caches, strict=True)]
+        return vals.numpy(), ids.numpy().astype(np.int64)
+
+
+def _logprobs(logits):
+    return tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+
+
+def _top(logits, mask, k):
+    """The k best of each row's log-softmax after `mask` (0, or -inf at banned ids)."""
+    logits = tf.cast(logits, tf.float32)
+    vals, ids = tf.math.top_k(logits + mask, k)
+    return vals - tf.reduce_logsumexp(logits, axis=-1, keepdims=True), ids
 
 
 def model(spec: RunSpec) -> Seq2SeqNet:

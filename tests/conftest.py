@@ -27,6 +27,20 @@ def pytest_ignore_collect(collection_path, config):
     return True if name.startswith("test_tf_") else None
 
 
+# The smoke study is one session fixture; every module whose tests reach it is one group.
+SMOKE_FIXTURES = {"smoke_workflow", "copy_smoke"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n auto --dist loadgroup`, the README's test command) a worker
+    takes whole modules, so a module-scoped fixture is built once; the modules that share the
+    smoke study go to one worker together, so the study runs once (it takes minutes)."""
+    smoke_modules = {item.path for item in items if SMOKE_FIXTURES & set(item.fixturenames)}
+    for item in items:
+        group = "smoke" if item.path in smoke_modules else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def bench_cmd():
     """argv prefix that runs the CLI with this interpreter from the repo root."""

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(t)
     _add_io_options(t)
     t.add_argument("--out", required=True, help="record path, e.g. results/runs/x.json")
-    b = sub.add_parser("run-batch", help="run several specs (one framework) in one process, "
+    b = sub.add_parser("run-job", help="run several specs (one framework) in one process, "
                                          "skipping those whose record already exists")
     b.add_argument("--specs", required=True, help="JSON list of RunSpec dicts, or @file")
     b.add_argument("--out-dir", required=True, help="records go to OUT_DIR/<run_id>.json")
@@ -125,16 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--study-plan", help="the study's plan (written by the workflow at start): "
                                         "print the study's progress and time left")
     _add_io_options(b)
-    sel = sub.add_parser("select-lr", help="learning-rate grid batches -> the rate chosen on "
+    sel = sub.add_parser("select-lr", help="learning-rate grid jobs -> the rate chosen on "
                                            "validation for every family/dataset/size/optimizer")
-    sel.add_argument("batches", nargs="+", help="grid batch files written by run-batch --done")
+    sel.add_argument("jobs", nargs="+", help="grid jobs' done files written by run-job --done")
     sel.add_argument("--runs-dir", default="results/runs")
     sel.add_argument("--out", required=True,
                      help="selection file, e.g. results/lr/cnn-mnist1d.json")
     sel.add_argument("--race", action="store_true",
                      help="the grid was a short race: its runs are not study runs")
-    g = sub.add_parser("aggregate", help="records of finished batches -> summary CSV + parquet")
-    g.add_argument("batches", nargs="+", help="batch files written by run-batch --done")
+    g = sub.add_parser("aggregate", help="records of finished jobs -> summary CSV + parquet")
+    g.add_argument("jobs", nargs="+", help="jobs' done files written by run-job --done")
     g.add_argument("--lr-selections", nargs="*", default=[],
                    help="selection files: mark each run's lr_role (chosen / grid)")
     g.add_argument("--runs-dir", default="results/runs")
@@ -227,7 +227,7 @@ def _progress(a, file):
     return report
 
 
-def cmd_run_batch(a) -> int:
+def cmd_run_job(a) -> int:
     from .study.records import write_json_atomic
     from .study.runner import measuring_slots_for, run_specs
 
@@ -262,7 +262,7 @@ def cmd_run_batch(a) -> int:
     if errors:
         # Recorded, so the report lists them; the batch is through and the pipeline goes on.
         print(f"{errors} run(s) ended with status error (see their records); "
-              "`snakemake --forcerun train_batch` retries them", file=sys.stderr)
+              "`snakemake --forcerun train_job` retries them", file=sys.stderr)
     return 0
 
 
@@ -275,16 +275,16 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list()
         if a.verb == "train":
             return cmd_train(a)
-        if a.verb == "run-batch":
-            return cmd_run_batch(a)
+        if a.verb == "run-job":
+            return cmd_run_job(a)
         if a.verb == "aggregate":
             from .study import aggregate
 
-            return aggregate.main(a.batches, a.runs_dir, a.csv, a.parquet, a.lr_selections)
+            return aggregate.main(a.jobs, a.runs_dir, a.csv, a.parquet, a.lr_selections)
         if a.verb == "select-lr":
             from .study.lr_select import select_main
 
-            return select_main(a.batches, a.runs_dir, a.out, a.race)
+            return select_main(a.jobs, a.runs_dir, a.out, a.race)
         if getattr(a, "func", None):
             return a.func(a)
     except (SpecError, RecordWriteError) as e:

@@ -16,7 +16,7 @@ The only process settings are the thread counts (intra-op `threads`, inter-op 1)
 backends' own CPU tuning (glibc's malloc thresholds,
 libgomp's spin count, channels-last 2-D convolutions, fused Adam) is what `ours` adds.
 
-Covered: the seed CNN on 28x28x1 and size `m` of cnn, lstm, gru and transformer on
+Covered: the article CNN on 28x28x1 and size `m` of cnn, lstm, gru and transformer on
 MNIST-1D. Not seq2seq: a faithful encoder-decoder (shared embedding as output layer,
 masks, teacher forcing, the token loss) would repeat most of the backends' seq2seq code,
 and a tutorial's `nn.Transformer` differs in layout and work.
@@ -44,7 +44,7 @@ from .sizes import SIZES
 BATCH = 64
 LR = 1e-3
 # (family, size, dataset) with a reference; seq2seq has none (see the module doc)
-MODELS = [("cnn", "seed", "mnist")] + [(f, "m", "mnist1d")
+MODELS = [("cnn", "article", "mnist")] + [(f, "m", "mnist1d")
                                        for f in ("cnn", "lstm", "gru", "transformer")]
 
 

@@ -116,25 +116,26 @@ class OptimizerInfo:
     description: str
     momentum: float = 0.0
     default_weight_decay: float = 0.0
-    slots: int = 0  # optimizer state tensors per parameter (for the memory estimate)
+    state_tensors: int = 0  # optimizer state tensors per parameter (for the memory estimate)
 
 
 OPTIMIZERS: dict[str, OptimizerInfo] = {
     "sgd": OptimizerInfo("sgd", "plain gradient descent: p -= lr*g"),
     "momentum": OptimizerInfo(
-        "momentum", "heavy ball: v = m*v + g; p -= lr*v (m=0.9)", momentum=0.9, slots=1
+        "momentum", "heavy ball: v = m*v + g; p -= lr*v (m=0.9)", momentum=0.9, state_tensors=1
     ),
     "nesterov": OptimizerInfo(
-        "nesterov", "Nesterov: v = m*v + g; p -= lr*(g + m*v) (m=0.9)", momentum=0.9, slots=1
+        "nesterov", "Nesterov: v = m*v + g; p -= lr*(g + m*v) (m=0.9)", momentum=0.9,
+        state_tensors=1
     ),
     "adam": OptimizerInfo("adam", "Adam, betas 0.9/0.999, eps 1e-8 in both frameworks",
-                          slots=2),
+                          state_tensors=2),
     "adamw": OptimizerInfo(
         "adamw", "Adam with decoupled weight decay (default 0.01 unless --weight-decay)",
-        default_weight_decay=0.01, slots=2,
+        default_weight_decay=0.01, state_tensors=2,
     ),
     "rmsprop": OptimizerInfo("rmsprop", "RMSprop, rho 0.9, eps 1e-8, no momentum, not centred",
-                             slots=1),
+                             state_tensors=1),
 }
 ADAM_BETAS = (0.9, 0.999)
 EPSILON = 1e-8

@@ -15,10 +15,10 @@ from .models.common import Shapes, prod
 from .registry import DATASETS, FAMILIES, OPTIMIZERS, SpecError, check_choice, check_family_reads
 
 # xs..xl fit a 2-core laptop and span three orders of magnitude on every dataset;
-# xxl is meant for a GPU. `seed` is the article's example, reproduced exactly.
+# xxl is meant for a GPU. `article` is the article's example, reproduced exactly.
 # One dict per family, the family's own (LSTM and GRU share theirs).
 SIZES: dict[str, dict[str, object]] = {f: models.spec(f).SIZES for f in FAMILIES}
-SIZE_NAMES = ("xs", "s", "m", "l", "xl", "xxl", "seed")
+SIZE_NAMES = ("xs", "s", "m", "l", "xl", "xxl", "article")
 
 
 def size_of(family: str, size: str):
@@ -79,7 +79,7 @@ def memory_estimate_mb(family: str, size: str, dataset: str, batch: int, optimiz
     state + activations at `batch` samples. The runtime (framework, kernels, data) is not in it.
     """
     params = param_count(family, size, dataset, batchnorm)
-    floats = params * (2 + OPTIMIZERS[optimizer].slots)
+    floats = params * (2 + OPTIMIZERS[optimizer].state_tensors)
     floats += batch * activations_per_sample(family, size, dataset)
     return 4 * floats / 2**20
 

@@ -171,7 +171,7 @@ def cpu_tuning() -> dict:
 def build(spec: RunSpec) -> Model:
     """The model for `spec` on the setup() device, initialised from init_weights(spec)."""
     model = models.framework_module(spec.family, "torch").model(spec)
-    names = [s.name for s in model.slots()]
+    names = [s.name for s in model.bindings()]
     want = [n for n, _ in weight_shapes(spec.family, spec.size, spec.dataset, spec.batchnorm)]
     if names != want:  # a model and the spec registry disagree: a bug, not user input
         raise AssertionError(f"torch {spec.family} weights {names} != spec {want}")
@@ -185,14 +185,14 @@ def n_params(model: nn.Module) -> int:
 
 
 def get_weights(model: Model) -> list[np.ndarray]:
-    return [s.get() for s in model.slots()]
+    return [s.get() for s in model.bindings()]
 
 
 def set_weights(model: Model, weights: list[np.ndarray]) -> None:
-    slots = model.slots()
-    if len(weights) != len(slots):
-        raise ValueError(f"expected {len(slots)} weight arrays, got {len(weights)}")
-    for s, w in zip(slots, weights, strict=True):
+    bindings = model.bindings()
+    if len(weights) != len(bindings):
+        raise ValueError(f"expected {len(bindings)} weight arrays, got {len(weights)}")
+    for s, w in zip(bindings, weights, strict=True):
         w = np.asarray(w)
         if w.shape != s.get().shape:
             raise ValueError(f"weight {s.name}: shape {w.shape} != {s.get().shape}")
@@ -212,7 +212,7 @@ def restore(model: nn.Module, state: dict) -> None:
 def decayed(model: Model) -> list[torch.Tensor]:
     """What the L2 penalty and decoupled weight decay act on: every weight of 2 or more
     dimensions in the canonical layout (kernels, embeddings and the GRU's (2, 3h) bias)."""
-    return [p for s in model.slots() if len(s.get().shape) >= 2 for p in s.params
+    return [p for s in model.bindings() if len(s.get().shape) >= 2 for p in s.params
             if p.requires_grad]
 
 
@@ -422,7 +422,7 @@ def seq2seq_model(arch: Seq2SeqArch, weights: list[np.ndarray],
     for bf16 / fp16."""
     model = Seq2Seq(arch)
     model.precision = precision
-    names = [s.name for s in model.slots()]
+    names = [s.name for s in model.bindings()]
     if names != [n for n, _ in seq2seq_shapes(arch)]:
         raise AssertionError(f"torch seq2seq weights {names} != the canonical list")
     set_weights(model, weights)

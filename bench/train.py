@@ -446,20 +446,20 @@ def _translation(backend, trainer, data: Data, splits: dict, spec: RunSpec) -> d
     return seq2seq_eval.evaluate(trainer, tests, spec, vocab)
 
 
-WARM_UP_ROWS = 64
+PRIME_ROWS = 64
 
 
-def warm_up(spec: RunSpec, data: Data, backend) -> None:
+def prime_runtime(spec: RunSpec, data: Data, backend) -> None:
     """A few steps, an evaluation and an inference of `spec`'s model, thrown away.
 
-    On the first WARM_UP_ROWS rows of each split: the runtime's start-up (kernels, thread
-    pools, first traces) is paid by any batch, and a translation model's decoding of both
+    On the first PRIME_ROWS rows of each split: the runtime's start-up (kernels, thread
+    pools, first traces) is paid once per job, and a translation model's decoding of both
     whole test sets would cost more than its training steps."""
     # `best` is not probed here: 64 rows would decide it for the whole process.
     tiny = spec.with_(epochs=1, max_steps=3, patience=0, min_epochs=1, warmup_steps=0,
                       block_steps=1, block_seconds=0.0,
                       compile=False if spec.compile == "best" else spec.compile)
-    cut = {k: (None if v is None else v[:WARM_UP_ROWS]) for k, v in vars(data).items()
+    cut = {k: (None if v is None else v[:PRIME_ROWS]) for k, v in vars(data).items()
            if k.startswith(("x_", "y_"))}
     run(tiny, Data(data.name, **cut), backend)
 

@@ -43,12 +43,12 @@ def study(tmp_path):
     b1, b2 = tmp_path / "b1.json", tmp_path / "b2.json"
     b1.write_text(json.dumps(ids[:3]))
     b2.write_text(json.dumps(ids[2:]))  # overlaps b1 in one run
-    return {"runs": runs, "ids": ids, "batches": [str(b1), str(b2)], "statuses": statuses}
+    return {"runs": runs, "ids": ids, "jobs": [str(b1), str(b2)], "statuses": statuses}
 
 
 def test_main_writes_one_row_per_run(tmp_path, study, capsys):
     csv, pq = tmp_path / "out" / "summary.csv", tmp_path / "out" / "summary.parquet"
-    assert aggregate.main(study["batches"], str(study["runs"]), str(csv), str(pq)) == 0
+    assert aggregate.main(study["jobs"], str(study["runs"]), str(csv), str(pq)) == 0
     df = pd.read_csv(csv)
     assert list(df["run_id"]) == study["ids"]
     assert list(df["status"]) == study["statuses"]  # failed runs kept, not dropped
@@ -69,7 +69,7 @@ def test_main_writes_one_row_per_run(tmp_path, study, capsys):
 
 def test_main_csv_only(tmp_path, study):
     csv = tmp_path / "summary.csv"
-    assert aggregate.main(study["batches"], str(study["runs"]), str(csv), None) == 0
+    assert aggregate.main(study["jobs"], str(study["runs"]), str(csv), None) == 0
     assert len(pd.read_csv(csv)) == 4
     assert not list(tmp_path.glob("*.parquet"))
 
@@ -78,7 +78,7 @@ def test_missing_and_unreadable_records_warn(tmp_path, study, capsys):
     (study["runs"] / f"{study['ids'][0]}.json").unlink()
     (study["runs"] / f"{study['ids'][1]}.json").write_text('{"run_id": "x", "sta')
     csv = tmp_path / "summary.csv"
-    assert aggregate.main(study["batches"], str(study["runs"]), str(csv), None) == 0
+    assert aggregate.main(study["jobs"], str(study["runs"]), str(csv), None) == 0
     assert list(pd.read_csv(csv)["run_id"]) == study["ids"][2:]
     err = capsys.readouterr().err
     assert "warning: 2 run record(s) missing or unreadable" in err
@@ -106,7 +106,7 @@ def test_a_record_of_another_version_is_refused_in_one_line(tmp_path, study):
     write_json_atomic(path, {**old, "bench_version": "0.2.0"})
     csv = tmp_path / "summary.csv"
     with pytest.raises(SpecError, match=r"recorded by bench 0\.2\.0, this is") as e:
-        aggregate.main(study["batches"], str(study["runs"]), str(csv), None)
+        aggregate.main(study["jobs"], str(study["runs"]), str(csv), None)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
     assert not csv.exists()  # nothing written from a mixed table
 

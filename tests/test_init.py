@@ -66,7 +66,7 @@ def test_schemes(family, dataset):
             assert (w == 0).all(), name
 
 
-@pytest.mark.parametrize("size", ["xs", "m", "seed"])
+@pytest.mark.parametrize("size", ["xs", "m", "article"])
 def test_lstm_forget_gate_bias_is_one(size):
     shapes = bench.sizes.weight_shapes("lstm", size, "tokens")
     weights = init_weights(_spec("lstm", "tokens", size=size))

@@ -81,12 +81,12 @@ def test_a_stale_or_crashed_grid_record_stops_the_selection(tmp_path, change, ne
     out = tmp_path / "lr.json"
     with pytest.raises(SpecError, match=re.escape(needle)) as e:
         select_main([str(batch)], str(runs), str(out))
-    assert "--forcerun train_batch" in str(e.value) and not out.exists()
+    assert "--forcerun train_job" in str(e.value) and not out.exists()
 
 
-def _run_batch(tmp_path, specs, *extra):
+def _run_job(tmp_path, specs, *extra):
     return subprocess.run(
-        [sys.executable, "-m", "bench", "run-batch", "--specs",
+        [sys.executable, "-m", "bench", "run-job", "--specs",
          json.dumps([s.to_dict() for s in specs]), "--out-dir", str(tmp_path / "runs"), *extra],
         capture_output=True, text=True, timeout=300)
 
@@ -95,23 +95,23 @@ TINY = dict(family="cnn", framework="torch", dataset="digits", size="xs", epochs
             max_steps=3, warmup_steps=0, block_steps=1, block_seconds=0.0)
 
 
-def test_run_batch_takes_the_chosen_rate_and_redoes_records_of_another_version(tmp_path):
+def test_run_job_takes_the_chosen_rate_and_redoes_records_of_another_version(tmp_path):
     sel = tmp_path / "lr.json"
     sel.write_text(json.dumps({"units": [{"family": "cnn", "dataset": "digits", "size": "xs",
                                           "optimizer": "adam", "lr": 0.02, "grid": []}]}))
     spec = RunSpec.create(**TINY)
-    p = _run_batch(tmp_path, [spec], "--lr-from", str(sel))
+    p = _run_job(tmp_path, [spec], "--lr-from", str(sel))
     assert p.returncode == 0, p.stderr[-2000:]
     chosen = spec.with_(lr=0.02)
     path = tmp_path / "runs" / f"{chosen.run_id}.json"
     rec = json.loads(path.read_text())
     assert rec["lr"] == 0.02 and rec["bench_version"] == __version__
     write_json_atomic(path, {**rec, "bench_version": "0.2.0", "test_acc": -1.0})
-    p = _run_batch(tmp_path, [spec], "--lr-from", str(sel))
+    p = _run_job(tmp_path, [spec], "--lr-from", str(sel))
     assert "record of bench 0.2.0 redone" in p.stderr
     again = json.loads(path.read_text())
     assert again["bench_version"] == __version__ and again["test_acc"] >= 0
-    p = _run_batch(tmp_path, [spec], "--lr-from", str(sel))
+    p = _run_job(tmp_path, [spec], "--lr-from", str(sel))
     assert "kept (ok)" in p.stderr  # a current record is kept
-    p = _run_batch(tmp_path, [spec.with_(size="s")], "--lr-from", str(sel))
+    p = _run_job(tmp_path, [spec.with_(size="s")], "--lr-from", str(sel))
     assert p.returncode == 2 and "no learning rate for cnn digits s adam" in p.stderr

@@ -1,7 +1,7 @@
 """PyTorch vs TensorFlow: the same model, the same numbers.
 
 Each framework runs in its own process (tests/parity_worker.py). For every family at its
-smallest size and at `seed`: equal parameter counts (checked against the shared formula in
+smallest size and at `article`: equal parameter counts (checked against the shared formula in
 each backend's own tests), equal outputs for copied weights, equal losses and equal weights
 after two steps of SGD, momentum and Adam. seq2seq (sizes xs and s; teacher-forced logits,
 every step label-smoothed at 0.1, so label smoothing is compared wherever seq2seq is) also
@@ -24,7 +24,7 @@ Token inputs add the L2 penalty and decay on embeddings (cnn-xs-tokens).
 Dropout draws different masks in each framework, so it is not compared step by step: with
 dropout 0.5 each framework's eval outputs must equal its own (and so the other's) dropout-0
 outputs for the same weights, and one training step must move the weights elsewhere than
-the dropout-0 step does (the masks act in training). The two-layer seed RNNs add dropout
+the dropout-0 step does (the masks act in training). The two-layer article RNNs add dropout
 between layers. Learning-rate schedules (lr_decay, lr_step, warm-up) are not compared here:
 the shared loop computes them (bench.train.lr_at, tested in tests/test_train.py) and hands
 step() a float; each backend's test_optimizer_update_rules checks every optimizer under a
@@ -61,8 +61,8 @@ FULL = (*BASE, "nesterov", "rmsprop", "adamw", "l2", "wd", "bn", "dropout")
 DROPOUT = (*BASE, "dropout")
 CASES = [(f, "xs", "mnist1d", FULL) for f in CLASSIFIERS] + [
     ("cnn", "xs", "mnist", (*BASE, "bn", "l2")),
-    ("cnn", "seed", "digits", BASE), ("lstm", "seed", "tokens", DROPOUT),
-    ("gru", "seed", "tokens", DROPOUT), ("transformer", "seed", "tokens", BASE),
+    ("cnn", "article", "digits", BASE), ("lstm", "article", "tokens", DROPOUT),
+    ("gru", "article", "tokens", DROPOUT), ("transformer", "article", "tokens", BASE),
     ("cnn", "xs", "tokens", (*BASE, "l2", "wd", "adamw")), ("lstm", "xs", "digits", BASE),
     ("transformer", "xs", "digits", BASE),
     ("seq2seq", "xs", "en_fr_numbers", tuple(v for v in FULL if v != "bn")),

@@ -13,7 +13,7 @@ import bench.sizes
 from bench.config import ConfigError, check_config
 from bench.registry import SpecError
 from bench.spec import RunSpec
-from bench.study.plan import batches, jobs, lr_grid_runs, plan, sizes_of, unit_of
+from bench.study.plan import jobs, lr_grid_runs, make_jobs, plan, sizes_of, unit_of
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_a_family_without_a_dataset_it_reads_is_one_clear_error(load):
 
 def test_cells_add_runs_at_every_framework_and_seed_and_lr_scale_scales_rates(load):
     def edit(raw):
-        raw["study"]["cells"] = [{"family": "lstm", "dataset": "tokens", "sizes": ["seed"]}]
+        raw["study"]["cells"] = [{"family": "lstm", "dataset": "tokens", "sizes": ["article"]}]
         raw["study"]["family_settings"]["seq2seq"]["lr_scale"] = 0.5
 
     config = load("smoke.yaml", edit)
@@ -199,7 +199,7 @@ def test_cells_add_runs_at_every_framework_and_seed_and_lr_scale_scales_rates(lo
     assert {(s.framework, s.seed) for s in extra} == {("torch", 0), ("torch", 1),
                                                       ("tf", 1000), ("tf", 1001)}
     assert {(s.dataset, s.size, s.optimizer, s.regulariser) for s in extra} == {
-        ("tokens", "seed", "adam", "none")}
+        ("tokens", "article", "adam", "none")}
     base = config["study"]["optimizers"]["adam"]["lr"]
     assert {s.lr for s in specs if s.family == "seq2seq"} == {base * 0.5}
     grid = lr_grid_runs(config, specs)
@@ -224,7 +224,7 @@ def test_full_grid_count(load, tmp_path):
     specs = plan(config)
     assert len(specs) == expected_count(config)
     assert len({s.run_id for s in specs}) == len(specs)
-    seeds = {(s.family, s.dataset, s.size) for s in specs if s.size == "seed"}
+    seeds = {(s.family, s.dataset, s.size) for s in specs if s.size == "article"}
     assert {("cnn", "mnist", "seed"), ("lstm", "imdb", "seed")} <= seeds
     assert ("seq2seq", "en_fr_numbers", "seed") in seeds
 
@@ -238,9 +238,9 @@ def test_centre_optimizer_must_be_in_sweep(load):
 
 
 @pytest.mark.parametrize("runs_per_job", [1, 3, 8, 12, 1000])
-def test_batches(shipped, runs_per_job):
+def test_make_jobs(shipped, runs_per_job):
     specs = plan(shipped["config.yaml"])
-    jobs = batches(specs, runs_per_job)
+    jobs = make_jobs(specs, runs_per_job)
     seen = Counter(s.run_id for b in jobs for s in b.specs)
     assert seen == Counter(s.run_id for s in specs)  # every run exactly once
     names = [b.name for b in jobs]
@@ -249,17 +249,17 @@ def test_batches(shipped, runs_per_job):
         assert 1 <= len(b.specs) <= runs_per_job
         assert {s.framework for s in b.specs} == {b.framework}
         assert len({(s.family, s.dataset) for s in b.specs}) == 1
-    again = batches(plan(shipped["config.yaml"]), runs_per_job)
+    again = make_jobs(plan(shipped["config.yaml"]), runs_per_job)
     assert [(b.name, [s.run_id for s in b.specs]) for b in again] == [
         (b.name, [s.run_id for s in b.specs]) for b in jobs]
 
 
-def test_batches_use_few_jobs(shipped):
+def test_make_jobs_uses_few_jobs(shipped):
     # chunking fills jobs: no more jobs per group than ceil(group size / runs_per_job)
     specs = plan(shipped["config.yaml"])
     groups = Counter((s.framework, s.family, s.dataset) for s in specs)
     rpj = 12
-    assert len(batches(specs, rpj)) == sum(-(-n // rpj) for n in groups.values())
+    assert len(make_jobs(specs, rpj)) == sum(-(-n // rpj) for n in groups.values())
 
 
 def test_default_study_covers_the_questions(shipped):

@@ -6,7 +6,7 @@ import os
 import time
 
 from bench.spec import RunSpec
-from bench.study.plan import Batch
+from bench.study.plan import Job
 from bench.study.progress import line, write_plan
 from bench.study.records import write_json_atomic
 
@@ -22,18 +22,18 @@ def finish(tmp_path, batch, walls, t):
         path = tmp_path / "runs" / f"{s.run_id}.json"
         write_json_atomic(path, {"run_id": s.run_id, "status": "ok", "wall_s": w})
         os.utime(path, (t, t))
-    write_json_atomic(tmp_path / "batches" / f"{batch.name}.json",
+    write_json_atomic(tmp_path / "jobs" / f"{batch.name}.json",
                       [s.run_id for s in batch.specs])
 
 
 def test_done_runs_and_time_left_from_runs_like_the_ones_left(tmp_path):
-    gru = Batch("torch-gru-1of2", "torch", tuple(spec("gru", "m", k) for k in range(3)))
-    gru2 = Batch("torch-gru-2of2", "torch", tuple(spec("gru", "m", k) for k in (3, 4)))
-    cnn = Batch("torch-cnn-1of1", "torch", tuple(spec("cnn", "xs", k) for k in range(2)))
+    gru = Job("torch-gru-1of2", "torch", tuple(spec("gru", "m", k) for k in range(3)))
+    gru2 = Job("torch-gru-2of2", "torch", tuple(spec("gru", "m", k) for k in (3, 4)))
+    cnn = Job("torch-cnn-1of1", "torch", tuple(spec("cnn", "xs", k) for k in range(2)))
     plan = tmp_path / "plan.json"
     write_plan(plan, [gru, gru2, cnn])
     start = json.loads(plan.read_text())["started"]
-    dirs = (plan, tmp_path / "batches", tmp_path / "runs")
+    dirs = (plan, tmp_path / "jobs", tmp_path / "runs")
     assert line(*dirs, now=start + 1) == ("study: 0 of 7 training runs done (0%), time left "
                                           "not yet known")
     # the GRU job took 3 x 100 s and the CNN's 2 x 10 s on two cores: 320 s of runs in 160 s
@@ -53,12 +53,12 @@ def test_done_runs_and_time_left_from_runs_like_the_ones_left(tmp_path):
 
 
 def test_kept_records_of_an_earlier_invocation_do_not_fake_parallelism(tmp_path):
-    a = Batch("torch-gru-1of2", "torch", (spec("gru", "m", 0),))
-    b = Batch("torch-gru-2of2", "torch", (spec("gru", "m", 1),))
+    a = Job("torch-gru-1of2", "torch", (spec("gru", "m", 0),))
+    b = Job("torch-gru-2of2", "torch", (spec("gru", "m", 1),))
     plan = tmp_path / "plan.json"
     finish(tmp_path, a, [100], time.time() - 3600)  # kept from yesterday's run
     write_plan(plan, [a, b])
-    got = line(plan, tmp_path / "batches", tmp_path / "runs")
+    got = line(plan, tmp_path / "jobs", tmp_path / "runs")
     assert got == "study: 1 of 2 training runs done (50%), time left not yet known"
 
 

@@ -63,14 +63,14 @@ def test_a_frameworks_modules_import_that_framework_only(repo_root, framework, o
 def test_every_family_has_every_size_name():
     for fam in bench.registry.CLASSIFIERS:
         assert set(bench.sizes.SIZES[fam]) == set(bench.sizes.SIZE_NAMES), fam
-    # the translation model tops out at `seed`, Marian's shape, already GPU-sized
+    # the translation model tops out at `article`, Marian's shape, already GPU-sized
     assert set(bench.sizes.SIZES["seq2seq"]) == set(bench.sizes.SIZE_NAMES) - {"xxl"}
 
 
-def test_seed_seq2seq_has_the_marian_shape():
-    s = bench.sizes.SIZES["seq2seq"]["seed"]
+def test_article_seq2seq_has_the_marian_shape():
+    s = bench.sizes.SIZES["seq2seq"]["article"]
     assert (s.enc_layers, s.dec_layers, s.d_model, s.heads, s.ff) == (6, 6, 512, 8, 2048)
-    assert bench.sizes.param_count("seq2seq", "seed", "en_fr_numbers") == 44_172_350
+    assert bench.sizes.param_count("seq2seq", "article", "en_fr_numbers") == 44_172_350
 
 
 @pytest.mark.parametrize("family,dataset", [("seq2seq", "mnist1d"), ("cnn", "en_fr_numbers")])
@@ -93,27 +93,27 @@ def test_seq2seq_takes_label_smoothing_and_no_batch_norm():
         RunSpec.create(family="cnn", dataset="mnist1d", regulariser="label_smoothing", **base)
 
 
-def test_seed_cnn_on_mnist_is_the_article_model():
+def test_article_cnn_on_mnist_has_the_articles_layers():
     # Conv(32,3x3)-pool-Conv(64,3x3)-pool-Dense(128)-Dense(10), valid padding.
-    assert bench.sizes.weight_shapes("cnn", "seed", "mnist") == [
+    assert bench.sizes.weight_shapes("cnn", "article", "mnist") == [
         ("conv1.kernel", (3, 3, 1, 32)), ("conv1.bias", (32,)),
         ("conv2.kernel", (3, 3, 32, 64)), ("conv2.bias", (64,)),
         ("dense.kernel", (5 * 5 * 64, 128)), ("dense.bias", (128,)),
         ("head.kernel", (128, 10)), ("head.bias", (10,)),
     ]
-    assert bench.sizes.param_count("cnn", "seed", "mnist") == 225_034
+    assert bench.sizes.param_count("cnn", "article", "mnist") == 225_034
 
 
-def test_seed_lstm_on_tokens_is_the_article_model():
+def test_article_lstm_on_tokens_has_the_articles_layers():
     # Embedding(10000, 64)-LSTM(128)-LSTM(128)-Dense(1), one 4h bias per layer (Keras).
-    assert bench.sizes.weight_shapes("lstm", "seed", "tokens") == [
+    assert bench.sizes.weight_shapes("lstm", "article", "tokens") == [
         ("embed", (10000, 64)),
         ("rnn0.kernel", (64, 512)), ("rnn0.recurrent_kernel", (128, 512)), ("rnn0.bias", (512,)),
         ("rnn1.kernel", (128, 512)), ("rnn1.recurrent_kernel", (128, 512)),
         ("rnn1.bias", (512,)),
         ("head.kernel", (128, 1)), ("head.bias", (1,)),
     ]
-    assert bench.sizes.param_count("lstm", "seed", "tokens") == 870_529
+    assert bench.sizes.param_count("lstm", "article", "tokens") == 870_529
 
 
 # ---------------------------------------------------------------------------- regularisers

@@ -42,7 +42,7 @@ def fake(monkeypatch):
                 "bench_version": __version__, "test_acc": 0.5}
 
     monkeypatch.setattr(train, "run", run)
-    monkeypatch.setattr(train, "warm_up", lambda spec, data, backend:
+    monkeypatch.setattr(train, "prime_runtime", lambda spec, data, backend:
                         calls["warm"].append(spec.framework))
     monkeypatch.setattr(backend_api, "load_backend", lambda fw: f"backend-{fw}")
     monkeypatch.setattr(data_mod, "load", lambda name, data_dir, allow_pickle:
@@ -196,7 +196,7 @@ def test_a_missing_framework_is_an_input_error_with_the_install_command(tmp_path
     assert not (tmp_path / "runs" / f"{spec.run_id}.json").exists()
 
 
-def test_measuring_slots_for_holds_a_cpu_slot_of_the_batch_thread_count(tmp_path, monkeypatch):
+def test_measuring_slots_for_holds_a_cpu_slot_of_the_job_thread_count(tmp_path, monkeypatch):
     from bench.measure.slots import available_cores
 
     monkeypatch.setenv("BENCH_SLOT_DIR", str(tmp_path))

@@ -30,7 +30,7 @@ from bench.spec import RunSpec  # noqa: E402
 # Every classifier on every input kind, the 2-D 'valid' CNN (mnist's shape) and the
 # article's CNN, batch norm where it sits, two layers of each recurrent cell, and seq2seq.
 CASES = [(f, "xs", d, False) for f in CLASSIFIERS for d in ("mnist1d", "digits", "tokens")]
-CASES += [("cnn", "xs", "mnist", False), ("cnn", "seed", "mnist", False),
+CASES += [("cnn", "xs", "mnist", False), ("cnn", "article", "mnist", False),
           ("cnn", "xs", "digits", True), ("transformer", "xs", "tokens", True),
           ("lstm", "m", "tokens", True), ("gru", "m", "mnist1d", False),
           ("transformer", "s", "digits", False),

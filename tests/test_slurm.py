@@ -99,7 +99,7 @@ def test_smoke_study_on_slurm_writes_the_local_runs(slurm, smoke_workflow, tmp_p
     assert submitted and submitted == set(jobs)
     assert {j["state"] for j in jobs.values()} == {"COMPLETED"}
     rules = {re.sub(r"^rule_|_wildcards_.*$", "", j["comment"]) for j in jobs.values()}
-    assert {"train_batch", "tune_create", "tune_worker", "tune_export", "tune_final",
+    assert {"train_job", "tune_create", "tune_worker", "tune_export", "tune_final",
             "aggregate", "report"} <= rules
     peak = _max_cpus_at_once(list(jobs.values()))
     assert peak <= slurm.cpus

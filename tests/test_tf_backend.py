@@ -32,7 +32,7 @@ from bench.spec import RunSpec  # noqa: E402
 from bench.translation.generate import beam_search, greedy  # noqa: E402
 from bench.translation.text_pairs import BOS, EOS, PAD  # noqa: E402
 
-# Every classifier on every input kind at the smallest size, plus the article's seed models
+# Every classifier on every input kind at the smallest size, plus the article's models
 # (seq2seq has tests of its own below).
 CASES = [(f, d, "xs") for f in CLASSIFIERS for d in ("mnist1d", "digits", "tokens")]
 CASES += [(f, d, "seed") for f in CLASSIFIERS for d in ("mnist", "tokens")]

@@ -41,7 +41,7 @@ from bench.registry import (  # noqa: E402
 from bench.sizes import param_count, weight_shapes  # noqa: E402
 from bench.spec import RunSpec  # noqa: E402
 
-# Every family on every input kind at the smallest size, plus the article's seed models.
+# Every family on every input kind at the smallest size, plus the article's models (size `article`).
 CASES = [(f, d, "xs") for f in CLASSIFIERS for d in ("mnist1d", "digits", "tokens")]
 CASES += [(f, d, "seed") for f in CLASSIFIERS for d in ("mnist", "tokens")]
 
@@ -554,7 +554,7 @@ def pairs():
     return load("en_fr_numbers")
 
 
-@pytest.mark.parametrize("size", ["xs", "s", "seed"])
+@pytest.mark.parametrize("size", ["xs", "s", "article"])
 def test_seq2seq_weights_match_spec(size):
     spec = _seq2seq(size)
     model = backend.build(spec)

@@ -216,12 +216,12 @@ def test_a_falling_validation_loss_is_progress_for_translation_models():
         assert stopped == stops_after
 
 
-def test_the_runtime_warm_up_trains_and_evaluates_on_a_few_rows_only(monkeypatch):
+def test_priming_the_runtime_trains_and_evaluates_on_a_few_rows_only(monkeypatch):
     seen = {}
     monkeypatch.setattr(train, "run", lambda spec, data, backend: seen.update(
         data.sizes(), steps=spec.max_steps, epochs=spec.epochs))
     spec = RunSpec.create(family="cnn", framework="torch", dataset="mnist1d", size="xs")
-    train.warm_up(spec, _data(n_train=200, n_val=100, n_test=300), None)
+    train.prime_runtime(spec, _data(n_train=200, n_val=100, n_test=300), None)
     assert seen == {"n_train": 64, "n_val": 64, "n_test": 64, "steps": 3, "epochs": 1}
 
 

@@ -26,10 +26,10 @@ def _smoke_config(path: Path = ROOT / "config/smoke.yaml"):
     return check_config(cfg, ROOT / "workflow/schemas/config.schema.yaml")
 
 
-def _batch_ids(wd: Path, grid: bool | None = None) -> set[str]:
+def _job_ids(wd: Path, grid: bool | None = None) -> set[str]:
     """Run ids the finished jobs list (grid=True: the learning-rate grid jobs only)."""
     out = set()
-    for f in (wd / "results/batches").glob("*.json"):
+    for f in (wd / "results/jobs").glob("*.json"):
         if grid is None or f.name.startswith("lr-") == grid:
             out |= set(json.loads(f.read_text()))
     return out
@@ -42,17 +42,17 @@ def test_smoke_study_writes_every_record_and_the_summary(smoke_workflow):
     everything = {p.stem: json.loads(p.read_text()) for p in (wd / "results/runs").glob("*.json")}
     # final runs of the tuning studies carry the study's name in `tuned`
     records = {k: r for k, r in everything.items() if not r.get("tuned")}
-    assert set(records) == _batch_ids(wd)
-    assert _batch_ids(wd, grid=True) == {s.run_id for s in lr_grid_runs(config, specs)}
+    assert set(records) == _job_ids(wd)
+    assert _job_ids(wd, grid=True) == {s.run_id for s in lr_grid_runs(config, specs)}
     # every planned run ran once, at the rate chosen for its unit on validation
     chosen = {}
     for f in (wd / "results/lr").glob("*.json"):
         for u in json.loads(f.read_text())["units"]:
             chosen[(u["family"], u["dataset"], u["size"], u["optimizer"])] = u["lr"]
-    study = _batch_ids(wd, grid=False)
+    study = _job_ids(wd, grid=False)
     assert len(study) == len(specs)
     # each training job prints the study's progress; the last one, every run done
-    n = len(study) + len(_batch_ids(wd, grid=True))
+    n = len(study) + len(_job_ids(wd, grid=True))
     progress = [ln for ln in proc.stdout.splitlines() if "training runs done" in ln]
     assert f"study: {n} of {n} training runs done (100%)" in progress[-1]
     assert any(re.search(r"about [\d.]+ (s|min|h) left", ln) for ln in progress)
@@ -68,7 +68,7 @@ def test_smoke_study_writes_every_record_and_the_summary(smoke_workflow):
         assert r["stop_reason"] in ("plateau", "cap") and r["converged"] == (
             r["stop_reason"] == "plateau")
         assert r["val_acc"] == max(p["val_acc"] for p in r["curve"])  # tested at the best
-    grid = [records[i] for i in _batch_ids(wd, grid=True)]
+    grid = [records[i] for i in _job_ids(wd, grid=True)]
     for key, lr in chosen.items():  # the chosen rate won on validation among its unit's runs
         unit = [g for g in grid if (g["family"], g["dataset"], g["size"], g["optimizer"]) == key]
         assert len(unit) == len(config["study"]["lr_grid"])
@@ -77,7 +77,7 @@ def test_smoke_study_writes_every_record_and_the_summary(smoke_workflow):
     assert len(df) == len(everything) and set(df["run_id"]) == set(everything)
     roles = df.set_index("run_id")["lr_role"].fillna("")
     assert (roles[list(study)] == "chosen").all()
-    assert set(roles[list(_batch_ids(wd, grid=True) - study)]) == {"grid"}
+    assert set(roles[list(_job_ids(wd, grid=True) - study)]) == {"grid"}
     assert {"status", "params", "test_acc", "train_samples_per_s", "peak_rss_mb", "curve"} <= set(
         df.columns
     )
@@ -238,7 +238,7 @@ def test_kill_9_mid_study_then_the_documented_rerun_completes(tmp_path):
     after = _records(wd)
     assert {n: after[n] for n in finished} == finished, "a finished run was recomputed"
     plain = {n: json.loads(b) for n, b in after.items()}
-    want = _batch_ids(wd)
+    want = _job_ids(wd)
     assert len(want) > len(grid) and grid <= want
     assert want <= {n.removesuffix(".json") for n in plain}
     assert all(plain[f"{r}.json"]["status"] == "ok" for r in want)

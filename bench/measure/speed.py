@@ -1,7 +1,7 @@
 """`python -m bench speed`: training throughput of reference models in both frameworks,
 each in each of its modes.
 
-The seed CNN (the article's, on 28x28x1 inputs: random data of MNIST's shape, so no file
+The article CNN (the article's size, on 28x28x1 inputs: random data of MNIST's shape, so no file
 is needed) and size `m` of every classifier on MNIST-1D and of seq2seq on en_fr_numbers
 (random full-length sentences), batch 64, Adam. Four cells per model: torch eager, torch
 compiled (torch.compile), tf graph (tf.function) and tf XLA (jit_compile). Each cell runs
@@ -30,7 +30,7 @@ import numpy as np
 from ..registry import CLASSIFIERS, DEVICES, FRAMEWORKS, PRECISIONS, SpecError
 from ..spec import RunSpec
 
-MODELS = [("cnn", "seed", "mnist")] + [(f, "m", "mnist1d") for f in CLASSIFIERS]
+MODELS = [("cnn", "article", "mnist")] + [(f, "m", "mnist1d") for f in CLASSIFIERS]
 MODELS += [("seq2seq", "m", "en_fr_numbers")]
 MODES = ("eager", "compiled")
 # a column's name: what each framework calls its mode
@@ -40,7 +40,7 @@ IMPLS = ("ours", "reference")
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("speed", help="training samples/s of the seed CNN and size m of every "
+    p = sub.add_parser("speed", help="training samples/s of the article CNN and size m of every "
                                      "family, both frameworks, eager and compiled, "
                                      "interleaved")
     p.add_argument("--threads", type=int, default=1)

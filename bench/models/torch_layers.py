@@ -1,5 +1,5 @@
 """PyTorch layers more than one family builds from: batch norm with Keras's statistics,
-attention, the encoder block, sinusoid positions, and the slots that tie torch parameters
+attention, the encoder block, sinusoid positions, and the bindings that tie torch parameters
 to the canonical weights (bench.sizes.weight_shapes) in Keras's layout."""
 
 from __future__ import annotations
@@ -54,30 +54,30 @@ def to_tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
-# A slot ties one canonical weight to the torch parameters holding it: put(array) writes the
+# A binding ties one canonical weight to the torch parameters holding it: put(array) writes the
 # canonical array into them, get() reads it back in canonical layout.
-class Slot:
+class Binding:
     def __init__(self, name, params, put, get):
         self.name, self.params, self.put, self.get = name, params, put, get
 
 
-def plain(name: str, p: torch.Tensor, to_torch=lambda a: a, to_canon=lambda a: a) -> Slot:
+def plain(name: str, p: torch.Tensor, to_torch=lambda a: a, to_canon=lambda a: a) -> Binding:
     def put(a):
         with torch.no_grad():
             p.copy_(to_tensor(to_torch(a)))
 
     # a copy: on CPU .numpy() would share the parameter's memory, and steps would change it
-    return Slot(name, [p], put, lambda: np.array(to_canon(p.detach().cpu().numpy())))
+    return Binding(name, [p], put, lambda: np.array(to_canon(p.detach().cpu().numpy())))
 
 
-def linear_slots(name: str, layer: nn.Linear) -> list[Slot]:
+def linear_bindings(name: str, layer: nn.Linear) -> list[Binding]:
     return [
         plain(f"{name}.kernel", layer.weight, lambda a: a.T, lambda a: a.T),
         plain(f"{name}.bias", layer.bias),
     ]
 
 
-def conv_slots(name: str, layer: nn.Module) -> list[Slot]:
+def conv_bindings(name: str, layer: nn.Module) -> list[Binding]:
     if isinstance(layer, nn.Conv2d):  # (kh, kw, in, out) <-> (out, in, kh, kw)
         to_t, to_c = (lambda a: a.transpose(3, 2, 0, 1)), (lambda a: a.transpose(2, 3, 1, 0))
     else:  # (k, in, out) <-> (out, in, k)
@@ -85,14 +85,14 @@ def conv_slots(name: str, layer: nn.Module) -> list[Slot]:
     return [plain(f"{name}.kernel", layer.weight, to_t, to_c), plain(f"{name}.bias", layer.bias)]
 
 
-def norm_slots(name: str, layer: nn.Module) -> list[Slot]:
+def norm_bindings(name: str, layer: nn.Module) -> list[Binding]:
     return [plain(f"{name}.gamma", layer.weight), plain(f"{name}.beta", layer.bias)]
 
 
-def attention_slots(prefix: str, layer: nn.Module, inner: str = "") -> list[Slot]:
+def attention_bindings(prefix: str, layer: nn.Module, inner: str = "") -> list[Binding]:
     """The {inner}q/k/v/o projections of an attention layer, in canonical order."""
     return [s for name in "qkvo"
-            for s in linear_slots(f"{prefix}{inner}{name}", getattr(layer, inner + name))]
+            for s in linear_bindings(f"{prefix}{inner}{name}", getattr(layer, inner + name))]
 
 
 def positions(length: int, d: int, layout: str = "interleaved") -> torch.Tensor:
@@ -102,11 +102,11 @@ def positions(length: int, d: int, layout: str = "interleaved") -> torch.Tensor:
 
 
 class Model(nn.Module):
-    """Shared by the families: `slots()` lists the canonical weights in spec order."""
+    """Shared by the families: `bindings()` lists the canonical weights in spec order."""
 
     precision = "fp32"  # the autocast it runs under (build and seq2seq_model set it)
 
-    def slots(self) -> list[Slot]:
+    def bindings(self) -> list[Binding]:
         raise NotImplementedError
 
 
@@ -158,10 +158,10 @@ class Block(nn.Module):
                       self.drop)
         return residual(x, self._ff, self.ln2, self.post_ln, self.drop)
 
-    def slots(self, prefix: str) -> list[Slot]:
-        out = norm_slots(prefix + "ln1", self.ln1) + attention_slots(prefix, self)
-        out += norm_slots(prefix + "ln2", self.ln2)
-        return out + linear_slots(prefix + "ff1", self.ff1) + linear_slots(prefix + "ff2",
+    def bindings(self, prefix: str) -> list[Binding]:
+        out = norm_bindings(prefix + "ln1", self.ln1) + attention_bindings(prefix, self)
+        out += norm_bindings(prefix + "ln2", self.ln2)
+        return out + linear_bindings(prefix + "ff1", self.ff1) + linear_bindings(prefix + "ff2",
                                                                                 self.ff2)
 
 

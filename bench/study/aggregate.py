@@ -47,7 +47,7 @@ def collect(run_ids: list[str], runs_dir: str | Path) -> tuple[list[dict], list[
             raise MixedProtocols(
                 f"{Path(runs_dir) / (rid + '.json')} was recorded by bench "
                 f"{old}, this is {__version__}: rerun its job "
-                f"(snakemake --forcerun train_batch tune_final; run-batch redoes such records)")
+                f"(snakemake --forcerun train_job tune_final; run-job redoes such records)")
         rows.append(flatten(rec))
     return rows, missing
 
@@ -76,13 +76,13 @@ def write_table(rows: list[dict], csv_path: str | Path, parquet_path: str | Path
         ptmp.replace(parquet_path)
 
 
-def main(batch_files: list[str], runs_dir: str, csv_path: str, parquet_path: str | None,
+def main(job_files: list[str], runs_dir: str, csv_path: str, parquet_path: str | None,
          lr_selections: list[str] | None = None) -> int:
     from ..registry import SpecError
     from .lr_select import load_roles, roles
 
     ids: dict[str, None] = {}
-    for f in batch_files:
+    for f in job_files:
         ids.update(dict.fromkeys(json.loads(Path(f).read_text())))
     try:
         rows, missing = collect(list(ids), runs_dir)

@@ -6,7 +6,7 @@ never looked at). A run that diverged or failed ranks below every run that train
 goes to the smaller rate, the safer one for the other seeds.
 
 The selection file (`results/lr/<family>-<dataset>.json`) lists every unit with its chosen
-rate and the grid behind it; study jobs read it (`python -m bench run-batch --lr-from`) and
+rate and the grid behind it; study jobs read it (`python -m bench run-job --lr-from`) and
 the aggregate marks each run's `lr_role` from it.
 """
 
@@ -55,19 +55,19 @@ def choose(records: list[dict], race: bool = False) -> list[dict]:
     return out
 
 
-def select_main(batch_files: list[str], runs_dir: str, out: str, race: bool = False) -> int:
-    """`python -m bench select-lr`: grid batches -> selection file."""
+def select_main(job_files: list[str], runs_dir: str, out: str, race: bool = False) -> int:
+    """`python -m bench select-lr`: grid jobs -> selection file."""
     import sys
 
     from .. import __version__
     from .records import write_json_atomic
 
     ids: dict[str, None] = {}
-    for f in batch_files:
+    for f in job_files:
         try:
             ids.update(dict.fromkeys(json.loads(Path(f).read_text())))
         except (OSError, ValueError, TypeError) as e:
-            raise SpecError(f"cannot read batch file {f}: {e}") from None
+            raise SpecError(f"cannot read job file {f}: {e}") from None
     records, missing = [], []
     for rid in ids:
         rec = read_record(Path(runs_dir) / f"{rid}.json")
@@ -79,10 +79,10 @@ def select_main(batch_files: list[str], runs_dir: str, out: str, race: bool = Fa
         where = f"{runs_dir}/{rec['run_id']}.json"
         if (old := foreign_version(rec)) is not None:
             raise SpecError(f"{where} was recorded by bench {old}, this is "
-                            f"{__version__}: rerun the grid (snakemake --forcerun train_batch)")
+                            f"{__version__}: rerun the grid (snakemake --forcerun train_job)")
         if rec.get("status") == "error":  # a crash says nothing about the rate: retry it
             raise SpecError(f"{where} ended with status error ({rec.get('message', '')[:200]}); "
-                            "fix the cause and rerun the grid (snakemake --forcerun train_batch)")
+                            "fix the cause and rerun the grid (snakemake --forcerun train_job)")
     units = choose(records, race)
     write_json_atomic(out, {"units": units})
     for u in units:

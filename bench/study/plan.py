@@ -10,7 +10,7 @@ Designs:
   optimizer x regulariser sweep at the centre size; far fewer runs for the same questions.
 Each family trains on the study's datasets it can read, with the regularisers it has (no
 batch norm for seq2seq, label smoothing for seq2seq only). ``cells`` adds runs beyond the
-design (e.g. the article's seed models on their own data) at every framework and seed.
+design (e.g. the article's models on their own data) at every framework and seed.
 
 Learning rates (``lr_grid``): every (family, dataset, size, optimizer) is a *unit* whose
 learning rate is chosen on validation before its seeds run. `lr_grid_runs` lists the grid
@@ -38,7 +38,7 @@ from ..spec import MATH_DEFAULTS, RunSpec
 
 
 @dataclass(frozen=True)
-class Batch:
+class Job:
     """One job: runs of one framework, executed in one process to amortise its import.
 
     `choose_lr`: its runs take the learning rate chosen for their unit (from the selection
@@ -237,8 +237,8 @@ def unit_of(spec: RunSpec) -> tuple[str, str, str, str]:
     return (spec.family, spec.dataset, spec.size, spec.optimizer)
 
 
-def batches(specs: list[RunSpec], runs_per_job: int, prefix: str = "",
-            choose_lr: bool = False, drop: tuple[int, float] | None = None) -> list[Batch]:
+def make_jobs(specs: list[RunSpec], runs_per_job: int, prefix: str = "",
+            choose_lr: bool = False, drop: tuple[int, float] | None = None) -> list[Job]:
     """Group runs by framework, family and dataset, then chunk them into jobs.
 
     One job loads its framework and dataset once; chunks keep jobs short enough to spread
@@ -262,7 +262,7 @@ def batches(specs: list[RunSpec], runs_per_job: int, prefix: str = "",
         for k in range(n_chunks):
             chunk = [s for u in dealt[k::n_chunks] for s in u]
             tag = "" if threads == 1 else f"-t{threads}"
-            out.append(Batch(f"{prefix}{fw}-{fam}-{ds}{tag}-{k + 1}of{n_chunks}", fw,
+            out.append(Job(f"{prefix}{fw}-{fam}-{ds}{tag}-{k + 1}of{n_chunks}", fw,
                              tuple(chunk), choose_lr, drop))
     return out
 
@@ -271,9 +271,9 @@ def _cost(spec: RunSpec) -> float:
     return flops_per_sample(spec.family, spec.size, spec.dataset)
 
 
-def jobs(config: dict) -> tuple[list[Batch], list[Batch]]:
+def jobs(config: dict) -> tuple[list[Job], list[Job]]:
     """(learning-rate grid jobs, study jobs) of a config: what the workflow schedules."""
     specs = plan(config)
     rpj = config["runs_per_job"]
-    grid = batches(lr_grid_runs(config, specs), rpj, prefix="lr-", drop=grid_drop(config))
-    return grid, batches(specs, rpj, choose_lr=choosing_lr(config))
+    grid = make_jobs(lr_grid_runs(config, specs), rpj, prefix="lr-", drop=grid_drop(config))
+    return grid, make_jobs(specs, rpj, choose_lr=choosing_lr(config))

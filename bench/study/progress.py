@@ -22,12 +22,12 @@ from ..sizes import flops_per_sample
 from .records import read_record, write_json_atomic
 
 
-def write_plan(path: str | Path, batches) -> None:
-    """The study's training jobs (bench.study.plan.Batch) and their runs, with the time now."""
+def write_plan(path: str | Path, jobs) -> None:
+    """The study's training jobs (bench.study.plan.Job) and their runs, with the time now."""
     plan = {b.name: [{"family": s.family, "framework": s.framework, "size": s.size,
                           "flops": flops_per_sample(s.family, s.size, s.dataset)}
-                         for s in b.specs] for b in batches}
-    write_json_atomic(Path(path), {"started": time.time(), "batches": plan})
+                         for s in b.specs] for b in jobs}
+    write_json_atomic(Path(path), {"started": time.time(), "jobs": plan})
 
 
 def _estimate(run: dict, done: list[tuple[dict, float]]) -> float:
@@ -44,11 +44,11 @@ def _estimate(run: dict, done: list[tuple[dict, float]]) -> float:
     return 0.0
 
 
-def line(plan_path: str | Path, batches_dir: str | Path, runs_dir: str | Path,
+def line(plan_path: str | Path, jobs_dir: str | Path, runs_dir: str | Path,
          job: str = "", finished: tuple[str, ...] = (), now: float | None = None) -> str | None:
     """'study: 57 of 182 training runs done (31%), about 12 min left' (None without a plan).
 
-    Done: the runs of jobs whose done file is in `batches_dir`, and this job's (`job`)
+    Done: the runs of jobs whose done file is in `jobs_dir`, and this job's (`job`)
     `finished` run ids; the runs of jobs still going elsewhere count as left. A run's id
     is known only once its job has chosen its learning rate, so the plan lists runs by
     what they are, and their records are found through the done files."""
@@ -58,8 +58,8 @@ def line(plan_path: str | Path, batches_dir: str | Path, runs_dir: str | Path,
         return None
     done, left = [], []
     busy = 0.0  # run time finished since the plan was written (kept records are older)
-    for name, runs in plan["batches"].items():
-        ids = list(finished) if name == job else _done_ids(Path(batches_dir) / f"{name}.json")
+    for name, runs in plan["jobs"].items():
+        ids = list(finished) if name == job else _done_ids(Path(jobs_dir) / f"{name}.json")
         for run, rid in zip(runs, ids, strict=False):
             path = Path(runs_dir) / f"{rid}.json"
             rec = read_record(path)

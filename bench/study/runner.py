@@ -1,6 +1,6 @@
 """The job runner: a batch of specs -> one record each under an output folder.
 
-`run-batch`, `train` and tuning's final runs all go through here, so a record is kept,
+`run-job`, `train` and tuning's final runs all go through here, so a record is kept,
 redone or retried by the same rules whoever asks. A final record (ok, diverged, oom, pruned)
 is kept unless bench's version changed since (it measures differently) or the batch wants
 weights that were not saved; an error record, an unreadable one or a missing one is run.
@@ -50,7 +50,7 @@ def run_one(spec: RunSpec, record_path: Path, *, data_dir: str | Path, allow_pic
         if spec.framework not in _WARM:
             # The first run of a process would otherwise pay (and count as its own memory)
             # the runtime's lazy start-up: kernel libraries, thread pools, first traces.
-            train.warm_up(spec, data_cache[spec.dataset], backend)
+            train.prime_runtime(spec, data_cache[spec.dataset], backend)
             _WARM.add(spec.framework)
         weights = path_for(record_path) if save_model else None
         # `compile: best` keeps its choices beside the records, one per model and setting,

@@ -52,25 +52,29 @@ from .paths import (
     DEFINITION_FILE,
     JOURNAL_FILE,
     PARQUET_FILE,
+    TUNE_DIR,
     final_files,
     quoted_definition,
+    study_file,
+    study_folder,
     worker_files,
 )
 from .space import DISTRIBUTIONS, TUNABLE, distributions, parse_space, suggest
 from .storage import load, make_pruner, make_sampler, open_storage, storage_label
 from .tickets import RETRY_OF, TICKET, VOID, claim, holders, is_void, issue_tickets, progress
-from .trial import Trainer, run_trial
+from .trial import TrialRunner, run_trial
 from .worker import create, run_worker
 
 __all__ = [
     "BEST_FILE", "CSV_FILE", "DEFAULTS", "DEFAULT_SPACE", "DEFINITION_FILE", "DISTRIBUTIONS",
     "HEARTBEAT", "JOURNAL_FILE", "OBJECTIVES", "OBJECTIVE_CODES", "OWNER", "PARQUET_FILE",
-    "PRUNERS", "RETRY_OF", "SAMPLERS", "TICKET", "TUNABLE", "VOID", "Heartbeat", "Trainer",
+    "PRUNERS", "RETRY_OF", "SAMPLERS", "TICKET", "TUNABLE", "TUNE_DIR", "VOID", "Heartbeat",
+    "TrialRunner",
     "TuneStudy", "add_parsers", "check_definition", "claim", "create", "distributions", "export",
     "final_files", "final_frameworks", "final_specs", "holders", "is_void", "issue_tickets",
     "load", "make_definition", "make_pruner", "make_sampler", "open_storage", "owner_alive",
     "owner_info",
     "pareto_rung_prune", "parse_space", "plan_studies", "progress", "quoted_definition",
     "read_definition", "reap", "run_final", "run_trial", "run_worker", "spec_for", "storage_label",
-    "study_name", "suggest", "trials_table", "worker_files",
+    "study_file", "study_folder", "study_name", "suggest", "trials_table", "worker_files",
 ]

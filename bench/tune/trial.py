@@ -6,7 +6,7 @@ memory, gives PRUNED (the sampler then ranks it below the completed trials, so T
 to avoid a learning rate that diverges); an unexpected exception gives FAIL. All three count
 towards N and the study goes on.
 
-``Trainer`` loads the study's backend and dataset once per worker process, on its first
+``TrialRunner`` loads the study's backend and dataset once per worker process, on its first
 trial.
 """
 
@@ -31,7 +31,7 @@ def _rate(point: dict, batch: int) -> float:
     return point["step"] * batch / max(point["elapsed_s"], 1e-9)
 
 
-class Trainer:
+class TrialRunner:
     """Trains a trial's spec with this worker's backend and dataset (loaded once)."""
 
     def __init__(self, defn: dict):

@@ -12,7 +12,7 @@ from .definition import check_definition, read_definition
 from .liveness import reap
 from .storage import load, make_pruner, make_sampler, open_storage, storage_label
 from .tickets import claim, issue_tickets, progress
-from .trial import Trainer, run_trial
+from .trial import TrialRunner, run_trial
 
 
 def create(defn: dict, out: str | Path) -> dict:
@@ -49,7 +49,7 @@ def run_worker(study_dir: str | Path, worker: int, train_fn=None, done: str | No
 
     defn = read_definition(study_dir)
     storage = open_storage(defn, study_dir)
-    train_fn = train_fn or Trainer(defn)
+    train_fn = train_fn or TrialRunner(defn)
     n = defn["trials"]
     gpu = defn["base"]["device"] in ("cuda", "auto") and visible_gpus() > 0
     # one sampler per worker for its whole life (a sampler made anew for each trial would
@@ -69,7 +69,7 @@ def run_worker(study_dir: str | Path, worker: int, train_fn=None, done: str | No
             t0 = time.time()
             ran.append(run_trial(study, storage, frozen, defn, worker, train_fn))
         if time.time() - t0 > 5:
-            # let a job waiting for this CPU slot (another worker, a training batch) take it
+            # let a job waiting for this CPU slot (another worker, a training job) take it
             # before this worker grabs it again: slot waiters poll every 0.5 s
             time.sleep(0.6)
     p = progress(study.get_trials(deepcopy=False), n)

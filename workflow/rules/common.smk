@@ -1,4 +1,4 @@
-# The study grid: config -> validated settings -> runs -> jobs (batches of runs).
+# The study grid: config -> validated settings -> runs -> jobs (groups of runs).
 # The expansion lives in bench.study.plan so the tests check exactly what is scheduled here.
 
 import json
@@ -11,6 +11,7 @@ sys.path.insert(0, workflow.basedir)
 from bench.config import check_config  # noqa: E402
 from bench import __version__ as BENCH_VERSION  # noqa: E402
 from bench.study.plan import jobs, race_epochs  # noqa: E402
+from bench.tune.paths import BEST_FILE, PARQUET_FILE, TUNE_DIR, study_file, study_folder  # noqa: E402
 
 try:
     config = check_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
@@ -18,7 +19,7 @@ try:
 except ValueError as e:  # one line naming the key/value; no traceback, no job started
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-BATCHES = {b.name: b for b in GRID_JOBS + STUDY_JOBS}
+JOBS = {b.name: b for b in GRID_JOBS + STUDY_JOBS}
 # Every training job reads it to print the study's progress and time left (bench.study.progress).
 STUDY_PLAN = "results/plan.json"
 
@@ -32,40 +33,40 @@ onstart:
 LR_GROUPS = sorted({f"{b.family}-{b.dataset}" for b in GRID_JOBS})
 
 
-def lr_file(batch):
-    return f"results/lr/{batch.family}-{batch.dataset}.json"
+def lr_file(job):
+    return f"results/lr/{job.family}-{job.dataset}.json"
 
 
-def batch_lr_input(wildcards):
+def job_lr_input(wildcards):
     """A study job whose rates are chosen on validation waits for its selection file."""
-    b = BATCHES[wildcards.batch]
+    b = JOBS[wildcards.job]
     return [lr_file(b)] if b.choose_lr else []
 
 
-def batch_lr_arg(wildcards):
-    b = BATCHES[wildcards.batch]
+def job_lr_arg(wildcards):
+    b = JOBS[wildcards.job]
     return f"--lr-from {shlex.quote(lr_file(b))}" if b.choose_lr else ""
 
 
-def grid_batches_of(wildcards):
+def grid_jobs_of(wildcards):
     """The grid jobs of one (family, dataset), whose records the selection reads."""
-    return [f"results/batches/{b.name}.json" for b in GRID_JOBS
+    return [f"results/jobs/{b.name}.json" for b in GRID_JOBS
             if f"{b.family}-{b.dataset}" == wildcards.group]
 
 
-def batch_drop_arg(wildcards):
+def job_drop_arg(wildcards):
     """A grid job stops rates that fall behind an earlier one (study.lr_grid_drop)."""
-    drop = BATCHES[wildcards.batch].drop
+    drop = JOBS[wildcards.job].drop
     return f"--drop-behind {drop[0]}:{drop[1]}" if drop else ""
 
 
-def batch_specs(wildcards):
-    """The batch's specs as one shell-quoted JSON argument (a params change reruns the job)."""
-    specs = [s.to_dict() for s in BATCHES[wildcards.batch].specs]
+def job_specs(wildcards):
+    """The job's specs as one shell-quoted JSON argument (a params change reruns the job)."""
+    specs = [s.to_dict() for s in JOBS[wildcards.job].specs]
     return shlex.quote(json.dumps(specs, sort_keys=True, separators=(",", ":")))
 
 
-def batch_threads(wildcards):
+def job_threads(wildcards):
     return config["threads"]
 
 
@@ -82,15 +83,15 @@ def train_resources():
 def final_inputs(wildcards):
     """The study's best parameters, and for a transfer check the smaller study's too."""
     study = TUNE[wildcards.study]
-    out = [f"results/tune/{study.name}/best.json"]
+    out = [study_file(study.name, BEST_FILE)]
     if study.transfer_from:
-        out.append(f"results/tune/{study.transfer_from}/best.json")
+        out.append(study_file(study.transfer_from, BEST_FILE))
     return out
 
 
 def final_transfer_arg(wildcards):
     src = TUNE[wildcards.study].transfer_from
-    return f"--transfer-from results/tune/{src}" if src else ""
+    return f"--transfer-from {study_folder(src)}" if src else ""
 
 
 # ---- report (workflow/rules/report.smk)
@@ -98,15 +99,15 @@ def final_transfer_arg(wildcards):
 
 def report_tune_inputs(wildcards):
     """The exported trials and best parameters of every configured tuning study."""
-    return [f"results/tune/{name}/{f}" for name in sorted(globals().get("TUNE", {}))
-            for f in ("best.json", "trials.parquet")]
+    return [study_file(name, f) for name in sorted(globals().get("TUNE", {}))
+            for f in (BEST_FILE, PARQUET_FILE)]
 
 
 def report_tune_args(wildcards):
     names = sorted(globals().get("TUNE", {}))
     if not names:
         return ""
-    return "--tune-dir results/tune " + " ".join(f"--study {shlex.quote(n)}" for n in names)
+    return f"--tune-dir {TUNE_DIR} " + " ".join(f"--study {shlex.quote(n)}" for n in names)
 
 
 def report_pages():

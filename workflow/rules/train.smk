@@ -1,18 +1,18 @@
-# Training: one job per batch of runs (one framework, one process). Each run's record is
+# Training: one job per group of runs (one framework, one process). Each run's record is
 # written atomically to results/runs/<run_id>.json as soon as it finishes; a rerun skips
 # runs whose record of this bench version exists, so a killed job loses at most the run in
 # flight.
 
 
-rule train_batch:
+rule train_job:
     input:
-        lr=batch_lr_input,
+        lr=job_lr_input,
     output:
-        "results/batches/{batch}.json",
+        "results/jobs/{job}.json",
     params:
-        specs=batch_specs,
-        lr=batch_lr_arg,
-        drop=batch_drop_arg,
+        specs=job_specs,
+        lr=job_lr_arg,
+        drop=job_drop_arg,
         # a new bench version reruns every job (its records mean something else)
         version=BENCH_VERSION,
         data_dir=shlex.quote(config["data_dir"]),
@@ -21,18 +21,18 @@ rule train_batch:
         save="--save-model" if config["save_model"] else "",
         plan=STUDY_PLAN,  # read for the progress line only, so not an input
     log:
-        "results/logs/train/{batch}.log",
+        "results/logs/train/{job}.log",
     conda:
         "../envs/bench.yaml"
     benchmark:
-        "results/benchmarks/train/{batch}.tsv"
-    threads: batch_threads
+        "results/benchmarks/train/{job}.tsv"
+    threads: job_threads
     resources:
         **train_resources(),
     message:
-        "training batch {wildcards.batch}"
+        "training job {wildcards.job}"
     shell:
-        "python -m bench run-batch --specs {params.specs} --out-dir results/runs "
+        "python -m bench run-job --specs {params.specs} --out-dir results/runs "
         "--done {output:q} --data-dir {params.data_dir} {params.pickle} {params.lr} {params.drop} "
         "--mem-limit-mb {params.mem_limit} {params.save} --study-plan {params.plan} 2> {log:q}"
 
@@ -41,7 +41,7 @@ rule train_batch:
 # the rate of every (size, optimizer), which the study jobs of that family then train with.
 rule select_lr:
     input:
-        grid_batches_of,
+        grid_jobs_of,
     output:
         "results/lr/{group}.json",
     params:

@@ -7,7 +7,18 @@
 # results/tune/<study>/journal.log (the Optuna journal) is never a rule output: Snakemake
 # would delete it before rerunning a job, and a rerun must resume the study, not restart it.
 
-from bench.tune import final_files, plan_studies, quoted_definition, worker_files  # noqa: E402
+from bench.tune import (  # noqa: E402
+    BEST_FILE,
+    CSV_FILE,
+    DEFINITION_FILE,
+    PARQUET_FILE,
+    final_files,
+    plan_studies,
+    quoted_definition,
+    study_file,
+    study_folder,
+    worker_files,
+)
 
 try:
     TUNE = {s.name: s for s in plan_studies(config)}
@@ -19,7 +30,7 @@ except ValueError as e:  # one line naming the key/value; no traceback, no job s
 
 rule tune_create:
     output:
-        "results/tune/{study}/study.json",
+        study_file("{study}", DEFINITION_FILE),
     params:
         definition=lambda wildcards: quoted_definition(TUNE[wildcards.study]),
     log:
@@ -37,9 +48,11 @@ rule tune_create:
 
 rule tune_worker:
     input:
-        "results/tune/{study}/study.json",
+        study_file("{study}", DEFINITION_FILE),
     output:
-        "results/tune/{study}/workers/{worker}.json",
+        study_file("{study}", "workers/{worker}.json"),
+    params:
+        folder=lambda wildcards: study_folder(wildcards.study),
     log:
         "results/logs/tune/{study}/worker-{worker}.log",
     conda:
@@ -49,13 +62,13 @@ rule tune_worker:
     wildcard_constraints:
         study="[a-z0-9_-]+",
         worker="[0-9]+",
-    threads: batch_threads
+    threads: job_threads
     resources:
         **train_resources(),
     message:
         "tuning {wildcards.study}: worker {wildcards.worker}"
     shell:
-        "python -m bench tune-worker --study-dir results/tune/{wildcards.study:q} "
+        "python -m bench tune-worker --study-dir {params.folder:q} "
         "--worker {wildcards.worker} --done {output:q} 2> {log:q}"
 
 
@@ -63,9 +76,11 @@ rule tune_export:
     input:
         lambda wildcards: worker_files(TUNE[wildcards.study]),
     output:
-        best="results/tune/{study}/best.json",
-        csv="results/tune/{study}/trials.csv",
-        parquet="results/tune/{study}/trials.parquet",
+        best=study_file("{study}", BEST_FILE),
+        csv=study_file("{study}", CSV_FILE),
+        parquet=study_file("{study}", PARQUET_FILE),
+    params:
+        folder=lambda wildcards: study_folder(wildcards.study),
     log:
         "results/logs/tune/{study}/export.log",
     conda:
@@ -75,7 +90,7 @@ rule tune_export:
     message:
         "exporting the best parameters and trials of {wildcards.study}"
     shell:
-        "python -m bench tune-export --study-dir results/tune/{wildcards.study:q} "
+        "python -m bench tune-export --study-dir {params.folder:q} "
         "--best {output.best:q} --csv {output.csv:q} --parquet {output.parquet:q} 2> {log:q}"
 
 
@@ -85,8 +100,9 @@ rule tune_final:
     input:
         final_inputs,
     output:
-        "results/tune/{study}/final-{framework}.json",
+        study_file("{study}", "final-{framework}.json"),
     params:
+        folder=lambda wildcards: study_folder(wildcards.study),
         version=BENCH_VERSION,  # a new bench version redoes the final runs' records
         save="--save-model" if config["save_model"] else "",
         transfer=final_transfer_arg,
@@ -99,12 +115,12 @@ rule tune_final:
     wildcard_constraints:
         study="[a-z0-9_-]+",
         framework="torch|tf",
-    threads: batch_threads
+    threads: job_threads
     resources:
         **train_resources(),
     message:
         "final runs of {wildcards.study} in {wildcards.framework} with its best parameters"
     shell:
-        "python -m bench tune-final --study-dir results/tune/{wildcards.study:q} "
+        "python -m bench tune-final --study-dir {params.folder:q} "
         "--framework {wildcards.framework} --out-dir results/runs --done {output:q} "
         "{params.transfer} {params.save} 2> {log:q}"

@@ -21,7 +21,7 @@ class CNNSize:
     embed: int  # embedding width, used only on token inputs
 
 
-# `seed` is the article's example, reproduced exactly.
+# `article` is the article's example, reproduced exactly.
 SIZES = {
     "xs": CNNSize(4, 8, 16, 8),
     "s": CNNSize(8, 16, 32, 16),
@@ -29,7 +29,7 @@ SIZES = {
     "l": CNNSize(32, 64, 256, 64),
     "xl": CNNSize(64, 128, 1024, 64),
     "xxl": CNNSize(128, 256, 2048, 128),
-    "seed": CNNSize(32, 64, 128, 64),
+    "article": CNNSize(32, 64, 128, 64),
 }
 
 

@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..torch_layers import BatchNorm, Model, conv_slots, linear_slots, maybe_bn, norm_slots, plain
+from ..torch_layers import (
+    BatchNorm,
+    Model,
+    conv_bindings,
+    linear_bindings,
+    maybe_bn,
+    norm_bindings,
+    plain,
+)
 from .spec import cnn_geometry
 
 if TYPE_CHECKING:
@@ -72,13 +80,13 @@ class CNN(Model):
         x = self.drop(F.relu(self.dense(x)))
         return self.head(x)
 
-    def slots(self):
+    def bindings(self):
         out = [plain("embed", self.embed.weight)] if self.embed is not None else []
         for i, (c, bn) in enumerate(((self.conv1, self.bn1), (self.conv2, self.bn2)), 1):
-            out += conv_slots(f"conv{i}", c)
+            out += conv_bindings(f"conv{i}", c)
             if isinstance(bn, BatchNorm):
-                out += norm_slots(f"bn{i}", bn)
-        return out + linear_slots("dense", self.dense) + linear_slots("head", self.head)
+                out += norm_bindings(f"bn{i}", bn)
+        return out + linear_bindings("dense", self.dense) + linear_bindings("head", self.head)
 
 
 

@@ -31,7 +31,7 @@ SIZES = {
     "l": RNNSize(64, 256, 2),
     "xl": RNNSize(128, 512, 2),
     "xxl": RNNSize(256, 1024, 3),
-    "seed": RNNSize(64, 128, 2),
+    "article": RNNSize(64, 128, 2),
 }
 GATES = {"lstm": 4, "gru": 3}  # i,f,c,o and z,r,h
 

@@ -11,11 +11,11 @@ from torch import nn
 
 from ..torch_layers import (
     BatchNorm,
+    Binding,
     Model,
-    Slot,
-    linear_slots,
+    linear_bindings,
     maybe_bn,
-    norm_slots,
+    norm_bindings,
     plain,
     to_tensor,
 )
@@ -61,7 +61,7 @@ class RNN(Model):
             out, _ = self.rnn(x)
         return self.head(self.drop(self.bn(out[:, -1])))
 
-    def slots(self):
+    def bindings(self):
         h = self.hidden
         if self.cell == "lstm":
             to_t = to_c = lambda a: a.T
@@ -83,8 +83,8 @@ class RNN(Model):
             else:
                 out.append(self._gru_bias(f"rnn{i}.bias", w["bias_ih"], w["bias_hh"], to_t))
         if isinstance(self.bn, BatchNorm):
-            out += norm_slots("bn", self.bn)
-        return out + linear_slots("head", self.head)
+            out += norm_bindings("bn", self.bn)
+        return out + linear_bindings("head", self.head)
 
     @staticmethod
     def _gru_bias(name, b_ih, b_hh, to_t):
@@ -99,7 +99,7 @@ class RNN(Model):
             h = both.shape[1] // 3
             return np.concatenate([both[:, h:2 * h], both[:, :h], both[:, 2 * h:]], 1)
 
-        return Slot(name, [b_ih, b_hh], put, get)
+        return Binding(name, [b_ih, b_hh], put, get)
 
 
 def model(spec: RunSpec) -> RNN:

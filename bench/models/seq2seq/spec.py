@@ -25,7 +25,7 @@ class Seq2SeqSize:
     ff: int
 
 
-# `seed` has the shape of the article's Marian model (opus-mt-en-fr): 6+6 layers,
+# `article` has the shape of the article's Marian model (opus-mt-en-fr): 6+6 layers,
 # d_model 512, 8 heads, FFN 2048; with this task's 62-word vocabulary, not Marian's
 # 59,514, it has 44.2M parameters instead of about 75M (the embedding is the difference).
 SIZES = {
@@ -34,7 +34,7 @@ SIZES = {
     "m": Seq2SeqSize(64, 4, 2, 2, 128),
     "l": Seq2SeqSize(128, 4, 3, 3, 256),
     "xl": Seq2SeqSize(256, 8, 4, 4, 1024),
-    "seed": Seq2SeqSize(512, 8, 6, 6, 2048),
+    "article": Seq2SeqSize(512, 8, 6, 6, 2048),
 }
 
 

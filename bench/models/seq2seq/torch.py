@@ -16,12 +16,12 @@ from torch import nn
 from ...registry import LAYERNORM_EPS
 from ..torch_layers import (
     AUTOCAST,
+    Binding,
     Block,
     Model,
-    Slot,
-    attention_slots,
-    linear_slots,
-    norm_slots,
+    attention_bindings,
+    linear_bindings,
+    norm_bindings,
     plain,
     positions,
     residual,
@@ -115,12 +115,12 @@ class DecoderBlock(Block):
                       self.post_ln, self.drop)
         return residual(x, self._ff, self.ln3, self.post_ln, self.drop)
 
-    def slots(self, prefix: str) -> list[Slot]:
-        out = norm_slots(prefix + "ln1", self.ln1) + attention_slots(prefix, self)
-        out += norm_slots(prefix + "ln2", self.ln2) + attention_slots(prefix, self, "x")
-        out += norm_slots(prefix + "ln3", self.ln3)
-        out += linear_slots(prefix + "ff1", self.ff1)
-        return out + linear_slots(prefix + "ff2", self.ff2)
+    def bindings(self, prefix: str) -> list[Binding]:
+        out = norm_bindings(prefix + "ln1", self.ln1) + attention_bindings(prefix, self)
+        out += norm_bindings(prefix + "ln2", self.ln2) + attention_bindings(prefix, self, "x")
+        out += norm_bindings(prefix + "ln3", self.ln3)
+        out += linear_bindings(prefix + "ff1", self.ff1)
+        return out + linear_bindings(prefix + "ff2", self.ff2)
 
 
 class Seq2Seq(Model):
@@ -186,14 +186,14 @@ class Seq2Seq(Model):
     def forward(self, src, tgt_in):
         return self.decode(tgt_in, *self.encode(src))
 
-    def slots(self):
+    def bindings(self):
         out = [plain("embed", self.embed.weight)]
         for i, block in enumerate(self.enc):
-            out += block.slots(f"enc{i}.")
-        out += norm_slots("enc_ln", self.enc_ln) if self.arch.final_ln else []
+            out += block.bindings(f"enc{i}.")
+        out += norm_bindings("enc_ln", self.enc_ln) if self.arch.final_ln else []
         for i, block in enumerate(self.dec):
-            out += block.slots(f"dec{i}.")
-        out += norm_slots("dec_ln", self.dec_ln) if self.arch.final_ln else []
+            out += block.bindings(f"dec{i}.")
+        out += norm_bindings("dec_ln", self.dec_ln) if self.arch.final_ln else []
         return out + [plain("head.bias", self.head_bias)]
 
 

@@ -31,7 +31,7 @@ SIZES = {
     "l": TransformerSize(128, 4, 4, 512),
     "xl": TransformerSize(256, 8, 6, 1024),
     "xxl": TransformerSize(512, 8, 8, 2048),
-    "seed": TransformerSize(64, 4, 2, 256),
+    "article": TransformerSize(64, 4, 2, 256),
 }
 
 # The Transformer reads a series in patches of this many consecutive steps, one token each

@@ -12,9 +12,9 @@ from ..torch_layers import (
     BatchNorm,
     Block,
     Model,
-    linear_slots,
+    linear_bindings,
     maybe_bn,
-    norm_slots,
+    norm_bindings,
     plain,
     positions,
 )
@@ -56,17 +56,17 @@ class Transformer(Model):
         x = self.ln(x).mean(1)
         return self.head(self.drop(self.bn(x)))
 
-    def slots(self):
+    def bindings(self):
         if self.embed is not None:
             out = [plain("embed", self.embed.weight)]
         else:
-            out = linear_slots("proj", self.proj)
+            out = linear_bindings("proj", self.proj)
         for i, block in enumerate(self.blocks):
-            out += block.slots(f"block{i}.")
-        out += norm_slots("ln", self.ln)
+            out += block.bindings(f"block{i}.")
+        out += norm_bindings("ln", self.ln)
         if isinstance(self.bn, BatchNorm):
-            out += norm_slots("bn", self.bn)
-        return out + linear_slots("head", self.head)
+            out += norm_bindings("bn", self.bn)
+        return out + linear_bindings("head", self.head)
 
 
 def model(spec: RunSpec) -> Transformer:

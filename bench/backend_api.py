@@ -40,7 +40,7 @@ Training (one meaning in both frameworks):
 - Memory: the device allocator's peak since reset_peak_memory(); None on a CPU.
 
 A backend must not slow its framework down: no host syncs inside step(), data stays on the
-device, batches are gathered there (tests/test_<backend>.py; `python -m bench speed`).
+device, batches are gathered there (tests/test_backend.py; `python -m bench speed`).
 """
 
 from __future__ import annotations

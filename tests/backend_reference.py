@@ -1,13 +1,25 @@
-"""Framework-neutral references the per-framework backend tests share.
+"""Framework-neutral references the backend tests share (tests/test_backend.py and the
+framework modules beside it).
 
 numpy only: each backend's tests run in a process of their own framework and import this.
+The numpy forward pass is written from the canonical Keras-layout weights, so a transposed
+kernel or a swapped gate shows up without the other framework.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bench.registry import ADAM_BETAS, EPSILON, RMSPROP_RHO
+from bench.models.cnn.spec import cnn_geometry
+from bench.models.transformer.spec import transformer_tokens
+from bench.registry import (
+    ADAM_BETAS,
+    BATCHNORM_EPS,
+    EPSILON,
+    LAYERNORM_EPS,
+    RMSPROP_RHO,
+)
+from bench.sizes import weight_shapes
 from bench.spec import RunSpec
 
 
@@ -123,3 +135,130 @@ def reference_update(name: str, grads, lrs, p0):
         else:
             raise NotImplementedError(f"no reference update rule for optimizer {name!r}")
     return p
+
+
+def random_weights(spec: RunSpec, seed: int = 1) -> list[np.ndarray]:
+    """Canonical weights in which every weight matters: for classifiers nonzero biases and
+    norm shifts; for seq2seq unit scale in every part (LayerNorm gains near 1, random
+    biases), so that a wrong name, layout or mask shows in the logits."""
+    rng = np.random.default_rng(seed)
+    shapes = weight_shapes(spec.family, spec.size, spec.dataset, spec.batchnorm)
+    if spec.family == "seq2seq":
+        return [(rng.standard_normal(shape) * (1 / np.sqrt(shape[0]) if len(shape) > 1 else 0.3)
+                 + name.endswith(".gamma")).astype(np.float32) for name, shape in shapes]
+    return [
+        (rng.standard_normal(shape) * (0.5 / np.sqrt(shape[0] if len(shape) > 1 else 4)))
+        .astype(np.float32)
+        for _, shape in shapes
+    ]
+
+
+# ---------------------------------------------------------------------------- numpy model
+
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _conv(x, k, b, same):
+    """Channels-last convolution, stride 1: x (N, *S, C), k (*K, C, O)."""
+    if same:
+        x = np.pad(x, [(0, 0)] + [(1, 1)] * (x.ndim - 2) + [(0, 0)])
+    ks = k.shape[:-2]
+    out_sp = [s - kk + 1 for s, kk in zip(x.shape[1:-1], ks, strict=True)]
+    out = np.zeros((x.shape[0], *out_sp, k.shape[-1]))
+    for off in np.ndindex(*ks):
+        window = tuple(slice(o, o + n) for o, n in zip(off, out_sp, strict=True))
+        out += x[(slice(None), *window)] @ k[off]
+    return out + b
+
+
+def _pool(x):
+    if x.ndim == 4:
+        n, h, w, c = x.shape
+        return x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).max((2, 4))
+    n, length, c = x.shape
+    return x[:, : length // 2 * 2].reshape(n, length // 2, 2, c).max(2)
+
+
+def _bn_eval(x, gamma, beta):  # fresh running statistics: mean 0, variance 1
+    return x / np.sqrt(1 + BATCHNORM_EPS) * gamma + beta
+
+
+def _layernorm(x, gamma, beta):
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + LAYERNORM_EPS) * gamma + beta
+
+
+def reference_forward(spec: RunSpec, weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """A classifier's eval-mode logits from canonical weights, in float64 numpy (the
+    conventions of bench.torch_backend's docstring, written out the Keras way)."""
+    names = [n for n, _ in weight_shapes(spec.family, spec.size, spec.dataset, spec.batchnorm)]
+    w = {n: a.astype(np.float64) for n, a in zip(names, weights, strict=True)}
+    info = spec.info
+    if "embed" in w:
+        h = w["embed"][x]
+    elif spec.family == "cnn":
+        h = x.astype(np.float64)
+    elif spec.family == "transformer":  # series in patches of consecutive steps, images by row
+        h = x.reshape(len(x), *transformer_tokens(info)).astype(np.float64)
+    else:  # sequences: images row by row
+        h = x.reshape(len(x), info.shape[0], -1).astype(np.float64)
+    if spec.family == "cnn":
+        same = cnn_geometry(h.shape[1:])[0] == "same"
+        for i in (1, 2):
+            h = _conv(h, w[f"conv{i}.kernel"], w[f"conv{i}.bias"], same)
+            if spec.batchnorm:
+                h = _bn_eval(h, w[f"bn{i}.gamma"], w[f"bn{i}.beta"])
+            h = _pool(np.maximum(h, 0))
+        h = np.maximum(h.reshape(len(h), -1) @ w["dense.kernel"] + w["dense.bias"], 0)
+    elif spec.family in ("lstm", "gru"):
+        for i in range(spec.arch.layers):
+            k, r, b = (w[f"rnn{i}.{s}"] for s in ("kernel", "recurrent_kernel", "bias"))
+            hid = r.shape[0]
+            state = np.zeros((len(h), hid))
+            cell = np.zeros((len(h), hid))
+            outs = []
+            for t in range(h.shape[1]):
+                if spec.family == "lstm":
+                    z = h[:, t] @ k + state @ r + b
+                    ig, fg, cg, og = np.split(z, 4, axis=1)
+                    cell = _sigmoid(fg) * cell + _sigmoid(ig) * np.tanh(cg)
+                    state = _sigmoid(og) * np.tanh(cell)
+                else:  # Keras GRU, reset_after: gates z, r, h
+                    xz, xr, xh = np.split(h[:, t] @ k + b[0], 3, axis=1)
+                    rz, rr, rh = np.split(state @ r + b[1], 3, axis=1)
+                    zg, rg = _sigmoid(xz + rz), _sigmoid(xr + rr)
+                    state = zg * state + (1 - zg) * np.tanh(xh + rg * rh)
+                outs.append(state)
+            h = np.stack(outs, 1)
+        h = h[:, -1]
+        if spec.batchnorm:
+            h = _bn_eval(h, w["bn.gamma"], w["bn.beta"])
+    else:
+        if "proj.kernel" in w:
+            h = h @ w["proj.kernel"] + w["proj.bias"]
+        length, d = h.shape[1:]
+        pos = np.arange(length)[:, None] / 10000 ** (np.arange(0, d, 2) / d)
+        pe = np.zeros((length, d))
+        pe[:, 0::2], pe[:, 1::2] = np.sin(pos), np.cos(pos)
+        h = h + pe
+        heads = spec.arch.heads
+        for i in range(spec.arch.layers):
+            p = f"block{i}."
+
+            def lin(name, a, p=p):
+                return a @ w[p + name + ".kernel"] + w[p + name + ".bias"]
+
+            y = _layernorm(h, w[p + "ln1.gamma"], w[p + "ln1.beta"])
+            q, k, v = (lin(n, y).reshape(len(y), length, heads, -1) for n in "qkv")
+            s = np.einsum("nqhd,nkhd->nhqk", q, k) / np.sqrt(d // heads)
+            s = np.exp(s - s.max(-1, keepdims=True))
+            a = np.einsum("nhqk,nkhd->nqhd", s / s.sum(-1, keepdims=True), v)
+            h = h + lin("o", a.reshape(len(y), length, d))
+            y = _layernorm(h, w[p + "ln2.gamma"], w[p + "ln2.beta"])
+            h = h + lin("ff2", np.maximum(lin("ff1", y), 0))
+        h = _layernorm(h, w["ln.gamma"], w["ln.beta"]).mean(1)
+        if spec.batchnorm:
+            h = _bn_eval(h, w["bn.gamma"], w["bn.beta"])
+    return h @ w["head.kernel"] + w["head.bias"]

@@ -1,7 +1,9 @@
 """One framework per process, in tests too.
 
 `python -m pytest` runs the framework-neutral tests and the torch ones;
-`BENCH_TEST_FRAMEWORK=tf python -m pytest` runs only the TensorFlow ones. Tests that
+`BENCH_TEST_FRAMEWORK=tf python -m pytest` runs only the TensorFlow ones (modules named
+test_tf_*). tests/test_backend.py runs in both: it tests the backend of the process's
+framework (FRAMEWORK) through the contract in bench.backend_api, once for both. Tests that
 compare frameworks start one subprocess per framework (tests/parity_worker.py).
 """
 
@@ -16,11 +18,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORK = os.environ.get("BENCH_TEST_FRAMEWORK", "torch")
+# Modules of neither framework that both processes collect.
+EVERY_FRAMEWORK = {"test_backend.py"}
 
 
 def pytest_ignore_collect(collection_path, config):
     name = collection_path.name
-    if not name.startswith("test_") or not name.endswith(".py"):
+    if not name.startswith("test_") or not name.endswith(".py") or name in EVERY_FRAMEWORK:
         return None
     if FRAMEWORK == "tf":
         return not name.startswith("test_tf_")
@@ -32,9 +36,9 @@ SMOKE_FIXTURES = {"smoke_workflow", "copy_smoke"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`-n auto --dist loadgroup`, the README's test command) a worker
-    takes whole modules, so a module-scoped fixture is built once; the modules that share the
-    smoke study go to one worker together, so the study runs once (it takes minutes)."""
+    """Under pytest-xdist (`-n auto --dist loadgroup`, pyproject.toml's pytest options) a
+    worker takes whole modules, so a module-scoped fixture is built once; the modules that
+    share the smoke study go to one worker together, so the study runs once (minutes)."""
     smoke_modules = {item.path for item in items if SMOKE_FIXTURES & set(item.fixturenames)}
     for item in items:
         group = "smoke" if item.path in smoke_modules else item.path.name
@@ -96,6 +100,37 @@ def copy_smoke(smoke_workflow, tmp_path):
     dest = tmp_path / "smoke"
     shutil.copytree(wd, dest, symlinks=True, ignore=shutil.ignore_patterns(".slots"))
     return dest
+
+
+@pytest.fixture(scope="session")
+def s2s_data():
+    """The translation pairs the seq2seq backend tests train and decode on."""
+    from bench.data import load
+
+    return load("en_fr_numbers")
+
+
+@pytest.fixture(scope="session")
+def trained_seq2seq(s2s_data):
+    """An xs translation model of this process's framework after 300 Adam steps: right on
+    some sentences, wrong on others, so decoded rows end at many lengths. Nothing may train
+    it further (tests/test_backend.py and tests/test_tf_backend.py decode with it)."""
+    import numpy as np
+
+    from bench.backend_api import load_backend
+    from bench.spec import RunSpec
+
+    backend = load_backend(FRAMEWORK)
+    backend.setup(1, "cpu", 0)
+    spec = RunSpec.create(family="seq2seq", framework=FRAMEWORK, dataset="en_fr_numbers",
+                          size="xs", optimizer="adam", lr=3e-3)
+    trainer = backend.Trainer(backend.build(spec), spec)
+    x, y = backend.to_device(s2s_data.x_train), backend.to_device(s2s_data.y_train)
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        idx = rng.integers(0, len(s2s_data.y_train), 64)
+        trainer.step(backend.take(x, idx), backend.take(y, idx), spec.lr)
+    return trainer
 
 
 @contextlib.contextmanager

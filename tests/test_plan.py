@@ -224,9 +224,9 @@ def test_full_grid_count(load, tmp_path):
     specs = plan(config)
     assert len(specs) == expected_count(config)
     assert len({s.run_id for s in specs}) == len(specs)
-    seeds = {(s.family, s.dataset, s.size) for s in specs if s.size == "article"}
-    assert {("cnn", "mnist", "seed"), ("lstm", "imdb", "seed")} <= seeds
-    assert ("seq2seq", "en_fr_numbers", "seed") in seeds
+    articles = {(s.family, s.dataset, s.size) for s in specs if s.size == "article"}
+    assert {("cnn", "mnist", "article"), ("lstm", "imdb", "article")} <= articles
+    assert ("seq2seq", "en_fr_numbers", "article") in articles
 
 
 def test_centre_optimizer_must_be_in_sweep(load):

@@ -8,6 +8,8 @@ compare frameworks start one subprocess per framework (tests/parity_worker.py).
 """
 
 import contextlib
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -31,18 +33,19 @@ def pytest_ignore_collect(collection_path, config):
     return True if name.startswith("test_tf_") else None
 
 
-# The smoke study is one session fixture; every module whose tests reach it is one group.
+# The tests that read the smoke study's results (built once, see smoke_workflow).
 SMOKE_FIXTURES = {"smoke_workflow", "copy_smoke"}
 
 
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`-n auto --dist loadgroup`, pyproject.toml's pytest options) a
-    worker takes whole modules, so a module-scoped fixture is built once; the modules that
-    share the smoke study go to one worker together, so the study runs once (minutes)."""
+    worker takes whole modules, so a module-scoped fixture is built once. The modules that
+    read the smoke study go first: one worker builds it on every core while the others wait
+    for it, and their long tests (SLURM, the browser) do not end the run alone."""
     smoke_modules = {item.path for item in items if SMOKE_FIXTURES & set(item.fixturenames)}
+    items.sort(key=lambda item: item.path not in smoke_modules)  # stable: order kept within
     for item in items:
-        group = "smoke" if item.path in smoke_modules else item.path.name
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 @pytest.fixture
@@ -81,16 +84,39 @@ def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def study_variant(wd: Path, name: str, **changes) -> str:
+    """config/<name>.yaml in `wd`: the smoke config with `changes` ("study.seeds": [0, 1])."""
+    import yaml
+
+    cfg = yaml.safe_load((wd / "config/smoke.yaml").read_text())
+    for key, value in changes.items():
+        section, _, leaf = key.rpartition(".")
+        (cfg[section] if section else cfg)[leaf] = value
+    (wd / f"config/{name}.yaml").write_text(yaml.safe_dump(cfg))
+    return f"config/{name}.yaml"
+
+
 @pytest.fixture(scope="session")
 def smoke_workflow(tmp_path_factory):
-    """One real run of config/smoke.yaml, shared by every test that inspects its outputs.
+    """One real run of config/smoke.yaml, shared by every test that inspects its outputs,
+    read-only: tests that run the workflow again work on a copy (see `copy_smoke`).
 
-    Tests that change the study work on a copy (see `copy_smoke`).
-    """
-    wd = copy_workflow(tmp_path_factory.mktemp("smoke"))
-    p = snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml")
-    assert p.returncode == 0, p.stderr[-4000:]
-    return wd, p
+    Under pytest-xdist each worker has a session of its own: the first to get here builds
+    the study in the run's shared temporary folder while the others wait on the lock."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder every worker's base folder is in
+    wd, done = root / "smoke", root / "smoke.json"
+    with open(root / "smoke.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(wd, ignore_errors=True)  # what a failed build left
+            wd.mkdir()
+            p = snakemake(copy_workflow(wd), "--cores", "2", "--configfile", "config/smoke.yaml")
+            assert p.returncode == 0, p.stderr[-4000:]
+            done.write_text(json.dumps({"args": p.args, "stdout": p.stdout, "stderr": p.stderr}))
+    d = json.loads(done.read_text())
+    return wd, subprocess.CompletedProcess(d["args"], 0, d["stdout"], d["stderr"])
 
 
 @pytest.fixture

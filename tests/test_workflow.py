@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import copy_workflow, snakemake, snakemake_env, writes_denied
+from conftest import copy_workflow, snakemake, snakemake_env, study_variant, writes_denied
 
 from bench.config import check_config
 from bench.study.plan import lr_grid_runs, plan, unit_of
@@ -107,8 +107,8 @@ def test_save_model_keeps_weights_the_translate_verb_reads(smoke_workflow, bench
     assert len(p.stdout.splitlines()) == 2
 
 
-def test_rerun_with_nothing_changed_does_nothing(smoke_workflow):
-    wd, _ = smoke_workflow
+def test_rerun_with_nothing_changed_does_nothing(copy_smoke):
+    wd = copy_smoke  # a copy: the shared study stays read-only while other workers copy it
     p = snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "Nothing to be done" in p.stdout + p.stderr
@@ -193,19 +193,12 @@ def _kill_everything_in(wd: Path) -> None:
             pass
 
 
-def _study_variant(wd: Path, name: str, **changes) -> str:
-    cfg = yaml.safe_load((wd / "config/smoke.yaml").read_text())
-    for key, value in changes.items():
-        section, _, leaf = key.rpartition(".")
-        (cfg[section] if section else cfg)[leaf] = value
-    (wd / f"config/{name}.yaml").write_text(yaml.safe_dump(cfg))
-    return f"config/{name}.yaml"
-
-
 def test_kill_9_mid_study_then_the_documented_rerun_completes(tmp_path):
     wd = copy_workflow(tmp_path)
     runs = wd / "results/runs"
-    cfg = _study_variant(wd, "cnn", **{"study.families": ["cnn"]})  # half the smoke study
+    # the smoke study's PyTorch CNN: its grid is the whole study's (the grid runs in the
+    # first framework) and the kill lands in it; TensorFlow would add jobs, not paths
+    cfg = study_variant(wd, "cnn", **{"study.families": ["cnn"], "study.frameworks": ["torch"]})
     config = _smoke_config(wd / cfg)
     grid = {s.run_id for s in lr_grid_runs(config, plan(config))}
     proc = subprocess.Popen(
@@ -251,7 +244,7 @@ def test_kill_9_mid_study_then_the_documented_rerun_completes(tmp_path):
 
 def test_diverged_and_oom_runs_are_recorded_and_reported(copy_smoke):
     wd = copy_smoke
-    cfg = _study_variant(
+    cfg = study_variant(
         wd, "faulty", **{"study.families": ["cnn"], "study.frameworks": ["torch"],
                          "study.seeds": [0, 1, 2], "study.optimizers": {
                              "adam": {"lr": 0.003}, "sgd": {"lr": 1e12}},
@@ -285,7 +278,7 @@ def test_a_record_that_cannot_be_written_stops_its_job_and_keeps_the_rest(copy_s
     runs = wd / "results/runs"
     before = _records(wd)
     summary = (wd / "results/summary.csv").read_bytes()
-    cfg = _study_variant(wd, "more", **{"study.seeds": [0, 1, 2], "study.families": ["cnn"],
+    cfg = study_variant(wd, "more", **{"study.seeds": [0, 1, 2], "study.families": ["cnn"],
                                         "study.frameworks": ["torch"]})
     with writes_denied(runs):
         p = snakemake(wd, "--cores", "2", "--configfile", cfg)

@@ -2,7 +2,11 @@
 
 Usage: python tests/parity_worker.py FRAMEWORK FAMILY SIZE DATASET OUT.npz [DECODER.npz]
            [--variants=NAME,NAME...]
+       python tests/parity_worker.py --cases FRAMEWORK CASES.json OUTDIR
        python tests/parity_worker.py --train-decoder FRAMEWORK SIZE DATASET OUT.npz
+
+--cases runs every case of CASES.json ([[FAMILY, SIZE, DATASET, [VARIANT, ...]], ...]) in
+this one process, into OUTDIR/FAMILY-SIZE-DATASET.npz: one framework import for them all.
 
 Loads the same shared weights (random canonical weights from a fixed numpy seed, not the
 usual initialisation, so that the copy itself is tested), records the eval-mode outputs on
@@ -168,6 +172,13 @@ def main(framework, family, size, dataset, out, decoder_file=None, variants=BASE
 if __name__ == "__main__":
     if sys.argv[1] == "--train-decoder":
         train_decoder(*sys.argv[2:])
+    elif sys.argv[1] == "--cases":
+        import json
+
+        framework, cases, outdir = sys.argv[2:5]
+        for family, size, dataset, variants in json.loads(Path(cases).read_text()):
+            main(framework, family, size, dataset,
+                 Path(outdir) / f"{family}-{size}-{dataset}.npz", variants=variants)
     else:
         args = [a for a in sys.argv[1:] if not a.startswith("--variants=")]
         chosen = [a.split("=", 1)[1].split(",") for a in sys.argv[1:]

@@ -41,6 +41,7 @@ differences: 2.4e-7 for weights (2.2e-5 in those entries), 1.2e-7 for outputs, b
 included, and 2e-7 relative for losses.
 """
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,19 @@ def _dump(tmp_path, framework, family, size, dataset, *extra):
     return dict(np.load(out))
 
 
+@pytest.fixture(scope="module")
+def classifier_dumps(tmp_path_factory):
+    """Every classifier case's numbers, one worker process per framework for them all (a
+    process per case imported a framework 26 times)."""
+    root = tmp_path_factory.mktemp("parity")
+    cases = root / "cases.json"
+    cases.write_text(json.dumps([c for c in CASES if c[0] != "seq2seq"]))
+    for framework in ("torch", "tf"):
+        (root / framework).mkdir()
+        _run("--cases", framework, cases, root / framework)
+    return root
+
+
 def _weights(result, variant, n):
     return [result[f"{variant}.w{i}"] for i in range(n)]
 
@@ -122,15 +136,17 @@ def test_every_optimizer_and_regulariser_is_compared_for_every_family():
 
 @pytest.mark.parametrize("family,size,dataset,variants", CASES,
                          ids=["-".join(c[:3]) for c in CASES])
-def test_torch_and_tf_agree(tmp_path, family, size, dataset, variants):
-    extra = ()
+def test_torch_and_tf_agree(request, tmp_path, family, size, dataset, variants):
     if family == "seq2seq":  # one briefly trained decoder, decoded by both frameworks
         decoder = tmp_path / "decoder.npz"
         _run("--train-decoder", "torch", size, dataset, decoder)
-        extra = (decoder,)
-    extra += ("--variants=" + ",".join(variants),)
-    t = _dump(tmp_path, "torch", family, size, dataset, *extra)
-    k = _dump(tmp_path, "tf", family, size, dataset, *extra)
+        extra = (decoder, "--variants=" + ",".join(variants))
+        t = _dump(tmp_path, "torch", family, size, dataset, *extra)
+        k = _dump(tmp_path, "tf", family, size, dataset, *extra)
+    else:
+        root = request.getfixturevalue("classifier_dumps")
+        t, k = (dict(np.load(root / fw / f"{family}-{size}-{dataset}.npz"))
+                for fw in ("torch", "tf"))
     np.testing.assert_allclose(t["outputs"], k["outputs"], atol=1e-4, rtol=0)
     for variant in variants:
         _check_variant(t, k, variant, family, size, dataset)

@@ -26,7 +26,7 @@ def run_one(spec: RunSpec, record_path: Path, *, data_dir: str | Path, allow_pic
             data_cache: dict | None = None, on_epoch=None) -> dict:
     """Run one spec and return its record; status `error` for unexpected exceptions.
 
-    `data_cache` (dataset name -> loaded data) lets a batch load each dataset once. With
+    `data_cache` (dataset name -> loaded data) lets a job load each dataset once. With
     `save_model` the tested weights go beside `record_path`. A missing framework raises
     SpecError: no record would say anything about the run.
     """
@@ -78,7 +78,7 @@ def run_specs(specs: list[RunSpec], out_dir: Path, *, data_dir: str | Path, allo
     One line per spec on stderr says what happened to it (kept, running, and why it runs);
     `after_run` gets the ids of the specs through so far after each run. With `drop`
     (epoch, margin), a learning-rate grid's run stops as pruned where it falls behind an
-    earlier rate of its unit in this batch (`behind`).
+    earlier rate of its unit in this job (`behind`).
     """
     from .. import __version__
     from ..translation.weights_file import path_for

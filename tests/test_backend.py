@@ -215,6 +215,13 @@ def make_spec(family="cnn", dataset="digits", size="xs", **kw) -> RunSpec:
     return RunSpec.create(family=family, framework=FRAMEWORK, dataset=dataset, size=size, **kw)
 
 
+def random_model(spec: RunSpec):
+    """`spec`'s model holding random_weights(spec) (every weight nonzero), and those weights."""
+    model, weights = backend.build(spec), random_weights(spec)
+    backend.set_weights(model, weights)
+    return model, weights
+
+
 # ---------------------------------------------------------------------------- weights
 
 
@@ -260,9 +267,7 @@ def test_set_weights_rejects_bad_shapes():
 @pytest.mark.parametrize("family,dataset,size", CASES)
 def test_forward_matches_numpy_reference(family, dataset, size, batchnorm):
     spec = make_spec(family, dataset, size, batchnorm=batchnorm, dropout=0.5)
-    model = backend.build(spec)
-    weights = random_weights(spec)
-    backend.set_weights(model, weights)
+    model, weights = random_model(spec)
     x, _ = fake_data(spec, 5)
     got = backend.Trainer(model, spec).predict(x, 5)
     want = reference_forward(spec, weights, x)
@@ -349,8 +354,7 @@ def test_l2_and_weight_decay_semantics(family, dataset):
     """loss = data + l2*sum(w^2) over canonical ndim>=2; p -= lr*wd*p before plain SGD."""
     l2, wd, lr = 1e-2, 0.1, 0.05
     spec = make_spec(family, dataset, optimizer="sgd", l2=l2, weight_decay=wd)
-    model = backend.build(spec)
-    backend.set_weights(model, random_weights(spec))
+    model, _ = random_model(spec)
     trainer = backend.Trainer(model, spec)
     x, y = fake_data(spec, 16)
     xd, yd = backend.to_device(x), backend.to_device(y)
@@ -513,9 +517,7 @@ def test_seq2seq_weights_match_spec(size):
 @pytest.mark.parametrize("size", ["xs", "s"])
 def test_seq2seq_forward_matches_numpy_reference(size, s2s_data):
     spec = s2s_spec(size)
-    model = backend.build(spec)
-    weights = random_weights(spec)
-    backend.set_weights(model, weights)
+    model, weights = random_model(spec)
     x, y = s2s_data.x_train[:8], s2s_data.y_train[:8]
     got = backend.Trainer(model, spec).predict(x, 5, y)  # a partial batch too
     want = seq2seq_reference.forward(spec, weights, x, y[:, :-1])
@@ -526,9 +528,7 @@ def test_seq2seq_forward_matches_numpy_reference(size, s2s_data):
 @pytest.mark.parametrize("size", ["xs", "s"])
 def test_seq2seq_source_padding_is_masked(size, s2s_data):
     spec = s2s_spec(size)
-    model = backend.build(spec)
-    weights = random_weights(spec)
-    backend.set_weights(model, weights)
+    model, weights = random_model(spec)
     trainer = backend.Trainer(model, spec)
     x, y = s2s_data.x_train[:8], s2s_data.y_train[:8]
     assert (x == 0).any()
@@ -564,8 +564,7 @@ def test_seq2seq_source_padding_is_masked(size, s2s_data):
 @pytest.mark.parametrize("size", ["xs", "s"])
 def test_seq2seq_decoder_is_causal(size, s2s_data):
     spec = s2s_spec(size)
-    model = backend.build(spec)
-    backend.set_weights(model, random_weights(spec))
+    model, _ = random_model(spec)
     trainer = backend.Trainer(model, spec)
     x, y = s2s_data.x_train[:4], s2s_data.y_train[:4].copy()
     base = trainer.predict(x, 4, y)
@@ -582,9 +581,7 @@ def test_seq2seq_decoder_is_causal(size, s2s_data):
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
 def test_seq2seq_label_smoothing_loss(eps, s2s_data):
     spec = s2s_spec(optimizer="sgd", label_smoothing=eps)
-    model = backend.build(spec)
-    weights = random_weights(spec)
-    backend.set_weights(model, weights)
+    model, weights = random_model(spec)
     trainer = backend.Trainer(model, spec)
     x, y = s2s_data.x_train[:16], s2s_data.y_train[:16]
     labels = y[:, 1:]

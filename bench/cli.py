@@ -12,6 +12,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .registry import (
     DATASETS,
@@ -27,6 +28,9 @@ from .registry import (
 )
 from .sizes import SIZE_NAMES, SIZES, param_count
 from .spec import RunSpec
+
+if TYPE_CHECKING:
+    from .study.plan import Rungs
 
 EXIT_BAD_INPUT = 2
 EXTENSIONS = [m for m in ("tune", "report", "measure.speed", "measure.decode_speed", "fetch",
@@ -119,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--done", help="write this JSON list of run ids when the batch is through")
     b.add_argument("--lr-from", help="a learning-rate selection file (select-lr): each run "
                                      "takes the rate chosen for its family/dataset/size/optimizer")
-    b.add_argument("--drop-behind", metavar="EPOCH:MARGIN",
+    b.add_argument("--drop-behind", metavar="EPOCH:MARGIN[,EPOCH:MARGIN...]",
                    help="learning-rate grid jobs: stop a rate at EPOCH when its validation "
                         "accuracy is more than MARGIN below an earlier rate's of its unit")
     b.add_argument("--study-plan", help="the study's plan (written by the workflow at start): "
@@ -201,14 +205,15 @@ def cmd_train(a) -> int:
     return 1 if record["status"] == "error" else 0
 
 
-def _drop(text: str | None) -> tuple[int, float] | None:
+def _drop(text: str | None) -> Rungs | None:
     if not text:
         return None
     try:
-        epoch, margin = text.split(":")
-        return int(epoch), float(margin)
+        rungs = [(int(e), float(m)) for e, m in (r.split(":") for r in text.split(","))]
     except ValueError:
-        raise SpecError(f"--drop-behind {text!r}: use EPOCH:MARGIN, e.g. 20:0.03") from None
+        raise SpecError(f"--drop-behind {text!r}: use EPOCH:MARGIN[,EPOCH:MARGIN...], "
+                        f"e.g. 10:0.05,20:0.03") from None
+    return tuple(sorted(rungs))
 
 
 def _progress(a, file):

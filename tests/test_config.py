@@ -110,6 +110,8 @@ def test_given_values_win_over_defaults(schema, smoke):
     (["study", "optimizers", "adam", "lr"], -1, ["study.optimizers.adam.lr"]),
     (["study", "design"], "random", ["study.design", "'random'"]),
     (["device"], "tpu", ["device", "'tpu'"]),
+    (["study", "lr_grid_drop"], [{"epoch": 10, "margin": 5}], ["study.lr_grid_drop"]),
+    (["study", "lr_grid_drop"], {"epoch": 10}, ["study.lr_grid_drop"]),
     # empty grids
     (["study", "sizes"], [], ["study.sizes", "empty"]),
     (["study", "families"], [], ["study.families", "empty"]),

@@ -115,3 +115,10 @@ def test_run_job_takes_the_chosen_rate_and_redoes_records_of_another_version(tmp
     assert "kept (ok)" in p.stderr  # a current record is kept
     p = _run_job(tmp_path, [spec.with_(size="s")], "--lr-from", str(sel))
     assert p.returncode == 2 and "no learning rate for cnn digits s adam" in p.stderr
+
+
+def test_run_job_refuses_a_malformed_drop_rung_in_one_line(tmp_path):
+    p = _run_job(tmp_path, [RunSpec.create(**TINY)], "--drop-behind", "10:0.05,20")
+    assert p.returncode == 2 and not (tmp_path / "runs").exists()
+    assert p.stderr.strip().splitlines()[-1].endswith(
+        "--drop-behind '10:0.05,20': use EPOCH:MARGIN[,EPOCH:MARGIN...], e.g. 10:0.05,20:0.03")

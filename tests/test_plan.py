@@ -13,7 +13,15 @@ import bench.sizes
 from bench.config import ConfigError, check_config
 from bench.registry import SpecError
 from bench.spec import RunSpec
-from bench.study.plan import jobs, lr_grid_runs, make_jobs, plan, sizes_of, unit_of
+from bench.study.plan import (
+    grid_drop,
+    jobs,
+    lr_grid_runs,
+    make_jobs,
+    plan,
+    sizes_of,
+    unit_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -283,6 +291,19 @@ def test_default_study_covers_the_questions(shipped):
     assert st["patience"] > 0 and st["epochs"] > st["min_epochs"]  # budgets by convergence
 
 
+def test_grid_drop_takes_one_rung_or_a_list_in_epoch_order(shipped):
+    config = copy.deepcopy(shipped["config.yaml"])
+    st = config["study"]
+    st["lr_grid_drop"] = {"epoch": 20, "margin": 0.03}
+    assert grid_drop(config) == ((20, 0.03),)
+    st["lr_grid_drop"] = [{"epoch": 20, "margin": 0.03}, {"epoch": 10, "margin": 0.05}]
+    assert grid_drop(config) == ((10, 0.05), (20, 0.03))
+    st["lr_race_epochs"] = 5  # a race's runs are too short to be judged
+    assert grid_drop(config) is None
+    del st["lr_grid_drop"], st["lr_race_epochs"]
+    assert grid_drop(config) is None
+
+
 def test_lr_grid_one_seed_one_framework_every_unit(shipped):
     config = shipped["config.yaml"]
     st = config["study"]
@@ -305,7 +326,8 @@ def test_lr_grid_one_seed_one_framework_every_unit(shipped):
     assert all(b.choose_lr for b in study_jobs)
     # the centre rate of each unit runs first in its job, then the others, which a grid
     # job stops once they fall behind an earlier rate (lr_grid_drop); study jobs never do
-    drop = (st["lr_grid_drop"]["epoch"], st["lr_grid_drop"]["margin"])
+    drop = tuple(sorted((r["epoch"], r["margin"]) for r in st["lr_grid_drop"]))
+    assert len(drop) == 2 and drop[0][0] < drop[1][0]
     assert all(b.drop == drop for b in grid_jobs) and all(b.drop is None for b in study_jobs)
     for b in grid_jobs:
         first = {}

@@ -260,18 +260,37 @@ def _curve(accs):
 def test_a_grid_rate_behind_an_earlier_one_stops_at_the_drop_epoch():
     s = _specs(0)[0]
     leader = [(0.01, _curve([0.5, 0.7, 0.8, 0.85, 0.9]))]
-    check = runner.behind(s.with_(lr=0.1), leader, 4, 0.03)
+    check = runner.behind(s.with_(lr=0.1), leader, ((4, 0.03),))
     slow = [0.4, 0.6, 0.75, 0.8]  # mean of epochs 2-4: 0.717 against the leader's 0.783
     assert [check(e, p) for e, p in enumerate(_curve(slow), 1)][:3] == [False] * 3
-    why = runner.behind(s.with_(lr=0.1), leader, 4, 0.03)
+    why = runner.behind(s.with_(lr=0.1), leader, ((4, 0.03),))
     got = [why(e, p) for e, p in enumerate(_curve(slow), 1)][-1]
     assert got.startswith("stopped at epoch 4: validation accuracy 0.717 (mean of 3 epochs), "
                           "more than 0.03 below lr 0.01's 0.783")
     # within the margin it trains on; without an earlier rate long enough it is never judged
-    close = runner.behind(s, leader, 4, 0.03)
+    close = runner.behind(s, leader, ((4, 0.03),))
     assert not any(close(e, p) for e, p in enumerate(_curve([0.5, 0.68, 0.78, 0.84]), 1))
-    assert runner.behind(s, [(0.01, _curve([0.9] * 3))], 4, 0.03) is None
-    assert runner.behind(s, [], 4, 0.03) is None
+    assert runner.behind(s, [(0.01, _curve([0.9] * 3))], ((4, 0.03),)) is None
+    assert runner.behind(s, [], ((4, 0.03),)) is None
+
+
+def test_each_rung_judges_a_grid_rate_at_its_own_epoch_and_margin():
+    """Rungs (10, 0.05), (20, 0.03): a rate 4 points behind at epoch 10 trains on and
+    stops at 20 if still 4 behind; one 6 points behind stops at 10; an earlier rate that
+    was itself stopped at 10 is a rival at 10 only."""
+    s = _specs(0)[0].with_(lr=0.1)
+    rungs = ((10, 0.05), (20, 0.03))
+    leader = [(0.01, _curve([0.9] * 25))]
+
+    def stops(accs, earlier=leader):
+        check = runner.behind(s, earlier, rungs)
+        return next((e for e, p in enumerate(_curve(accs), 1) if check(e, p)), None)
+
+    assert stops([0.86] * 25) == 20
+    assert stops([0.84] * 25) == 10
+    assert stops([0.86] * 10 + [0.9] * 15) is None  # caught up by epoch 18-20
+    short = [(0.01, _curve([0.9] * 10))]  # stopped at 10 itself: judged against at 10 only
+    assert stops([0.86] * 25, short) is None and stops([0.84] * 25, short) == 10
 
 
 def test_grid_runs_judge_each_rate_against_the_earlier_rates_of_its_unit(tmp_path, fake,
@@ -288,7 +307,7 @@ def test_grid_runs_judge_each_rate_against_the_earlier_rates_of_its_unit(tmp_pat
     other_unit = _specs(1)[0]
     specs = [a.with_(lr=0.01), a.with_(lr=0.03), other_unit, a.with_(lr=0.003)]
     runner.run_specs(specs, tmp_path / "runs", data_dir="data", allow_pickle=False,
-                     drop=(20, 0.03))
+                     drop=((20, 0.03),))
     first, second, other, third = (seen[s.run_id] for s in specs)
     assert first is None  # the first rate of a unit has nothing to fall behind
     assert callable(second) and callable(third)

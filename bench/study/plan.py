@@ -36,6 +36,9 @@ from ..registry import SpecError, check_family_reads, parse_regulariser, reads, 
 from ..sizes import flops_per_sample, size_of
 from ..spec import MATH_DEFAULTS, RunSpec
 
+# `lr_grid_drop`: (epoch, margin) checks, in epoch order, at which a grid rate stops
+Rungs = tuple[tuple[int, float], ...]
+
 
 @dataclass(frozen=True)
 class Job:
@@ -49,8 +52,8 @@ class Job:
     framework: str
     specs: tuple[RunSpec, ...]
     choose_lr: bool = False
-    # grid jobs: (epoch, margin) of `lr_grid_drop` (bench.study.runner.behind), else None
-    drop: tuple[int, float] | None = None
+    # grid jobs: the (epoch, margin) rungs of `lr_grid_drop` (bench.study.runner.behind)
+    drop: Rungs | None = None
 
     @property
     def family(self) -> str:
@@ -219,12 +222,14 @@ def race_epochs(config: dict) -> int:
     return race if 0 < race < st["epochs"] else 0
 
 
-def grid_drop(config: dict) -> tuple[int, float] | None:
-    """`lr_grid_drop` as (epoch, margin); None without it, or in a race (its runs are short)."""
+def grid_drop(config: dict) -> Rungs | None:
+    """`lr_grid_drop` as (epoch, margin) rungs in epoch order; None without it, or in a
+    race (its runs are short). The config gives one {epoch, margin} or a list of them."""
     d = config["study"].get("lr_grid_drop")
     if not d or race_epochs(config):
         return None
-    return int(d["epoch"]), float(d["margin"])
+    rungs = [d] if isinstance(d, dict) else d
+    return tuple(sorted((int(r["epoch"]), float(r["margin"])) for r in rungs))
 
 
 def grid_lr(base: float, multiplier: float) -> float:
@@ -238,7 +243,7 @@ def unit_of(spec: RunSpec) -> tuple[str, str, str, str]:
 
 
 def make_jobs(specs: list[RunSpec], runs_per_job: int, prefix: str = "",
-            choose_lr: bool = False, drop: tuple[int, float] | None = None) -> list[Job]:
+            choose_lr: bool = False, drop: Rungs | None = None) -> list[Job]:
     """Group runs by framework, family and dataset, then chunk them into jobs.
 
     One job loads its framework and dataset once; chunks keep jobs short enough to spread

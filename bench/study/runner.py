@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..registry import SpecError
 from ..spec import RunSpec
+from .plan import Rungs
 
 _WARM: set[str] = set()  # frameworks whose runtime this process has warmed up
 
@@ -72,13 +73,13 @@ def run_one(spec: RunSpec, record_path: Path, *, data_dir: str | Path, allow_pic
 def run_specs(specs: list[RunSpec], out_dir: Path, *, data_dir: str | Path, allow_pickle: bool,
               mem_limit_mb: float = 0, save_model: bool = False,
               after_run: Callable[[list[str]], None] | None = None,
-              drop: tuple[int, float] | None = None) -> int:
+              drop: Rungs | None = None) -> int:
     """Run each spec whose record in `out_dir` is not kept; returns how many ended in error.
 
     One line per spec on stderr says what happened to it (kept, running, and why it runs);
-    `after_run` gets the ids of the specs through so far after each run. With `drop`
-    (epoch, margin), a learning-rate grid's run stops as pruned where it falls behind an
-    earlier rate of its unit in this job (`behind`).
+    `after_run` gets the ids of the specs through so far after each run. With `drop`, the
+    (epoch, margin) rungs of `lr_grid_drop`, a learning-rate grid's run stops as pruned
+    where it falls behind an earlier rate of its unit in this job (`behind`).
     """
     from .. import __version__
     from ..translation.weights_file import path_for
@@ -97,7 +98,7 @@ def run_specs(specs: list[RunSpec], out_dir: Path, *, data_dir: str | Path, allo
         path = out_dir / f"{spec.run_id}.json"
         old = read_record(path)
         unit = _unit(spec)
-        on_epoch = behind(spec, curves.get(unit, []), *drop) if drop else None
+        on_epoch = behind(spec, curves.get(unit, []), drop) if drop else None
         outdated = old is not None and foreign_version(old) is not None
         unsaved = (save_model and old is not None
                    and old.get("status") == "ok" and not path_for(path).exists())
@@ -136,26 +137,30 @@ def smoothed(curve: list, epoch: int, k: int = 3) -> float:
     return sum(vals[-k:]) / len(vals[-k:]) if vals else float("nan")
 
 
-def behind(spec: RunSpec, earlier: list[tuple[float, list]], epoch: int, margin: float):
-    """on_epoch for a grid run: at `epoch`, stop (as pruned, with the reason) when its
-    smoothed validation accuracy is more than `margin` below that of an earlier rate of its
-    unit at the same epoch. The grid then chooses among the rest: replayed on the default
-    study's grid (epoch 20, margin 0.03), it chose the same 18 rates of 18 and trained 32%
-    fewer grid epochs (README "Learning rates")."""
-    rivals = [(lr, smoothed(c, epoch)) for lr, c in earlier if len(c) >= epoch]
-    if not rivals:
+def behind(spec: RunSpec, earlier: list[tuple[float, list]], rungs: Rungs):
+    """on_epoch for a grid run: at each rung's epoch, stop (as pruned, with the reason)
+    when its smoothed validation accuracy is more than the rung's margin below that of an
+    earlier rate of its unit at the same epoch. The grid then chooses among the rest. The
+    default rungs (epoch 10, margin 0.05; epoch 20, margin 0.03), replayed on the default
+    study's grids, chose the same rates as training every rate to its plateau (README
+    "Learning rates")."""
+    judged = [(epoch, margin, [(lr, smoothed(c, epoch)) for lr, c in earlier
+                               if len(c) >= epoch]) for epoch, margin in rungs]
+    judged = {epoch: (margin, rivals) for epoch, margin, rivals in judged if rivals}
+    if not judged:
         return None
 
     curve: list[dict] = []
 
     def check(at: int, point: dict) -> str | bool:
         curve.append(point)
-        if at != epoch:
+        if at not in judged:
             return False
+        margin, rivals = judged[at]
         lr, best = max(rivals, key=lambda r: r[1])
-        mine = smoothed(curve, epoch)
+        mine = smoothed(curve, at)
         if mine < best - margin:
-            return (f"stopped at epoch {epoch}: validation accuracy {mine:.3f} (mean of 3 "
+            return (f"stopped at epoch {at}: validation accuracy {mine:.3f} (mean of 3 "
                     f"epochs), more than {margin:g} below lr {lr:g}'s {best:.3f}")
         return False
     return check

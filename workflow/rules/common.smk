@@ -57,7 +57,7 @@ def grid_jobs_of(wildcards):
 def job_drop_arg(wildcards):
     """A grid job stops rates that fall behind an earlier one (study.lr_grid_drop)."""
     drop = JOBS[wildcards.job].drop
-    return f"--drop-behind {drop[0]}:{drop[1]}" if drop else ""
+    return "--drop-behind " + ",".join(f"{e}:{m}" for e, m in drop) if drop else ""
 
 
 def job_specs(wildcards):

@@ -88,6 +88,24 @@ def test_every_tuned_cell_is_judged_against_its_baseline(two_sizes):
                      r"bought \+0\.100", head)
 
 
+def test_the_best_trials_validation_accuracy_is_called_biased_beside_fresh_seeds(two_sizes):
+    """The best of many trials on one validation set overstates its parameters: the page
+    says so, with the standard error of one estimate and the same parameters' validation
+    accuracy on the final runs' seeds beside the baseline's."""
+    df = tables.load_summary(two_sizes / "results" / "summary.parquet")
+    st = next(s for s in tuning_studies.find_studies(two_sizes / "results" / "tune")
+              if s.name == "cnn_m")
+    own, base = tuning.own_runs(df, "cnn_m", "m"), tuning.baseline_runs(df, st.cell)
+    text = visible_text((two_sizes / "reports" / "tuning.html").read_text())
+    part = text[text.index("Study cnn_m"):]
+    assert (f"Selection: the best trial's validation accuracy, 0.860, is the highest of 11 "
+            f"completed trials, each measured on the same 400 validation samples (standard "
+            f"error about 0.017 apiece), so it is biased upward. The same parameters reach "
+            f"{own['best_val_acc'].mean():.3f} on validation over the final runs' 6 seeds, "
+            f"and the baseline {base['best_val_acc'].mean():.3f} over its 6") in part
+    assert tuning.selection_text(df.iloc[0:0], st) == ""  # no runs: nothing to set beside it
+
+
 def test_no_clear_gain_where_the_interval_holds_zero_and_too_few_runs_say_so():
     iv = stats.diff_t_ci([0.80, 0.82, 0.78], [0.81, 0.79, 0.80])
     kind, text = tuning.verdict(iv)

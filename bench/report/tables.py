@@ -80,7 +80,7 @@ NUMBER_COLUMNS = ["params", "seed", "test_acc", "val_acc", "best_val_acc", "trai
                   "epochs", "max_steps", "threads", "cpu_count", "load_avg_1m_start",
                   "train_flops_per_sample", "steps_run", "batch_size_effective", "epochs_run",
                   "best_epoch", "model_mem_mb", "model_mem_est_mb", "rss_start_mb",
-                  "flops_spent", "lr_grid_size", "n_classes", "converged",
+                  "flops_spent", "lr_grid_size", "n_classes", "n_val", "converged",
                   # seq2seq: translation quality (greedy and beam, test and test_long),
                   # decoding speed and training throughput in tokens
                   "exact_match", "bleu", "chrf", "exact_match_long", "bleu_long", "chrf_long",

@@ -218,6 +218,33 @@ def judge(df: pd.DataFrame, st: tuning_studies.Study) -> list[dict]:
     return compare(own_runs(df, st.name, cell["size"]), baseline_runs(df, cell))
 
 
+def selection_text(df: pd.DataFrame, st: tuning_studies.Study) -> str:
+    """Why the best trial's validation accuracy overstates its parameters: it is the
+    highest of many noisy estimates on one validation set. The same parameters' validation
+    accuracy on the final runs' seeds, beside the baseline's, shows by how much."""
+    best = (st.best.get("best_values") or {}).get("val_acc")
+    states = st.best.get("states") if isinstance(st.best.get("states"), dict) else {}
+    completed = states.get("COMPLETE")
+    if completed is None and "state" in st.trials:
+        completed = int((st.trials["state"] == "COMPLETE").sum())
+    cell = st.cell or {}
+    if not isinstance(best, (int, float)) or not completed or df.empty:
+        return ""
+    own = own_runs(df, st.name, cell.get("size"))
+    base = baseline_runs(df, cell)
+    n_val = pd.concat([own, base])["n_val"].dropna()
+    if own.empty or base.empty or n_val.empty:
+        return ""
+    n = int(n_val.median())
+    se = math.sqrt(max(best * (1 - best), 1e-12) / n)
+    return (f"Selection: the best trial's validation accuracy, {best:.3f}, is the highest of "
+            f"{completed} completed trials, each measured on the same {n} validation samples "
+            f"(standard error about {se:.3f} apiece), so it is biased upward. The same "
+            f"parameters reach {own['best_val_acc'].mean():.3f} on validation over the final "
+            f"runs' {len(own)} seeds, and the baseline {base['best_val_acc'].mean():.3f} over "
+            f"its {len(base)}; the test comparison below is the one to trust.")
+
+
 def _fmt(iv: stats.Interval) -> str:
     return tables.fmt_ci(iv, lambda x: f"{x:.3f}" if math.isfinite(x) else "n/a")
 
@@ -420,6 +447,9 @@ def tuning_page(df: pd.DataFrame, studies: list[tuning_studies.Study]) -> Page:
             if isinstance(values, dict):
                 rows += [[f"objective {k}", page_kit.short(v)] for k, v in values.items()]
             page.add(table(rows, ["best trial", "value"]))
+        selection = selection_text(df, st)
+        if selection:
+            page.p(selection, cls="caption")
         if results:
             page.p("Final runs with the best parameters (records with tuned = "
                    f"{st.name}) against the baseline, test accuracy:", cls="caption")

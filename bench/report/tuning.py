@@ -238,11 +238,12 @@ def selection_text(df: pd.DataFrame, st: tuning_studies.Study) -> str:
     n = int(n_val.median())
     se = math.sqrt(max(best * (1 - best), 1e-12) / n)
     return (f"Selection: the best trial's validation accuracy, {best:.3f}, is the highest of "
-            f"{completed} completed trials, each measured on the same {n} validation samples "
-            f"(standard error about {se:.3f} apiece), so it is biased upward. The same "
-            f"parameters reach {own['best_val_acc'].mean():.3f} on validation over the final "
-            f"runs' {len(own)} seeds, and the baseline {base['best_val_acc'].mean():.3f} over "
-            f"its {len(base)}; the test comparison below is the one to trust.")
+            f"{completed} completed trials on the same {n} validation samples (one "
+            f"estimate's standard error is about {se:.3f}), a maximum that tends to overstate "
+            f"its parameters. On the final runs' {len(own)} seeds they reach "
+            f"{own['best_val_acc'].mean():.3f} on validation (the baseline "
+            f"{base['best_val_acc'].mean():.3f} over its {len(base)}); "
+            f"the test comparison below is the one to trust.")
 
 
 def _fmt(iv: stats.Interval) -> str:

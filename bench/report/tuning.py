@@ -96,15 +96,24 @@ def pruning_text(st: tuning_studies.Study) -> str:
     return text
 
 
-def trial_counts(st: tuning_studies.Study) -> tuple[int, int]:
-    """(trials, pruned): best.json's counts where it has them, else the trials table's."""
+def state_counts(st: tuning_studies.Study) -> dict[str, int]:
+    """Trials per state (COMPLETE, PRUNED, ...): best.json's counts where it has them, else
+    the trials table's."""
     states = st.best.get("states")
     if isinstance(states, dict) and states:
-        n = int(sum(v for v in states.values() if isinstance(v, (int, float))))
-        pruned = st.best.get("trials_pruned", states.get("PRUNED", 0))
-        return n, int(pruned or 0)
+        return {k: int(v) for k, v in states.items() if isinstance(v, (int, float))}
     t = st.trials
-    return len(t), int((t["state"] == "PRUNED").sum()) if len(t) else 0
+    return ({str(k): int(v) for k, v in t["state"].value_counts().items()} if "state" in t
+            else {})
+
+
+def trial_counts(st: tuning_studies.Study) -> tuple[int, int]:
+    """(trials, pruned): best.json's where it counts them (pruned: its `trials_pruned`),
+    else the trials table's rows."""
+    states = state_counts(st)
+    if isinstance(st.best.get("states"), dict) and st.best["states"]:
+        return sum(states.values()), int(st.best.get("trials_pruned", states.get("PRUNED", 0)) or 0)
+    return len(st.trials), states.get("PRUNED", 0)
 
 
 def study_flops(st: tuning_studies.Study) -> float:
@@ -223,10 +232,7 @@ def selection_text(df: pd.DataFrame, st: tuning_studies.Study) -> str:
     highest of many noisy estimates on one validation set. The same parameters' validation
     accuracy on the final runs' seeds, beside the baseline's, shows by how much."""
     best = (st.best.get("best_values") or {}).get("val_acc")
-    states = st.best.get("states") if isinstance(st.best.get("states"), dict) else {}
-    completed = states.get("COMPLETE")
-    if completed is None and "state" in st.trials:
-        completed = int((st.trials["state"] == "COMPLETE").sum())
+    completed = state_counts(st).get("COMPLETE", 0)
     cell = st.cell or {}
     if not isinstance(best, (int, float)) or not completed or df.empty:
         return ""

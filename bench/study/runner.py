@@ -144,9 +144,11 @@ def behind(spec: RunSpec, earlier: list[tuple[float, list]], rungs: Rungs):
     default rungs (epoch 10, margin 0.05; epoch 20, margin 0.03), replayed on the default
     study's grids, chose the same rates as training every rate to its plateau (README
     "Learning rates")."""
-    judged = [(epoch, margin, [(lr, smoothed(c, epoch)) for lr, c in earlier
-                               if len(c) >= epoch]) for epoch, margin in rungs]
-    judged = {epoch: (margin, rivals) for epoch, margin, rivals in judged if rivals}
+    judged: dict[int, tuple[float, list]] = {}  # epoch -> (margin, rivals' smoothed accuracy)
+    for epoch, margin in rungs:
+        rivals = [(lr, smoothed(c, epoch)) for lr, c in earlier if len(c) >= epoch]
+        if rivals:
+            judged[epoch] = (margin, rivals)
     if not judged:
         return None
 

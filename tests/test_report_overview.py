@@ -70,3 +70,16 @@ def test_converged_share_is_counted_on_the_overview_and_in_captions(full):
     assert scale.count("6 of 18 runs ended at their epoch cap still improving") >= 4
     sweep = visible_text((full / "sweep.html").read_text())
     assert "0 of 24 runs ended at their epoch cap still improving" in sweep
+
+
+def test_the_overview_states_what_tuning_bought_where_a_study_ran(two_sizes, tmp_path):
+    """A user reads the overview first: each study's pooled verdict is a headline finding,
+    a loss as plainly as a gain; without studies there is no tuning finding."""
+    text = visible_text((two_sizes / "reports" / "index.html").read_text())
+    head = text[text.index("Headline findings"):text.index("Against published results")]
+    assert re.search(r"Tuning \(each Optuna study's best parameters on fresh seeds .*\): cnn m "
+                     r"on mnist1d, trials in PyTorch: pooled tuning bought \+0\.100 "
+                     r"\[\+0\.0\d\d, \+0\.1\d\d\]; cnn xs on mnist1d, trials in PyTorch: pooled "
+                     r"tuning made it worse: -0\.100 \[-0\.1\d\d, -0\.0\d\d\]\.", head)
+    assert "PyTorch tuning" not in head  # the pooled verdict only; frameworks on the page
+    assert len(overview.findings(frame(smoke_records(), tmp_path))) == 3

@@ -20,7 +20,7 @@ from report_data import (
     write_tuning_study,
 )
 
-from bench.report import tables, tuning, tuning_optuna, tuning_studies
+from bench.report import tables, tuning, tuning_judge, tuning_optuna, tuning_studies
 from bench.study import stats
 
 pytestmark = pytest.mark.usefixtures("strict")
@@ -72,7 +72,7 @@ def test_tuned_runs_stay_on_the_tuning_page(full):
 def test_every_tuned_cell_is_judged_against_its_baseline(two_sizes):
     df = tables.load_summary(two_sizes / "results" / "summary.parquet")
     studies = tuning_studies.find_studies(two_sizes / "results" / "tune")
-    by = {st.name: tuning.judge(df, st) for st in studies}
+    by = {st.name: tuning_judge.judge(df, st) for st in studies}
     assert [r["framework"] for r in by["cnn_xs"]] == ["torch", "tf", tables.POOLED]
     for r in by["cnn_xs"]:  # the same seeds 0.1 lower: worse in each framework and pooled
         assert r["verdict"][0] == "worse" and r["diff"].value == pytest.approx(-0.1)
@@ -95,7 +95,7 @@ def test_the_best_trials_validation_accuracy_is_called_biased_beside_fresh_seeds
     df = tables.load_summary(two_sizes / "results" / "summary.parquet")
     st = next(s for s in tuning_studies.find_studies(two_sizes / "results" / "tune")
               if s.name == "cnn_m")
-    own, base = tuning.own_runs(df, "cnn_m", "m"), tuning.baseline_runs(df, st.cell)
+    own, base = tuning_judge.own_runs(df, "cnn_m", "m"), tuning_judge.baseline_runs(df, st.cell)
     text = visible_text((two_sizes / "reports" / "tuning.html").read_text())
     part = text[text.index("Study cnn_m"):]
     assert (f"Selection: the best trial's validation accuracy, 0.860, is the highest of 11 "
@@ -109,11 +109,11 @@ def test_the_best_trials_validation_accuracy_is_called_biased_beside_fresh_seeds
 
 def test_no_clear_gain_where_the_interval_holds_zero_and_too_few_runs_say_so():
     iv = stats.diff_t_ci([0.80, 0.82, 0.78], [0.81, 0.79, 0.80])
-    kind, text = tuning.verdict(iv)
+    kind, text = tuning_judge.verdict(iv)
     assert kind == "unclear" and text == f"no clear gain (+0.000 [{iv.lo:+.3f}, {iv.hi:+.3f}])"
     two = stats.diff_t_ci([0.9, 0.91], [0.7, 0.71])  # far apart, but two runs a side
-    assert two.has_ci and tuning.verdict(two)[0] == "unclear"
-    assert "too few runs" in tuning.verdict(two)[1]
+    assert two.has_ci and tuning_judge.verdict(two)[0] == "unclear"
+    assert "too few runs" in tuning_judge.verdict(two)[1]
 
 
 def test_transfer_and_slope_across_tuned_sizes(two_sizes):

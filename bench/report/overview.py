@@ -8,18 +8,21 @@ import math
 
 import pandas as pd
 
-from . import frameworks, page_kit, plots, sweep, tables
+from . import frameworks, page_kit, plots, sweep, tables, tuning_judge
 from .html import Page, Panel, links, table
 
 
-def findings(df: pd.DataFrame) -> list[str]:
-    """Three headline findings computed from the data (scale, frameworks, optimizers).
+def findings(df: pd.DataFrame, studies: list = ()) -> list[str]:
+    """The headline findings computed from the data: scale, frameworks, optimizers, and
+    what tuning bought where a tuning study ran.
 
     A finding names a winner only where the 95% interval of the difference against the
     runner-up excludes zero (ratios: excludes 1); otherwise it says there is no clear winner
     and gives the difference with its interval.
     """
-    return [_finding_scale(df), _finding_frameworks(df), _finding_sweep(df)]
+    tuned = tuning_judge.headline(df, list(studies))
+    return ([_finding_scale(df), _finding_frameworks(df), _finding_sweep(df)]
+            + ([tuned] if tuned else []))
 
 
 def _size_label(rows: pd.DataFrame, size: str) -> str:
@@ -139,7 +142,7 @@ def overview_page(df: pd.DataFrame, source: str, studies: list,
             page.add(links([(link, f"{text} ({n} runs)") for text, n, link in settings
                             if link is not None]))
     page.h2("Headline findings")
-    page.add(_ol(findings(df)))
+    page.add(_ol(findings(df, studies)))
     page.h2("Against published results")
     page.add(page_kit.safe("published", "Against published results",
                            lambda: _published_panel(df, keys("published"))))

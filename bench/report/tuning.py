@@ -32,6 +32,15 @@ import pandas as pd
 from ..study import stats
 from . import curve_data, page_kit, plots, tables, tuning_optuna, tuning_studies
 from .html import Page, Panel, Raw, esc, table
+from .tuning_judge import (
+    baseline_runs,
+    cell_label,
+    compare,
+    judge,
+    own_runs,
+    verdict,
+    verdict_line,
+)
 
 # ---------------------------------------------------------------------------- optuna figures
 
@@ -155,76 +164,6 @@ def cost_row(df: pd.DataFrame, st: tuning_studies.Study) -> list:
     return [st.name, cell_label(st.cell), n, f"{pruned / n:.0%}" if n else "n/a", tf(flops),
             f"{tf(gflops)} ({k} rates, {opt})" if k else "no grid",
             f"{ratio:.3g}x" if math.isfinite(ratio) else "n/a"]
-
-
-def cell_label(cell: dict) -> str:
-    if not cell:
-        return "cell not recorded"
-    return (f"{cell.get('family')} {cell.get('size')} on {cell.get('dataset')}, trials in "
-            f"{tables.framework_name(cell.get('framework', ''))}")
-
-
-# ---------------------------------------------------------------------------- judgement
-
-
-def verdict(iv: stats.Interval) -> tuple[str, str]:
-    """(kind, text): 'gain' where the interval of tuned - baseline lies above zero, 'worse'
-    where it lies below, else 'unclear' (also with fewer than MIN_INTERVAL_N runs a side)."""
-    if not math.isfinite(iv.value):
-        return "none", "no comparison"
-    if not iv.has_ci or iv.n < stats.MIN_INTERVAL_N:
-        return "unclear", (f"no clear gain ({iv.value:+.3f}; n = {iv.n}: too few runs for an "
-                           f"interval)")
-    ci = f"{iv.value:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}]"
-    if iv.lo > 0:
-        return "gain", f"tuning bought {ci}"
-    if iv.hi < 0:
-        return "worse", f"tuning made it worse: {ci}"
-    return "unclear", f"no clear gain ({ci})"
-
-
-def _sides(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[str, pd.DataFrame, pd.DataFrame]]:
-    """(framework, a's rows, b's rows) per framework present in both, then pooled where each
-    side's frameworks ran disjoint seeds (as the scale page pools)."""
-    fws = sorted(set(a["framework"]) & set(b["framework"]), key=tables.framework_rank)
-    out = [(fw, a[a["framework"] == fw], b[b["framework"] == fw]) for fw in fws]
-    if len(fws) > 1 and tables.seeds_disjoint(a) and tables.seeds_disjoint(b):
-        out.append((tables.POOLED, a[a["framework"].isin(fws)], b[b["framework"].isin(fws)]))
-    return out
-
-
-def compare(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
-    """Test accuracy of `a` against `b` (failures at chance), per framework and pooled."""
-    out = []
-    for fw, x, y in _sides(a, b):
-        va, vb = tables.metric_values(x, "test_acc"), tables.metric_values(y, "test_acc")
-        diff = tables.diff_ci(va, vb, "test_acc")
-        out.append({"framework": fw, "a": tables.mean_ci(va, "test_acc"),
-                    "b": tables.mean_ci(vb, "test_acc"), "diff": diff, "n_a": len(x),
-                    "n_b": len(y), "seeds_a": tables.seed_text(tables.seeds_of(x)),
-                    "seeds_b": tables.seed_text(tables.seeds_of(y)),
-                    "failed": tables.n_failed(x) + tables.n_failed(y),
-                    "verdict": verdict(diff)})
-    return out
-
-
-def own_runs(df: pd.DataFrame, name: str, size: str) -> pd.DataFrame:
-    """The final runs of study `name` at its own cell's size."""
-    return df[(df["tuned"] == name) & (df["size"] == size)]
-
-
-def baseline_runs(df: pd.DataFrame, cell: dict) -> pd.DataFrame:
-    """The untuned runs the scale figure draws at the cell's size."""
-    _, rows = tables.scale_selection(df, cell.get("family", ""), cell.get("dataset", ""))
-    return rows[rows["size"] == cell.get("size")]
-
-
-def judge(df: pd.DataFrame, st: tuning_studies.Study) -> list[dict]:
-    """The study's final runs against its cell's baseline (`compare`)."""
-    cell = st.cell
-    if not cell or df.empty:
-        return []
-    return compare(own_runs(df, st.name, cell["size"]), baseline_runs(df, cell))
 
 
 def selection_text(df: pd.DataFrame, st: tuning_studies.Study) -> str:
@@ -482,15 +421,7 @@ def _verdicts(page: Page, judged: list) -> None:
                 f"{r['verdict'][1]})" for st, r in worse)
             + ". The tuner recommends hyperparameters that lose to the untuned defaults: a "
               "defect of the tuning setup (trial budget, space or objective), not a finding.")
-    lines = []
-    for st, res in judged:
-        if not res:
-            why = ("its cell is not recorded" if not st.cell else
-                   "no final runs with its parameters, or no baseline runs at that size")
-            lines.append(f"{st.name}: not judged ({why}).")
-            continue
-        lines.append(f"{cell_label(st.cell)}: " + "; ".join(
-            f"{tables.framework_name(r['framework'])} {r['verdict'][1]}" for r in res) + ".")
+    lines = [verdict_line(st, res) + "." for st, res in judged]
     page.p("Tuned minus baseline test accuracy (mean over seeds, 95% Welch interval; a gain "
            "is claimed only where the interval excludes zero; failed runs at chance; pooled "
            "where the frameworks ran disjoint seeds):", cls="caption")

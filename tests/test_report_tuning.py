@@ -174,3 +174,12 @@ def test_a_journal_study_is_drawn_by_optuna_and_costed_against_the_grid(tmp_path
     old = tuning_studies.load_study(d)
     old.trials = old.trials.drop(columns="user_attrs_flops_spent")
     assert tuning.cost_row(df, old)[4] == "not recorded"
+
+
+def test_a_study_that_cannot_be_judged_says_why_in_the_headline():
+    from pathlib import Path
+
+    gone = tuning_studies.Study("cnn_gone", Path(), problem="its folder does not exist")
+    text = tuning_judge.headline(pd.DataFrame(), [gone])
+    assert "cnn_gone: not judged (its folder does not exist)." in text
+    assert tuning_judge.headline(pd.DataFrame(), []) is None

@@ -17,10 +17,10 @@ that states neither is reported, not guessed. The one Pareto front is Optuna's
 (`Study.best_trials`, which `bench.tune.export` writes to best.json and
 `plot_pareto_front` draws).
 
-A study is judged by its final runs (summary rows with `tuned` = the study) against its
-cell's baseline: the untuned runs the scale figure draws at that size (`tables.
-scale_selection`). Runs of a study at another size than its cell are transfer runs (the
-smallest tuned size's parameters at the largest), compared with the largest size's own.
+A study is judged by its final runs against its cell's baseline in `tuning_judge`, which
+the overview's headline reads too. Runs of a study at another size than its cell are
+transfer runs (the smallest tuned size's parameters at the largest), compared here with the
+largest size's own.
 """
 
 from __future__ import annotations

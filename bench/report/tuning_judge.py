@@ -87,7 +87,7 @@ def verdict_line(st: tuning_studies.Study, res: list[dict], pooled_only: bool = 
     """One study's verdicts, per framework and pooled (`pooled_only`: the pooled one where
     there is one, as the overview states it)."""
     if not res:
-        why = ("its cell is not recorded" if not st.cell else
+        why = (st.problem if st.problem else "its cell is not recorded" if not st.cell else
                "no final runs with its parameters, or no baseline runs at that size")
         return f"{st.name}: not judged ({why})"
     pooled = [r for r in res if r["framework"] == tables.POOLED]

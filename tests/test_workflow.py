@@ -132,6 +132,26 @@ def test_rerun_after_adding_a_seed_trains_only_the_new_runs(copy_smoke):
     assert "kept (ok)" in log
 
 
+def test_a_definition_lost_by_a_failed_create_is_created_again(copy_smoke):
+    """Snakemake removes a job's outputs before it runs, so a tune_create that fails or is
+    killed on a rerun leaves its study without study.json, while the workers' and finals'
+    outputs stand. The finals read it (the transfer check reads the smaller study's), so
+    the next run must create it again rather than fail at the final with 'run tune-create'."""
+    wd = copy_smoke
+    small = sorted((wd / "results/tune").glob("cnn-torch-mnist1d-xs-*"))[0]
+    large = sorted((wd / "results/tune").glob("cnn-torch-mnist1d-s-*"))[0]
+    (small / "study.json").unlink()
+    best = json.loads((small / "best.json").read_text())["best_params"]
+    # the finals must run (as after a config change), the transfer check's among them
+    p = snakemake(wd, "--cores", "2", "--configfile", "config/smoke.yaml",
+                  "--forcerun", "tune_final")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "creating Optuna study " + small.name in p.stdout + p.stderr
+    assert (small / "study.json").exists() and (large / "final-torch.json").exists()
+    # created again, it resumed its journal: the same trials, the same best parameters
+    assert json.loads((small / "best.json").read_text())["best_params"] == best
+
+
 def test_dry_run_and_lint_are_clean(tmp_path):
     wd = copy_workflow(tmp_path)
     p = snakemake(wd, "-n")

@@ -81,12 +81,12 @@ def train_resources():
 
 
 def final_inputs(wildcards):
-    """The study's best parameters, and for a transfer check the smaller study's too."""
+    """The study's definition and best parameters, and for a transfer check the smaller
+    study's too: tune-final reads all of them, and a definition that a failed or killed
+    tune_create left missing must be created again, not reported missing at the final."""
     study = TUNE[wildcards.study]
-    out = [study_file(study.name, BEST_FILE)]
-    if study.transfer_from:
-        out.append(study_file(study.transfer_from, BEST_FILE))
-    return out
+    names = [study.name] + ([study.transfer_from] if study.transfer_from else [])
+    return [study_file(n, f) for n in names for f in (DEFINITION_FILE, BEST_FILE)]
 
 
 def final_transfer_arg(wildcards):

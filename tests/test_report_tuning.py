@@ -183,3 +183,19 @@ def test_a_study_that_cannot_be_judged_says_why_in_the_headline():
     text = tuning_judge.headline(pd.DataFrame(), [gone])
     assert "cnn_gone: not judged (its folder does not exist)." in text
     assert tuning_judge.headline(pd.DataFrame(), []) is None
+
+
+def test_the_pooled_headline_names_a_framework_whose_verdict_differs():
+    from pathlib import Path
+
+    st = tuning_studies.Study("cnn_m", Path(), definition={"cell": dict(CNN_XS, size="m")})
+    gain, unclear = stats.diff_t_ci([0.95, 0.96, 0.97], [0.90, 0.91, 0.92]), \
+        stats.diff_t_ci([0.95, 0.91, 0.97], [0.94, 0.92, 0.93])
+    res = [{"framework": "torch", "verdict": tuning_judge.verdict(unclear)},
+           {"framework": "tf", "verdict": tuning_judge.verdict(gain)},
+           {"framework": tables.POOLED, "verdict": tuning_judge.verdict(gain)}]
+    line = tuning_judge.verdict_line(st, res, pooled_only=True)
+    assert "pooled tuning bought +0.050" in line
+    assert line.endswith(f"(PyTorch alone: {tuning_judge.verdict(unclear)[1]})")
+    assert "TensorFlow" not in line  # it agrees with the pooled verdict
+    assert "alone" not in tuning_judge.verdict_line(st, res[1:], pooled_only=True)

@@ -92,8 +92,15 @@ def verdict_line(st: tuning_studies.Study, res: list[dict], pooled_only: bool = 
         return f"{st.name}: not judged ({why})"
     pooled = [r for r in res if r["framework"] == tables.POOLED]
     shown = pooled if pooled_only and pooled else res
-    return f"{cell_label(st.cell)}: " + "; ".join(
+    text = f"{cell_label(st.cell)}: " + "; ".join(
         f"{tables.framework_name(r['framework'])} {r['verdict'][1]}" for r in shown)
+    # a pooled verdict one framework does not share would mislead its users
+    apart = [r for r in res if shown == pooled and r["framework"] != tables.POOLED
+             and r["verdict"][0] != pooled[0]["verdict"][0]]
+    if apart:
+        text += " (" + "; ".join(f"{tables.framework_name(r['framework'])} alone: "
+                                 f"{r['verdict'][1]}" for r in apart) + ")"
+    return text
 
 
 def headline(df: pd.DataFrame, studies: list[tuning_studies.Study]) -> str | None:

@@ -65,6 +65,13 @@ class Trainer(Protocol):
         """One optimizer step at learning rate `lr` (the L2 penalty and the decoupled weight
         decay included); the mean batch loss, data + penalty, as a device scalar. No sync."""
 
+    steps_per_call: int  # the most steps one steps() call runs
+
+    def steps(self, x: Any, y: Any, order: Any, start: int, lrs: list[float]) -> list:
+        """len(lrs) steps, step j on the rows order[start + j] of x and y (order: what
+        batch_indices gave) at rate lrs[j]; their losses as device scalars, one per step or
+        one summed over the call (the caller sums them). No sync."""
+
     def evaluate(self, x: Any, y: Any, batch: int) -> tuple[float, float]:
         """Eval mode, data loss only: (mean loss, accuracy) as python floats. seq2seq: loss
         per target token and the share of sentences greedy decoding gets exactly."""

@@ -126,20 +126,23 @@ def probe(spec: RunSpec, data, backend) -> tuple[float, float]:
     x = backend.to_device(data.x_train[:rows])
     y = backend.to_device(data.y_train[:rows])
     per = max(rows // batch, 1)
-    order = backend.batch_indices(np.arange(per * batch) % rows, batch)
     model = backend.build(spec)
     trainer = backend.Trainer(model, spec)
+    # The probe's batches, repeated so that a call can run as many steps as training's do.
+    calls = max(1, -(-trainer.steps_per_call // per))
+    order = backend.batch_indices(np.arange(per * calls * batch) % rows, batch)
     timer = BlockTimer(WARM_STEPS, BLOCK_STEPS, BLOCK_SECONDS)
     pending: list = []
-    i = 0
+    queued = i = 0
     t = time.perf_counter()
     while len(timer.blocks) < BLOCKS:
-        idx = order[i % per]
-        pending.append(trainer.step(backend.take(x, idx), backend.take(y, idx), spec.lr))
-        i += 1
-        if timer.due(len(pending), time.perf_counter() - t):
+        start = i % (per * calls)
+        k = min(trainer.steps_per_call, per * calls - start, timer.room(queued))
+        pending.extend(trainer.steps(x, y, order, start, [spec.lr] * k))
+        queued, i = queued + k, i + k
+        if timer.due(queued, time.perf_counter() - t):
             backend.sum_scalars(pending)
-            timer.add(time.perf_counter() - t, len(pending) * batch, len(pending))
-            pending = []
+            timer.add(time.perf_counter() - t, queued * batch, queued)
+            pending, queued = [], 0
             t = time.perf_counter()
     return float(max(s / sec for s, sec, _ in timer.blocks)), timer.warmup_seconds

@@ -99,6 +99,9 @@ class Plan(TypedDict):
     compile_probe: NotRequired[A[dict, "compile: best only: both modes' probe rates, the "
                                        "expected run length and the choice"]]
     compile_probe_s: NotRequired[A[float, "compile: best only: seconds the probe took"]]
+    steps_per_call: A[int, "training steps per call into the framework: TensorFlow loops "
+                           "over up to 32 inside its graph (Keras's steps_per_execution), "
+                           "torch and full-batch runs take 1"]
     n_train: A[int, "training samples"]
     n_val: A[int, "validation samples"]
     n_test: A[int, "test samples"]

@@ -260,6 +260,8 @@ class Trainer(DecodesThrough):
     and fp16 scales the loss with a GradScaler. With the fused optimizers (SGD, Adam) the
     scaler's inf check stays on the device; RMSprop's reads it back each step."""
 
+    steps_per_call = 1  # eager: each step is its own call whatever the grouping
+
     def __init__(self, model: Model, spec: RunSpec):
         self.model, self.spec = model, spec
         self.binary = spec.info.n_outputs == 1
@@ -348,6 +350,11 @@ class Trainer(DecodesThrough):
         else:
             self.opt.step()
         return loss.detach()
+
+    def steps(self, x, y, order, start: int, lrs) -> list[torch.Tensor]:
+        """len(lrs) steps on the batches order[start:]; each step's loss, on the device."""
+        return [self.step(take(x, order[start + j]), take(y, order[start + j]), lr)
+                for j, lr in enumerate(lrs)]
 
     @torch.no_grad()
     def infer(self, xb) -> torch.Tensor:

@@ -123,36 +123,36 @@ def _train_epoch(backend, trainer, spec: RunSpec, timer: BlockTimer, x_tr, y_tr,
     one sync drains the queued steps, times them, and checks their summed loss for NaN.
     The permutation goes to the device once per epoch, already cut into batches (slicing a
     TensorFlow tensor per step cost 70 us of Python), so a batch's indices never cross.
+    A trainer runs up to its `steps_per_call` steps per call; the timer's first step and
+    warm-up still end where they would one step at a time.
     """
     full = batch == len(y_tr)
     if not full:
         order = backend.batch_indices(rng.permutation(len(y_tr))[: per_epoch * batch], batch)
+    per_call = 1 if full else trainer.steps_per_call
     losses: list = []  # the epoch's, on the device
-    loss_sum, seg_steps, seg_samples = 0.0, 0, 0
+    loss_sum, seg_steps, seg_from, i = 0.0, 0, 0, 0
     t = time.perf_counter()
-    for i in range(per_epoch):
-        if step >= total:
-            break
+    while i < per_epoch and step < total:
+        k = min(per_call, per_epoch - i, total - step, timer.room(seg_steps))
+        lrs = [lr_at(spec, step + j, total) for j in range(k)]
         if full:
-            xb, yb = x_tr, y_tr
+            losses.append(trainer.step(x_tr, y_tr, lrs[0]))
         else:
-            xb, yb = backend.take(x_tr, order[i]), backend.take(y_tr, order[i])
-        losses.append(trainer.step(xb, yb, lr_at(spec, step, total)))
-        step += 1
-        seg_steps += 1
-        seg_samples += batch
-        last = i == per_epoch - 1 or step >= total
+            losses.extend(trainer.steps(x_tr, y_tr, order, i, lrs))
+        i, step, seg_steps = i + k, step + k, seg_steps + k
+        last = i == per_epoch or step >= total
         if last or timer.due(seg_steps, time.perf_counter() - t):
             # The segment's one device->host read. The epoch's last one sums the whole
             # epoch, so that its loss does not depend on where timing cut the segments.
-            loss_sum = backend.sum_scalars(losses if last else losses[-seg_steps:])
-            timer.add(time.perf_counter() - t, seg_samples, seg_steps)
+            loss_sum = backend.sum_scalars(losses if last else losses[seg_from:])
+            timer.add(time.perf_counter() - t, seg_steps * batch, seg_steps)
             if not math.isfinite(loss_sum):
                 raise Diverged(f"loss became {loss_sum} in steps {step - seg_steps + 1}-"
                                f"{step} (epoch {epoch})")
-            seg_steps, seg_samples = 0, 0
+            seg_steps, seg_from = 0, len(losses)
             t = time.perf_counter()
-    return step, loss_sum, len(losses)
+    return step, loss_sum, i
 
 
 def _log(spec: RunSpec, msg: str) -> None:
@@ -296,6 +296,7 @@ def _prepare(spec: RunSpec, data: Data, backend, compile_cache) -> tuple[_Prepar
     per_epoch, total = planned_steps(spec, n_train)
     flops = flops_per_sample(spec.family, spec.size, spec.dataset)
     part.update(
+        steps_per_call=1 if batch == n_train else backend.Trainer.steps_per_call,
         batch_size_effective=batch,
         batch_regime=batch_regime(spec.batch_size),
         steps_per_epoch=per_epoch,

@@ -320,6 +320,38 @@ def test_training_learns(family):
     assert acc > 0.75
 
 
+@pytest.mark.parametrize("family,dataset,kw", [
+    ("cnn", "digits", {"batchnorm": True, "optimizer": "adamw", "weight_decay": 1e-2}),
+    ("transformer", "tokens", {"l2": 1e-3}),
+    ("gru", "digits", {"compile": True}),  # the default's recurrent nets train under XLA
+])
+def test_steps_in_one_call_train_as_the_same_steps_one_at_a_time(family, dataset, kw):
+    """Training runs up to steps_per_call steps per call (TensorFlow: a loop inside its
+    graph): the same batches at the same per-step rates must leave the same weights and
+    batch-norm statistics, and the call's losses must sum to the single steps' losses."""
+    spec = make_spec(family, dataset, lr=1e-2, **kw)
+    x, y = fake_data(spec, 256)
+    xd, yd = backend.to_device(x), backend.to_device(y)
+    order = backend.batch_indices(np.random.default_rng(1).permutation(256), 32)
+    rows = np.random.default_rng(1).permutation(256).reshape(-1, 32)
+    lrs = [1e-2 * (j + 1) / 5 for j in range(5)]  # a warm-up: the rate changes every step
+    k = min(5, backend.Trainer.steps_per_call)
+    (model_a, weights), model_b = random_model(spec), backend.build(spec)
+    backend.set_weights(model_b, weights)
+    one_call, single = backend.Trainer(model_a, spec), backend.Trainer(model_b, spec)
+    fused = sum(backend.scalar(t) for t in one_call.steps(xd, yd, order, 2, lrs[:k]))
+    singles = [backend.scalar(single.step(backend.take(xd, rows[2 + j]),
+                                          backend.take(yd, rows[2 + j]), lr))
+               for j, lr in enumerate(lrs[:k])]
+    assert fused == pytest.approx(sum(singles), rel=1e-5)
+    for a, b in zip(backend.get_weights(model_a), backend.get_weights(model_b), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # eval mode reads batch norm's running statistics too
+    np.testing.assert_allclose(one_call.predict(x, 64), single.predict(x, 64), rtol=1e-4,
+                               atol=1e-5)
+    assert backend.Trainer.steps_per_call == (32 if FRAMEWORK == "tf" else 1)
+
+
 # The update rules are checked one by one below; here the Trainer path of the optimizers
 # the learning tests do not use (adam is used there), decoupled decay included.
 @pytest.mark.parametrize("optimizer", [o for o in OPTIMIZERS if o != "adam"])

@@ -49,9 +49,11 @@ class TimedBackend:
         first = [self.compile_s if s.compile else 0.0]
 
         class T:
-            def step(self, xb, yb, lr):
+            steps_per_call = 1
+
+            def steps(self, x, y, order, start, lrs):
                 time.sleep(wait + first.pop() if first else wait)
-                return 1.0
+                return [1.0]
 
         return T()
 

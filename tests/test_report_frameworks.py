@@ -72,3 +72,14 @@ def test_a_per_framework_policy_is_described_by_framework():
                                                             "TensorFlow compile best")
     assert settings.compile_phrase("False") == ""
     assert settings.compile_phrase("True") == ", compiled"
+
+
+def test_the_page_says_how_many_steps_each_framework_ran_per_call(tmp_path):
+    recs = [dict(r, steps_per_call=32 if r["framework"] == "tf" else 1)
+            for r in smoke_records()]
+    fw = visible_text((build(tmp_path, recs) / "frameworks.html").read_text())
+    assert ("Training steps per call into the framework: PyTorch 1, TensorFlow 32 "
+            "(TensorFlow loops over a mini-batch run's steps inside its graph") in fw
+    same = visible_text((build(tmp_path / "same", smoke_records()) / "frameworks.html")
+                        .read_text())
+    assert "steps per call" not in same

@@ -49,6 +49,16 @@ class BlockTimer:
         o = self._open
         return o[0] + pending >= self.min_steps and o[2] + seconds >= self.min_seconds
 
+    def room(self, pending: int) -> int:
+        """How many more steps a caller that queues several per call may queue on top of
+        `pending` before `due` must be asked: the first step alone, then to the warm-up's
+        end, then any number."""
+        if self.seen == 0:
+            return max(1 - pending, 1)
+        if self.seen < self.warmup:
+            return max(self.warmup - self.seen - pending, 1)
+        return 1 << 30
+
     def add(self, seconds: float, samples: int, steps: int = 1) -> None:
         """One segment: `steps` steps of `samples` samples in all, `seconds` to the sync."""
         if self.seen == 0:

@@ -149,7 +149,24 @@ def frameworks_panel(df: pd.DataFrame, dataset: str, key: str) -> Panel:
         # two lines: on one, the title ran over its neighbour's
         fig.layout.annotations[0].text = (esc("throughput PyTorch / TensorFlow") + "<br>"
                                           + esc("(filled: as run; open: both uncompiled)"))
-    return Panel(key, title, frameworks_caption(cells), fig, pd.DataFrame(data))
+    caption = " ".join(filter(None, [frameworks_caption(cells), calls_sentence(
+        tables.ok_rows(df[df["dataset"] == dataset]))]))
+    return Panel(key, title, caption, fig, pd.DataFrame(data))
+
+
+def calls_sentence(ok: pd.DataFrame) -> str:
+    """How many training steps each framework ran per call into it, where that differs:
+    the per-call cost is part of what the throughput compares."""
+    calls = {fw: sorted({int(v) for v in part["steps_per_call"].dropna()})
+             for fw, part in ok.groupby("framework")}
+    if len({tuple(v) for v in calls.values()}) <= 1:
+        return ""
+    said = [f"{tables.framework_name(fw)} {' or '.join(map(str, v))}"
+            for fw, v in sorted(calls.items(), key=lambda kv: tables.framework_rank(kv[0]))
+            if v]
+    return (f"Training steps per call into the framework: {', '.join(said)} (TensorFlow "
+            f"loops over a mini-batch run's steps inside its graph, Keras's "
+            f"steps_per_execution; a PyTorch step is its own call).")
 
 
 def _row_iv(r, metric: str) -> stats.Interval:

@@ -79,6 +79,7 @@ NUMBER_COLUMNS = ["params", "seed", "test_acc", "val_acc", "best_val_acc", "trai
                   "infer_samples_per_s", "peak_rss_mb", "peak_device_mem_mb", "wall_s", "lr",
                   "epochs", "max_steps", "threads", "cpu_count", "load_avg_1m_start",
                   "train_flops_per_sample", "steps_run", "batch_size_effective", "epochs_run",
+                  "steps_per_call",
                   "best_epoch", "model_mem_mb", "model_mem_est_mb", "rss_start_mb",
                   "flops_spent", "lr_grid_size", "n_classes", "n_val", "converged",
                   # seq2seq: translation quality (greedy and beam, test and test_long),

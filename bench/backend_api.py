@@ -106,6 +106,7 @@ class Backend(Protocol):
     """What a backend module exposes. `NAME` is "torch" or "tf"."""
 
     NAME: str
+    STEPS_PER_CALL: int  # the most training steps its Trainer.steps runs per call
 
     def setup(self, threads: int, device: str = "auto", seed: int = 0, tf32: bool = False,
               conv_autotune: bool = True) -> dict:
@@ -137,7 +138,7 @@ class Backend(Protocol):
     def to_device(self, array: np.ndarray) -> Any:
         """One whole array on the device: floats float32, integers int64."""
 
-    def batch_indices(self, order: np.ndarray, batch: int) -> list:
+    def batch_indices(self, order: np.ndarray, batch: int) -> Any:
         """`order` (a permutation, a multiple of `batch` long) cut into batches of row
         indices on the device, uploaded at once: one epoch's batches."""
 

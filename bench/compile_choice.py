@@ -128,17 +128,23 @@ def probe(spec: RunSpec, data, backend) -> tuple[float, float]:
     per = max(rows // batch, 1)
     model = backend.build(spec)
     trainer = backend.Trainer(model, spec)
-    # The probe's batches, repeated so that a call can run as many steps as training's do.
-    calls = max(1, -(-trainer.steps_per_call // per))
-    order = backend.batch_indices(np.arange(per * calls * batch) % rows, batch)
+    full = batch == n  # trained as the run trains it: the whole split, one step per call
+    per_call = 1 if full else trainer.steps_per_call
+    # The probe's rows, cycled so that a call can run as many steps as training's do.
+    calls = max(1, -(-per_call // per))
+    order = None if full else backend.batch_indices(np.arange(per * calls * batch) % rows,
+                                                    batch)
     timer = BlockTimer(WARM_STEPS, BLOCK_STEPS, BLOCK_SECONDS)
     pending: list = []
     queued = i = 0
     t = time.perf_counter()
     while len(timer.blocks) < BLOCKS:
         start = i % (per * calls)
-        k = min(trainer.steps_per_call, per * calls - start, timer.room(queued))
-        pending.extend(trainer.steps(x, y, order, start, [spec.lr] * k))
+        k = min(per_call, per * calls - start, timer.room(queued))
+        if full:
+            pending.append(trainer.step(x, y, spec.lr))
+        else:
+            pending.extend(trainer.steps(x, y, order, start, [spec.lr] * k))
         queued, i = queued + k, i + k
         if timer.due(queued, time.perf_counter() - t):
             backend.sum_scalars(pending)

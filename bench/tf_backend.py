@@ -423,8 +423,9 @@ class Trainer(DecodesThrough):
         """len(lrs) steps (at most steps_per_call) on the batches order[start:], in one call
         into the graph; their summed loss as a one-element list of device scalars."""
         k = len(lrs)
-        if not 0 < k <= STEPS_PER_CALL:
-            raise ValueError(f"{k} steps in one call: 1 to {STEPS_PER_CALL} run")
+        if not 0 < k <= STEPS_PER_CALL or start + k > order.shape[0]:
+            raise ValueError(f"{k} steps from batch {start} of {order.shape[0]}: 1 to "
+                             f"{STEPS_PER_CALL} steps within the batches run")
         padded = np.zeros(STEPS_PER_CALL, np.float32)
         padded[:k] = lrs
         return [self._steps(x, y, order, tf.constant(start, tf.int32), tf.constant(k, tf.int32),

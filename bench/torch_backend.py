@@ -77,6 +77,7 @@ from .translation.generate import DecodesThrough  # noqa: E402
 from .translation.text_pairs import PAD  # noqa: E402
 
 NAME = "torch"
+STEPS_PER_CALL = 1  # eager: each step is its own call whatever the grouping
 
 _device = torch.device("cpu")
 # What setup() changed for CPU speed; see cpu_tuning().
@@ -260,7 +261,7 @@ class Trainer(DecodesThrough):
     and fp16 scales the loss with a GradScaler. With the fused optimizers (SGD, Adam) the
     scaler's inf check stays on the device; RMSprop's reads it back each step."""
 
-    steps_per_call = 1  # eager: each step is its own call whatever the grouping
+    steps_per_call = 1  # STEPS_PER_CALL
 
     def __init__(self, model: Model, spec: RunSpec):
         self.model, self.spec = model, spec

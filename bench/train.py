@@ -296,7 +296,7 @@ def _prepare(spec: RunSpec, data: Data, backend, compile_cache) -> tuple[_Prepar
     per_epoch, total = planned_steps(spec, n_train)
     flops = flops_per_sample(spec.family, spec.size, spec.dataset)
     part.update(
-        steps_per_call=1 if batch == n_train else backend.Trainer.steps_per_call,
+        steps_per_call=1 if batch == n_train else backend.STEPS_PER_CALL,
         batch_size_effective=batch,
         batch_regime=batch_regime(spec.batch_size),
         steps_per_epoch=per_epoch,

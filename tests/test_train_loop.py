@@ -16,7 +16,10 @@ from bench.spec import RunSpec
 
 class FakeBackend:
     """Validation accuracy follows `script` epoch by epoch; the "weights" are the number of
-    optimizer steps taken, so test accuracy tells which snapshot was restored."""
+    optimizer steps taken, so test accuracy tells which snapshot was restored. Up to
+    STEPS_PER_CALL steps run per call, their losses summed as TensorFlow's loop sums them."""
+
+    STEPS_PER_CALL = 1
 
     def __init__(self, script, per_epoch, device_bytes=None, nan_at=None):
         self.script, self.per_epoch = list(script), per_epoch
@@ -26,6 +29,7 @@ class FakeBackend:
         self.nan_at = nan_at  # the optimizer step whose loss is NaN
         # device->host reads (each one a sync on a GPU) and host->device copies
         self.reads = self.syncs = self.uploads = 0
+        self.lrs, self.calls = [], []  # each step's rate; steps per call
         self.eval_seconds = 0.0  # how long a validation pass takes
         self.peak = device_bytes or 0
         self.autotune_bytes = 0  # a one-off workspace at the first step (cuDNN autotuning)
@@ -89,7 +93,16 @@ class FakeBackend:
         backend, data = self, self.data
 
         class T:
+            steps_per_call = backend.STEPS_PER_CALL
+
+            def steps(self, x, y, order, start, lrs):
+                assert 0 < len(lrs) <= self.steps_per_call and start + len(lrs) <= len(order)
+                backend.calls.append(len(lrs))
+                return [sum(self.step(x[order[start + j]], y[order[start + j]], lr)
+                            for j, lr in enumerate(lrs))]
+
             def step(self, xb, yb, lr):
+                backend.lrs.append(lr)
                 model["steps"] += 1
                 if model["steps"] == 1:
                     backend.allocate(backend.autotune_bytes, keep=False)
@@ -121,7 +134,7 @@ def _data(n_train=64, n_val=20, n_test=30):
 
 
 def _run(script, device_bytes=None, n_train=64, nan_at=None, eval_seconds=0.0, autotune_mb=0,
-         **kw):
+         steps_per_call=1, **kw):
     data = _data(n_train=n_train)
     kw = {"warmup_steps": 0, "block_steps": 1, "batch_size": 16, **kw}
     spec = RunSpec.create(family="cnn", framework="torch", dataset="mnist1d", size="xs",
@@ -129,6 +142,7 @@ def _run(script, device_bytes=None, n_train=64, nan_at=None, eval_seconds=0.0, a
     batch = n_train if kw["batch_size"] == "full" else kw["batch_size"]
     backend = FakeBackend(script, per_epoch=n_train // batch, device_bytes=device_bytes,
                           nan_at=nan_at)
+    backend.STEPS_PER_CALL = steps_per_call
     backend.data = data
     backend.eval_seconds = eval_seconds
     backend.autotune_bytes = autotune_mb * 2**20
@@ -280,3 +294,21 @@ def test_a_first_steps_one_off_device_workspace_is_not_the_models_memory():
     # a one-epoch run has no later epoch to measure: its peak keeps the workspace
     rec, _ = _run([0.5], device_bytes=5 * 2**20, autotune_mb=20, epochs=1)
     assert rec["peak_device_mem_mb"] == 28.0 and "first_epoch_peak_device_mem_mb" not in rec
+
+
+def test_steps_run_several_per_call_as_they_run_one_at_a_time():
+    """A trainer that runs up to 3 steps per call (TensorFlow runs 32) trains the same steps
+    at the same per-step rates, sums the same epoch loss, and still times its first step
+    alone and ends its warm-up where one step per call would."""
+    script = [0.3, 0.5, 0.7, 0.6, 0.6, 0.6]
+    kw = dict(epochs=6, patience=3, min_epochs=2, lr_warmup=10, warmup_steps=4, block_steps=5,
+              n_train=128)
+    (one, b1), (three, b3) = _run(script, **kw), _run(script, steps_per_call=3, **kw)
+    assert one["status"] == three["status"] == "ok" and one["steps_run"] == three["steps_run"]
+    assert b3.lrs == b1.lrs and len(set(b1.lrs)) > 5  # the warm-up ramp, step by step
+    assert [p["train_loss"] for p in three["curve"]] == [p["train_loss"] for p in one["curve"]]
+    assert set(b1.calls) == {1} and max(b3.calls) == 3
+    # first step alone, then 3 to the warm-up's end (4), then blocks of at least 5 steps
+    assert b3.calls[:3] == [1, 3, 3] and three["steps_per_call"] == 3
+    assert one["steps_per_call"] == 1
+    assert three["timed_steps"] == one["timed_steps"]

@@ -17,8 +17,8 @@ class BlockTimer:
     """Groups timed segments of steps into blocks of at least `min_steps` steps and
     `min_seconds`.
 
-    A segment is the steps between two host syncs. The loop asks `due` after each step
-    whether to sync: after the first step (compilation), at the end of the `warmup` steps,
+    A segment is the steps between two host syncs. The loop asks `due` after each call
+    (one step, or up to `room` steps) whether to sync: after the first step (compilation), at the end of the `warmup` steps,
     and when the open block is long enough. Between syncs a GPU host queues steps ahead, so
     a segment's time, taken after the sync that drains the queue, is what its steps cost.
 
@@ -52,12 +52,14 @@ class BlockTimer:
     def room(self, pending: int) -> int:
         """How many more steps a caller that queues several per call may queue on top of
         `pending` before `due` must be asked: the first step alone, then to the warm-up's
-        end, then any number."""
+        end, then to the open block's `min_steps`, then any number (the block still waits
+        for its `min_seconds`)."""
         if self.seen == 0:
-            return max(1 - pending, 1)
+            return 1
         if self.seen < self.warmup:
             return max(self.warmup - self.seen - pending, 1)
-        return 1 << 30
+        short = self.min_steps - self._open[0] - pending
+        return short if short > 0 else 1 << 30
 
     def add(self, seconds: float, samples: int, steps: int = 1) -> None:
         """One segment: `steps` steps of `samples` samples in all, `seconds` to the sync."""

@@ -118,7 +118,7 @@ def decide(spec: RunSpec, n_train: int, probe: dict) -> dict:
 def probe(spec: RunSpec, data, backend) -> tuple[float, float]:
     """(fastest samples/s of BLOCKS timed blocks, seconds of the WARM_STEPS first steps) of
     a fresh model of `spec` training on the first rows of `data`'s training set."""
-    from .train import effective_batch
+    from .train import effective_batch, queue_steps
 
     n = len(data.y_train)
     batch = effective_batch(spec, n)
@@ -141,10 +141,7 @@ def probe(spec: RunSpec, data, backend) -> tuple[float, float]:
     while len(timer.blocks) < BLOCKS:
         start = i % (per * calls)
         k = min(per_call, per * calls - start, timer.room(queued))
-        if full:
-            pending.append(trainer.step(x, y, spec.lr))
-        else:
-            pending.extend(trainer.steps(x, y, order, start, [spec.lr] * k))
+        pending.extend(queue_steps(trainer, x, y, order, start, [spec.lr] * k))
         queued, i = queued + k, i + k
         if timer.due(queued, time.perf_counter() - t):
             backend.sum_scalars(pending)

@@ -127,8 +127,8 @@ def _train_epoch(backend, trainer, spec: RunSpec, timer: BlockTimer, x_tr, y_tr,
     warm-up still end where they would one step at a time.
     """
     full = batch == len(y_tr)
-    if not full:
-        order = backend.batch_indices(rng.permutation(len(y_tr))[: per_epoch * batch], batch)
+    order = None if full else backend.batch_indices(
+        rng.permutation(len(y_tr))[: per_epoch * batch], batch)
     per_call = 1 if full else trainer.steps_per_call
     losses: list = []  # the epoch's, on the device
     loss_sum, seg_steps, seg_from, i = 0.0, 0, 0, 0
@@ -136,10 +136,7 @@ def _train_epoch(backend, trainer, spec: RunSpec, timer: BlockTimer, x_tr, y_tr,
     while i < per_epoch and step < total:
         k = min(per_call, per_epoch - i, total - step, timer.room(seg_steps))
         lrs = [lr_at(spec, step + j, total) for j in range(k)]
-        if full:
-            losses.append(trainer.step(x_tr, y_tr, lrs[0]))
-        else:
-            losses.extend(trainer.steps(x_tr, y_tr, order, i, lrs))
+        losses.extend(queue_steps(trainer, x_tr, y_tr, order, i, lrs))
         i, step, seg_steps = i + k, step + k, seg_steps + k
         last = i == per_epoch or step >= total
         if last or timer.due(seg_steps, time.perf_counter() - t):
@@ -153,6 +150,14 @@ def _train_epoch(backend, trainer, spec: RunSpec, timer: BlockTimer, x_tr, y_tr,
             seg_steps, seg_from = 0, len(losses)
             t = time.perf_counter()
     return step, loss_sum, i
+
+
+def queue_steps(trainer, x, y, order, start: int, lrs: list) -> list:
+    """Queue len(lrs) steps on batches order[start:] (one call, or the trainer's loop); with
+    `order` None, full batch: one step on the whole split. Their losses, on the device."""
+    if order is None:
+        return [trainer.step(x, y, lrs[0])]
+    return trainer.steps(x, y, order, start, lrs)
 
 
 def _log(spec: RunSpec, msg: str) -> None:

@@ -83,3 +83,13 @@ def test_the_page_says_how_many_steps_each_framework_ran_per_call(tmp_path):
     same = visible_text((build(tmp_path / "same", smoke_records()) / "frameworks.html")
                         .read_text())
     assert "steps per call" not in same
+
+
+def test_the_overview_headline_says_how_many_steps_each_framework_ran_per_call(tmp_path):
+    recs = [dict(r, steps_per_call=32 if r["framework"] == "tf" else 1)
+            for r in smoke_records()]
+    index = visible_text((build(tmp_path, recs) / "index.html").read_text())
+    at = index.index("Frameworks: Training throughput as run")
+    assert "Training steps per call into the framework: PyTorch 1, TensorFlow 32" in index[at:]
+    plain = visible_text((build(tmp_path / "same", smoke_records()) / "index.html").read_text())
+    assert "steps per call" not in plain

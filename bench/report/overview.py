@@ -85,7 +85,9 @@ def _finding_frameworks(df: pd.DataFrame) -> str:
     c = pd.concat(cells, ignore_index=True).dropna(subset=["throughput_ratio"])
     if c.empty:
         return "Frameworks: throughput was not recorded in matched runs."
-    return "Frameworks: " + " ".join(frameworks.throughput_sentences(c))
+    # the per-call cost is part of what "as run" compares: a reader must not miss it here
+    calls = frameworks.calls_sentence(tables.ok_rows(df))
+    return "Frameworks: " + " ".join(filter(None, [*frameworks.throughput_sentences(c), calls]))
 
 
 def _finding_sweep(df: pd.DataFrame) -> str:

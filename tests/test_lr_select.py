@@ -1,6 +1,7 @@
 """bench.study.lr_select: the learning rate of every unit is chosen on validation, never on test."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -85,10 +86,13 @@ def test_a_stale_or_crashed_grid_record_stops_the_selection(tmp_path, change, ne
 
 
 def _run_job(tmp_path, specs, *extra):
+    # Slots of its own: in the machine-wide folder it waited out a study running beside the
+    # suite, which held every CPU slot, and timed out.
     return subprocess.run(
         [sys.executable, "-m", "bench", "run-job", "--specs",
          json.dumps([s.to_dict() for s in specs]), "--out-dir", str(tmp_path / "runs"), *extra],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "BENCH_SLOT_DIR": str(tmp_path / ".slots")})
 
 
 TINY = dict(family="cnn", framework="torch", dataset="digits", size="xs", epochs=1,
